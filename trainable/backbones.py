@@ -1,0 +1,115 @@
+"""Backbone families: how to build one, its stages counted from the input, and its head.
+
+`freeze_depth = k` freezes the first k stages: their parameters stop training AND their
+BatchNorm layers become `FrozenBatchNorm2d`, so `model.train()` cannot move their statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from trainable.config import lookup
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A torchvision model family: constructor, stage map and the name of its classifier."""
+
+    build: Callable[[int], nn.Module]  # num_classes -> randomly initialised model
+    stages: tuple[tuple[str, ...], ...]  # module names of each stage, from the input
+    head: str  # attribute holding the classifier, replaced for the target classes
+
+    @property
+    def max_freeze_depth(self) -> int:
+        """freeze_depth of a linear probe: every stage frozen."""
+        return len(self.stages)
+
+
+_RESNET_STAGES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
+
+# Backbones a space picks by name (its constant "backbone" key).
+BACKBONES: dict[str, BackboneSpec] = {
+    "resnet18": BackboneSpec(
+        build=lambda n: torchvision.models.resnet18(num_classes=n),
+        stages=_RESNET_STAGES,
+        head="fc",
+    ),
+}
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """The spec of a registered backbone; unknown names list the choices."""
+    return lookup(BACKBONES, "backbone", name)
+
+
+def build_model(name: str, num_classes: int) -> nn.Module:
+    """A randomly initialised model of the family with a `num_classes` head."""
+    return get_backbone(name).build(num_classes)
+
+
+def load_backbone_state(model: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
+    """Load every backbone tensor from `state`, keeping the model's own (new) head."""
+    head = get_backbone(name).head
+    wanted = {k for k in model.state_dict() if not k.startswith(f"{head}.")}
+    given = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
+    missing, unexpected = sorted(wanted - set(given)), sorted(set(given) - wanted)
+    if missing or unexpected:
+        raise ValueError(
+            f"weights do not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    model.load_state_dict(given, strict=False)
+
+
+def _frozen_copy(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
+    """A FrozenBatchNorm2d holding the same affine parameters and running statistics."""
+    frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
+    frozen.weight.copy_(bn.weight.detach())
+    frozen.bias.copy_(bn.bias.detach())
+    frozen.running_mean.copy_(bn.running_mean)
+    frozen.running_var.copy_(bn.running_var)
+    return frozen
+
+
+def freeze_stages(model: nn.Module, name: str, depth: int) -> None:
+    """Freeze the first `depth` stages: no gradients, and BatchNorm statistics fixed."""
+    spec = get_backbone(name)
+    if not 0 <= depth <= spec.max_freeze_depth:
+        raise ValueError(
+            f"`0 <= freeze_depth <= {spec.max_freeze_depth}` must hold for {name}, "
+            f"but got freeze_depth={depth}"
+        )
+    for stage in spec.stages[:depth]:
+        for module_name in stage:
+            model.get_submodule(module_name).requires_grad_(False)
+            # named_modules(prefix=...) includes the stage itself (ResNet's stem *is* `bn1`).
+            stage_modules = model.get_submodule(module_name).named_modules(prefix=module_name)
+            for full_name, module in list(stage_modules):
+                if isinstance(module, nn.BatchNorm2d):
+                    model.set_submodule(full_name, _frozen_copy(module))
+
+
+def parameter_groups(
+    model: nn.Module, name: str, backbone_lr: float, head_lr: float
+) -> list[dict[str, Any]]:
+    """Two named optimizer groups, head and backbone; frozen parameters are in neither."""
+    head_prefix = f"{get_backbone(name).head}."
+    head, backbone = [], []
+    for param_name, param in model.named_parameters():
+        if param.requires_grad:
+            (head if param_name.startswith(head_prefix) else backbone).append(param)
+    groups = [{"name": "head", "params": head, "lr": head_lr}]
+    if backbone:  # empty for a linear probe (every stage frozen)
+        groups.append({"name": "backbone", "params": backbone, "lr": backbone_lr})
+    return groups
+
+
+def count_trainable(model: nn.Module) -> int:
+    """Number of scalar parameters that receive gradients."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

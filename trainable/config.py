@@ -1,0 +1,74 @@
+"""TrialConfig: everything one trial needs, built from Ray Tune's `config` dict in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def default_cache_dir() -> str:
+    """Where pretrained source backbones are cached: $TRANSFER_TUNE_CACHE, else ~/.cache."""
+    env = os.environ.get("TRANSFER_TUNE_CACHE")
+    if env:
+        return str(Path(env).expanduser().resolve())
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return str(Path(base) / "transfer-tune")
+
+
+def lookup(registry: dict[str, Any], kind: str, name: str) -> Any:
+    """`registry[name]`, or a ValueError naming the valid choices."""
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(registry))}")
+    return registry[name]
+
+
+_SCALARS = {"int": int, "float": float, "str": str}
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One trial's complete recipe; `params.json` of a trial holds exactly these keys."""
+
+    # searched
+    freeze_depth: int = 0
+    backbone_lr: float = 1e-3
+    head_lr: float = 1e-2
+    # fixed per search
+    backbone: str = "resnet18"
+    data: str = "digits"
+    weights: str = "source"  # "source": pretrained on the data set's source task; "none": scratch
+    max_epochs: int = 9
+    batch_size: int = 16  # 100 training images (20 shots x 5 classes): 7 steps per epoch
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    image_size: int = 32  # digits are 8x8; 32x32 keeps ResNet-18's stride-32 output at 1x1
+    shots: int = 20  # labelled training images per target class
+    seed: int = 0
+    num_threads: int = 1  # torch threads; the search sets it to the trial's CPU allotment
+    cache_dir: str = field(default_factory=default_cache_dir)
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> TrialConfig:
+        """Build from a Tune config, coercing numbers; unknown keys raise, naming the valid ones."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - set(fields))
+        if unknown:
+            raise ValueError(
+                f"unknown trial setting(s) {', '.join(map(repr, unknown))}; "
+                f"valid: {', '.join(sorted(fields))}"
+            )
+        kwargs: dict[str, Any] = {}
+        for name, value in config.items():
+            kind = _SCALARS[fields[name].type]
+            # Optuna and numpy hand back numpy scalars; store plain Python values.
+            if kind is int and float(value) != int(value):
+                raise ValueError(f"`{name}` must be an integer, but got {name}={value!r}")
+            kwargs[name] = kind(value)
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain-dict form stored in checkpoints and in Tune's params.json."""
+        return dataclasses.asdict(self)

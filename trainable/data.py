@@ -1,0 +1,126 @@
+"""Data sets as in-memory tensors, and the embedded default: scikit-learn's handwritten digits.
+
+The digits task is a real transfer problem that runs offline in seconds: the backbone is
+pretrained on the *source* task (digits 0-4) and fine-tuned on the *target* task (digits 5-9)
+from a few labelled images per class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from trainable.config import lookup
+
+SOURCE_CLASSES = (0, 1, 2, 3, 4)
+TARGET_CLASSES = (5, 6, 7, 8, 9)
+SOURCE_VAL_FRACTION = 0.2  # held out to report the pretrained backbone's source accuracy
+VAL_PER_CLASS = 50  # 250 validation images: val_acc moves in steps of 0.4 %
+# The rest of digits 5-9 (about 900 - 5 x (shots + 50), ~550 images) is the test split.
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images (N, 3, H, W), normalised, and integer labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Mini-batches: for training (a generator given) shuffled, full batches only; else all
+        samples in order. A tail batch of 2 would corrupt BatchNorm's running statistics."""
+        if generator is None:
+            order, stop = torch.arange(len(self)), len(self)
+        else:
+            order = torch.randperm(len(self), generator=generator)
+            stop = max(len(self) - len(self) % batch_size, min(batch_size, len(self)))
+        for start in range(0, stop, batch_size):
+            index = order[start : start + batch_size]
+            yield self.images[index], self.labels[index]
+
+
+@dataclass(frozen=True)
+class TransferData:
+    """The target task: train / validation / test splits and the class names in label order."""
+
+    train: Split
+    val: Split
+    test: Split
+    classes: tuple[str, ...]
+
+
+def load_digits_tensors(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1,797 digits as (N, 3, S, S) float images, standardised, and their labels 0-9."""
+    from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
+
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = F.interpolate(images, size=(image_size, image_size), mode="bilinear")
+    images = (images - images.mean()) / images.std()
+    return images.expand(-1, 3, -1, -1).contiguous(), torch.as_tensor(digits.target)
+
+
+def stratified_split(labels: torch.Tensor, counts: list[int], seed: int) -> list[torch.Tensor]:
+    """Indices for consecutive splits taking `counts[i]` per class (-1: the rest), by seed."""
+    generator = torch.Generator().manual_seed(seed)
+    parts: list[list[torch.Tensor]] = [[] for _ in counts]
+    for label in labels.unique(sorted=True):
+        members = torch.nonzero(labels == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        start = 0
+        for part, count in zip(parts, counts, strict=True):
+            stop = len(members) if count < 0 else start + count
+            part.append(members[start:stop])
+            start = stop
+    return [torch.cat(part).sort().values for part in parts]
+
+
+def _subset(
+    images: torch.Tensor, labels: torch.Tensor, classes: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of the given classes, relabelled 0..len(classes)-1 in that order."""
+    keep = torch.isin(labels, torch.tensor(classes))
+    relabel = {c: i for i, c in enumerate(classes)}
+    return images[keep], torch.tensor([relabel[int(y)] for y in labels[keep]])
+
+
+def digits_source(image_size: int, seed: int) -> tuple[Split, Split]:
+    """Source task (digits 0-4): a train and a held-out split for pretraining the backbone."""
+    images, labels = _subset(*load_digits_tensors(image_size), SOURCE_CLASSES)
+    per_class = int(torch.bincount(labels).min() * SOURCE_VAL_FRACTION)
+    val, train = stratified_split(labels, [per_class, -1], seed)
+    return Split(images[train], labels[train]), Split(images[val], labels[val])
+
+
+def digits_target(image_size: int, shots: int, seed: int) -> TransferData:
+    """Target task (digits 5-9): `shots` training images per class, stratified val and test."""
+    images, labels = _subset(*load_digits_tensors(image_size), TARGET_CLASSES)
+    smallest = int(torch.bincount(labels).min())
+    if shots < 1 or shots + VAL_PER_CLASS >= smallest:
+        raise ValueError(
+            f"`1 <= shots < {smallest - VAL_PER_CLASS}` must hold for digits, but got shots={shots}"
+        )
+    train, val, test = stratified_split(labels, [shots, VAL_PER_CLASS, -1], seed)
+    return TransferData(
+        train=Split(images[train], labels[train]),
+        val=Split(images[val], labels[val]),
+        test=Split(images[test], labels[test]),
+        classes=tuple(str(c) for c in TARGET_CLASSES),
+    )
+
+
+# Data sets a user picks by name with `--data`; each builds the target task.
+DATASETS: dict[str, Callable[[int, int, int], TransferData]] = {"digits": digits_target}
+
+
+def build_data(name: str, image_size: int, shots: int, seed: int) -> TransferData:
+    """The target task of the named data set, split by `seed`."""
+    return lookup(DATASETS, "data set", name)(image_size, shots, seed)

@@ -1,0 +1,41 @@
+"""One training epoch and one evaluation pass: shared by source pretraining and trials."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainable.data import Split
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    split: Split,
+    batch_size: int,
+    generator: torch.Generator,
+) -> float:
+    """One pass over `split` in a shuffled order; returns the mean training loss."""
+    model.train()
+    total, seen = 0.0, 0
+    for images, labels in split.batches(batch_size, generator):
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(labels)
+        seen += len(labels)
+    return total / seen
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int = 256) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy on `split`."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for images, labels in split.batches(batch_size):
+        logits = model(images)
+        loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        correct += (logits.argmax(dim=1) == labels).sum().item()
+    return loss / len(split), correct / len(split)

@@ -1,0 +1,98 @@
+"""The plain-PyTorch transfer-learning loop of one trial; no Ray here, runnable in a notebook."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainable import metrics
+from trainable.backbones import (
+    build_model,
+    count_trainable,
+    freeze_stages,
+    get_backbone,
+    load_backbone_state,
+    parameter_groups,
+)
+from trainable.config import TrialConfig
+from trainable.data import TransferData, build_data
+from trainable.engine import evaluate, train_one_epoch
+from trainable.pretrain import load_weights
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite: the learning rates are too high."""
+
+
+def build_trial_model(cfg: TrialConfig, num_classes: int) -> nn.Module:
+    """The backbone with its pretrained weights, a new head, and the first stages frozen."""
+    torch.manual_seed(cfg.seed)  # the new head's initialisation (and the backbone's, from scratch)
+    model = build_model(cfg.backbone, num_classes)
+    state = load_weights(cfg.weights, cfg.backbone, cfg.data, cfg.image_size, cfg.cache_dir)
+    if state is not None:
+        load_backbone_state(model, cfg.backbone, state)
+    # A zero head starts every trial at loss log(classes): a random head on large pretrained
+    # features starts near loss 5 and its first gradients wreck the backbone (as in BiT).
+    head = model.get_submodule(get_backbone(cfg.backbone).head)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    freeze_stages(model, cfg.backbone, cfg.freeze_depth)
+    return model
+
+
+def build_optimizer(model: nn.Module, cfg: TrialConfig) -> torch.optim.Optimizer:
+    """SGD with momentum over the two named parameter groups."""
+    groups = parameter_groups(model, cfg.backbone, cfg.backbone_lr, cfg.head_lr)
+    return torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def run_trial(
+    cfg: TrialConfig, resume: dict[str, Any] | None = None, data: TransferData | None = None
+) -> Iterator[tuple[dict[str, float], dict[str, Any]]]:
+    """Train epoch by epoch; yield each epoch's metrics and the state a checkpoint must hold.
+
+    `resume` is a loaded checkpoint: training continues after its epoch. The yielded state
+    references live tensors, so save it before advancing the generator.
+    """
+    torch.set_num_threads(cfg.num_threads)
+    data = data or build_data(cfg.data, cfg.image_size, cfg.shots, cfg.seed)
+    model = build_trial_model(cfg, len(data.classes))
+    optimizer = build_optimizer(model, cfg)
+    start = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        start = int(resume["epoch"])
+    trainable_params = count_trainable(model)
+    for epoch in range(start + 1, cfg.max_epochs + 1):
+        began = time.perf_counter()
+        # One generator per (seed, epoch): a resumed trial sees the same batches it would have.
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        train_loss = train_one_epoch(model, optimizer, data.train, cfg.batch_size, generator)
+        if not math.isfinite(train_loss):
+            raise DivergedError(
+                f"train_loss is {train_loss} at epoch {epoch}: diverged "
+                f"(backbone_lr={cfg.backbone_lr:.3g}, head_lr={cfg.head_lr:.3g})"
+            )
+        val_loss, val_acc = evaluate(model, data.val)
+        result = {
+            metrics.EPOCH: epoch,
+            metrics.TRAIN_LOSS: train_loss,
+            metrics.VAL_LOSS: val_loss,
+            metrics.VAL_ACC: val_acc,
+            metrics.EPOCH_SECONDS: time.perf_counter() - began,
+            metrics.TRAINABLE_PARAMS: trainable_params,
+        }
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            "config": cfg.to_dict(),
+            "classes": list(data.classes),
+        }
+        yield result, state

@@ -1,0 +1,103 @@
+"""Pretrained backbone weights: the source-task backbone, trained once and cached on disk.
+
+The cache file name carries a hash of everything that determines the weights (the recipe
+below, the backbone, the data set and the image size), so changing any of them retrains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from trainable.backbones import build_model
+from trainable.config import lookup
+from trainable.data import SOURCE_CLASSES, Split, digits_source
+from trainable.engine import evaluate, train_one_epoch
+
+# Source-task training of the digits backbone: from scratch, 15 epochs reach ~99 % held-out
+# accuracy on digits 0-4 in about 20 s on 2 CPU cores.
+SOURCE_RECIPE = {
+    "version": 1,  # bump when the training code below changes what it produces
+    "epochs": 15,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "batch_size": 64,
+    "seed": 0,  # fixed, not --seed: every search reuses the same pretrained backbone
+}
+
+# Data sets with a source task, by name: image_size, seed -> (train, held-out) splits.
+SOURCES: dict[str, Callable[[int, int], tuple[Split, Split]]] = {"digits": digits_source}
+WEIGHTS_CHOICES = ("source", "none")
+
+
+def source_weights_path(backbone: str, data: str, image_size: int, cache_dir: str) -> Path:
+    """The cache file of the source backbone for these settings (it may not exist yet)."""
+    key = {"backbone": backbone, "data": data, "image_size": image_size, **SOURCE_RECIPE}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(cache_dir) / f"{backbone}-{data}-source-{image_size}px-{digest}.pt"
+
+
+def pretrain_source(
+    backbone: str, data: str, image_size: int, log: Callable[[str], None] = print
+) -> tuple[dict[str, torch.Tensor], float]:
+    """Train the backbone from scratch on the source task; return its weights and held-out acc."""
+    train, held_out = lookup(SOURCES, "data set with a source task", data)(
+        image_size, SOURCE_RECIPE["seed"]
+    )
+    torch.manual_seed(SOURCE_RECIPE["seed"])
+    model = build_model(backbone, len(SOURCE_CLASSES))
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=SOURCE_RECIPE["lr"],
+        momentum=SOURCE_RECIPE["momentum"],
+        weight_decay=SOURCE_RECIPE["weight_decay"],
+    )
+    epochs = SOURCE_RECIPE["epochs"]
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    generator = torch.Generator().manual_seed(SOURCE_RECIPE["seed"])
+    acc = 0.0
+    for epoch in range(1, epochs + 1):
+        loss = train_one_epoch(model, optimizer, train, SOURCE_RECIPE["batch_size"], generator)
+        schedule.step()
+        _, acc = evaluate(model, held_out)
+        log(f"  source epoch {epoch:2d}/{epochs}: train_loss {loss:.3f}, held-out acc {acc:.3f}")
+    return model.state_dict(), acc
+
+
+def ensure_source_weights(
+    backbone: str, data: str, image_size: int, cache_dir: str, log: Callable[[str], None] = print
+) -> Path:
+    """Path of the cached source backbone, pretraining it first when the cache misses."""
+    path = source_weights_path(backbone, data, image_size, cache_dir)
+    if path.exists():
+        return path
+    classes = "-".join(map(str, (SOURCE_CLASSES[0], SOURCE_CLASSES[-1])))
+    log(f"Pretraining {backbone} on {data} {classes} (source task), once; cached in {path}")
+    state, acc = pretrain_source(backbone, data, image_size, log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"model": state, "source_acc": acc, "recipe": json.dumps(SOURCE_RECIPE)}
+    # Write then rename: a reader never sees half a file, and concurrent writers are harmless.
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        torch.save(payload, tmp)
+    os.replace(tmp.name, path)
+    log(f"Pretrained: held-out accuracy on the source task {acc:.3f}")
+    return path
+
+
+def load_weights(
+    spec: str, backbone: str, data: str, image_size: int, cache_dir: str
+) -> dict[str, torch.Tensor] | None:
+    """The backbone state dict a trial starts from; None trains from scratch."""
+    if spec == "none":
+        return None
+    if spec == "source":
+        path = ensure_source_weights(backbone, data, image_size, cache_dir)
+        return torch.load(path, weights_only=True)["model"]
+    raise ValueError(f"unknown weights {spec!r}; choose one of: {', '.join(WEIGHTS_CHOICES)}")
