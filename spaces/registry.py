@@ -1,0 +1,101 @@
+"""The named search spaces a user picks with `--space`, and their structural validation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform
+
+from spaces.resnet import resnet_small
+
+# Adding a space: write a function returning a flat dict, and register it here.
+SPACES: dict[str, Callable[[], dict[str, Any]]] = {
+    "resnet_small": resnet_small,
+}
+
+SEARCHED = ("freeze_depth", "backbone_lr", "head_lr")  # every space must define these
+_CONSTANTS = (bool, int, float, str)
+
+
+def get_space(name: str) -> dict[str, Any]:
+    """The search space registered as `name`; unknown names list the choices."""
+    if name not in SPACES:
+        raise ValueError(
+            f"unknown search space {name!r}; choose one of: {', '.join(sorted(SPACES))}"
+        )
+    return SPACES[name]()
+
+
+def searched_keys(space: dict[str, Any]) -> list[str]:
+    """Keys whose values the searcher samples (domains), in the space's order."""
+    return [key for key, value in space.items() if isinstance(value, Domain)]
+
+
+def value_range(value: Any) -> tuple[float, float] | None:
+    """Smallest and largest value a constant or domain can take; None when not numeric."""
+    if isinstance(value, bool | str):
+        return None
+    if isinstance(value, int | float):
+        return float(value), float(value)
+    if isinstance(value, Integer):
+        return float(value.lower), float(value.upper - 1)  # tune.randint's upper is exclusive
+    if isinstance(value, Float):
+        return float(value.lower), float(value.upper)
+    if isinstance(value, Categorical):
+        numbers = [c for c in value.categories if isinstance(c, int | float)]
+        if len(numbers) == len(value.categories) and numbers:
+            return float(min(numbers)), float(max(numbers))
+    return None
+
+
+def _integer_valued(value: Any) -> bool:
+    """True for an int, a tune.randint, or a tune.choice of ints."""
+    if isinstance(value, Categorical):
+        return all(isinstance(c, int) and not isinstance(c, bool) for c in value.categories)
+    return isinstance(value, Integer) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _domain_problems(key: str, value: Any) -> list[str]:
+    """What is wrong with one entry of a space (empty when it is fine)."""
+    if isinstance(value, dict) and "grid_search" in value:
+        return [f"{key!r}: grid_search cannot be converted to Optuna; use tune.choice"]
+    if isinstance(value, dict):
+        return [f"{key!r}: nested spaces are not supported (Optuna flattens them); keep it flat"]
+    if isinstance(value, _CONSTANTS):
+        return []
+    if not isinstance(value, Integer | Float | Categorical):
+        kind = type(value).__name__
+        return [
+            f"{key!r}: must be a constant or tune.randint/uniform/loguniform/choice, got {kind}"
+        ]
+    problems = []
+    if isinstance(value, Integer | Float):
+        if not value.lower < value.upper:
+            problems.append(
+                f"{key!r}: `lower < upper` must hold, but got (lower={value.lower}, "
+                f"upper={value.upper})"
+            )
+        if isinstance(value.get_sampler(), LogUniform) and value.lower <= 0:
+            problems.append(f"{key!r}: a log scale needs `lower > 0`, but got lower={value.lower}")
+    if isinstance(value, Categorical) and not value.categories:
+        problems.append(f"{key!r}: tune.choice needs at least one value")
+    return problems
+
+
+def validate_space(space: Any) -> list[str]:
+    """Structural problems of a space (empty list when valid): shapes, ranges, required keys."""
+    if not isinstance(space, dict):
+        return [f"a search space must be a dict, but got {type(space).__name__}"]
+    problems = [f"missing {key!r}" for key in SEARCHED if key not in space]
+    for key, value in space.items():
+        problems += _domain_problems(key, value)
+    for key in ("backbone_lr", "head_lr"):
+        bounds = value_range(space.get(key, 1.0))
+        if bounds is None or bounds[0] <= 0:
+            problems.append(f"{key!r}: learning rates must be numbers > 0, but got {space[key]!r}")
+    depth = space.get("freeze_depth", 0)
+    bounds = value_range(depth)
+    if not _integer_valued(depth) or bounds is None or bounds[0] < 0:
+        problems.append(f"'freeze_depth': must be integers >= 0, but got {depth!r}")
+    return problems

@@ -1,0 +1,19 @@
+"""Search spaces for torchvision ResNets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+
+
+def resnet_small() -> dict[str, Any]:
+    """ResNet-18 fine-tuning: how deep to freeze, and the two learning rates (SGD, momentum 0.9)."""
+    return {
+        "backbone": "resnet18",
+        # 0 trains everything; 1 freezes the stem; 2..4 also layer1..layer3; 5 is a linear probe.
+        "freeze_depth": tune.randint(0, 6),
+        # Both ranges span good values and ones too small to move or large enough to diverge.
+        "backbone_lr": tune.loguniform(1e-5, 1e-1),
+        "head_lr": tune.loguniform(1e-4, 1e0),
+    }
