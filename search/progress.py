@@ -1,0 +1,88 @@
+"""Concise console progress for a search, in place of Ray's verbose tables.
+
+One line when a trial starts, one when it ends (with why), and a status line at most every
+`interval_s` seconds while trials run: a 16-trial sweep prints about 40 lines.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+from search.summary import error_reason, fmt
+from trainable import metrics
+
+
+class ProgressReporter(Callback):
+    """Prints trial starts, ends and a periodic status line."""
+
+    def __init__(
+        self, searched: list[str], num_samples: int, max_epochs: int, interval_s: float = 20.0
+    ) -> None:
+        self.searched = searched
+        self.num_samples = num_samples
+        self.max_epochs = max_epochs
+        self.interval_s = interval_s
+        self.started: dict[str, int] = {}  # trial_id -> its number, in start order
+        self.last: dict[str, dict[str, Any]] = {}  # trial_id -> its latest result
+        self.best: dict[str, float] = {}  # trial_id -> its best val_acc
+        self.finished = 0
+        self.began = time.monotonic()
+        self.last_print = self.began
+
+    def _say(self, line: str) -> None:
+        elapsed = time.monotonic() - self.began
+        print(f"[{elapsed:5.0f}s] {line}", flush=True)
+        self.last_print = time.monotonic()
+
+    def _label(self, trial: Any) -> str:
+        number = self.started.setdefault(trial.trial_id, len(self.started) + 1)
+        return f"trial {number:>2}/{self.num_samples} {trial.trial_id}"
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        config = "  ".join(f"{k}={fmt(trial.config.get(k))}" for k in self.searched)
+        self._say(f"{self._label(trial)} started   {config}")
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        self.last[trial.trial_id] = result
+        acc = result.get(metrics.VAL_ACC)
+        if acc is not None:
+            self.best[trial.trial_id] = max(acc, self.best.get(trial.trial_id, acc))
+
+    def _epochs(self, trial: Any) -> int:
+        return int(self.last.get(trial.trial_id, {}).get(metrics.EPOCH, 0))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.finished += 1
+        epochs = self._epochs(trial)
+        why = "completed" if epochs >= self.max_epochs else "stopped by ASHA"
+        best = fmt(self.best.get(trial.trial_id))
+        self._say(
+            f"{self._label(trial)} {why} after {epochs}/{self.max_epochs} epochs, "
+            f"best val_acc {best}"
+        )
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.finished += 1
+        self._say(
+            f"{self._label(trial)} FAILED at epoch {self._epochs(trial) + 1}: {error_reason(trial)}"
+        )
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.monotonic() - self.last_print < self.interval_s:
+            return
+        running = [t for t in trials if t.status == "RUNNING"]
+        parts = [
+            f"{t.trial_id} epoch {self._epochs(t)}/{self.max_epochs}"
+            f" (val_acc {fmt(self.last.get(t.trial_id, {}).get(metrics.VAL_ACC))})"
+            for t in running
+        ]
+        best = fmt(max(self.best.values())) if self.best else "-"
+        self._say(
+            f"{self.finished}/{self.num_samples} done, best val_acc {best}; running: "
+            + (", ".join(parts) or "none")
+        )

@@ -1,0 +1,82 @@
+"""Run one search end to end: pretrain (cached), start Ray, fit, summarise."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import optuna
+import ray
+
+from search.builders import build_param_space, build_tuner
+from search.loggers import build_callbacks, resolve_wandb_mode
+from search.progress import ProgressReporter
+from search.settings import SearchSettings
+from search.summary import build_summary, format_report, write_summary
+from spaces import searched_keys
+from trainable.config import TrialConfig
+from trainable.pretrain import ensure_source_weights
+
+SETTINGS_FILE = "settings.json"
+
+
+def shown_path(path: Path) -> Path:
+    """`path` relative to the working directory when it lies below it, for printing."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def start_ray() -> None:
+    """A quiet local Ray: no dashboard, warnings only, as many CPUs as this machine has."""
+    # Ray warns that it enabled token authentication for its local cluster: good, not news.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per created study
+    ray.init(
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        # Trials print nothing a user needs; each failure's reason reaches the progress lines
+        # and summary.json, and its traceback is in the trial's error.txt.
+        log_to_driver=False,
+    )
+
+
+def run_search(settings: SearchSettings) -> dict:
+    """Run the search described by `settings`; return the summary (also in summary.json)."""
+    began = time.monotonic()
+    wandb_mode = resolve_wandb_mode(settings.wandb)
+    os.environ["WANDB_MODE"] = wandb_mode  # read by W&B's Tune callback and its run processes
+    os.environ.setdefault("WANDB_SILENT", "true")  # no W&B banner per trial
+    param_space = build_param_space(settings)
+    searched = searched_keys(param_space)
+    fixed = TrialConfig.from_dict({k: v for k, v in param_space.items() if k not in searched})
+    root = settings.experiment_dir
+    shown = shown_path(root)
+    root.mkdir(parents=True)
+    (root / SETTINGS_FILE).write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
+    print(
+        f"Experiment {shown}: {settings.num_samples} trials of up to {settings.max_epochs} "
+        f"epochs, {settings.concurrency} at a time, space {settings.space!r}, "
+        f"data {settings.data!r}, weights {settings.weights!r}, W&B {wandb_mode}"
+    )
+    if fixed.weights == "source":  # pretrain once here, not in several trials at once
+        ensure_source_weights(fixed.backbone, fixed.data, fixed.image_size, fixed.cache_dir)
+    start_ray()
+    try:
+        progress = ProgressReporter(searched, settings.num_samples, settings.max_epochs)
+        build_tuner(settings, [progress, *build_callbacks(settings, wandb_mode)]).fit()
+        summary = build_summary(settings, searched, wandb_mode)
+    finally:
+        ray.shutdown()
+    summary["wall_seconds"] = round(time.monotonic() - began, 1)
+    write_summary(settings, summary)
+    print(format_report(summary, settings, shown))
+    print(f"Done in {summary['wall_seconds']:.0f} s.")
+    return summary

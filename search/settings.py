@@ -1,0 +1,219 @@
+"""Search settings: parsed from the command line into one frozen object, validated before Ray.
+
+Defaults live here, each with its reason: they suit a 2-core laptop on the embedded data set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spaces import SPACES, get_space, validate_space, value_range
+from trainable.backbones import BACKBONES
+from trainable.config import TrialConfig, default_cache_dir, lookup
+from trainable.data import DATASETS
+from trainable.metrics import VAL_ACC
+from trainable.pretrain import SOURCES, WEIGHTS_CHOICES
+
+METRIC, MODE = VAL_ACC, "max"  # the search metric and its direction, set once in TuneConfig
+WANDB_MODES = ("auto", "offline", "online", "disabled")
+# Trial settings the harness sets from flags; a space may not define them.
+HARNESS_KEYS = ("data", "weights", "max_epochs", "seed", "num_threads", "cache_dir")
+
+
+class UsageError(ValueError):
+    """Bad input from the user: reported as one line, exit code 2, no traceback."""
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything one search needs; written next to the results as `settings.json`."""
+
+    space: str = "resnet_small"
+    data: str = "digits"  # the embedded default: runs offline in minutes
+    weights: str = "source"  # digits' own default: the backbone pretrained on digits 0-4
+    num_samples: int = 16  # enough for TPE to leave its 10 random start-up trials
+    max_epochs: int = 9  # ASHA rungs at epochs 1, 3, 9 for grace_period=1, reduction_factor=3
+    grace_period: int = 1  # one epoch already separates diverging from learning trials
+    reduction_factor: int = 3  # keep the best third at every rung (ASHA's usual value)
+    max_concurrent: int = 0  # 0: as many trials as the CPUs hold (cpu_count / cpus_per_trial)
+    cpus_per_trial: float = 1.0  # one torch thread per trial: 2 trials in parallel on 2 cores
+    name: str = ""  # "": <space>-<date>-<time>, a new experiment every run
+    storage_path: str = "runs"
+    seed: int = 0
+    wandb: str = "auto"  # online only when W&B is configured, else offline; never prompts
+    cache_dir: str = ""  # "": $TRANSFER_TUNE_CACHE or ~/.cache/transfer-tune
+
+    @property
+    def experiment_dir(self) -> Path:
+        """The experiment folder, `storage_path/name`, absolute."""
+        return Path(self.storage_path).expanduser().resolve() / self.name
+
+    @property
+    def concurrency(self) -> int:
+        """Trials that run at once."""
+        return self.max_concurrent or max(1, int((os.cpu_count() or 1) // self.cpus_per_trial))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, for `settings.json`."""
+        return dataclasses.asdict(self)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line (exit 2) instead of usage plus error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line flags of scripts/search.py."""
+    d = SearchSettings()
+    p = _Parser(
+        prog="search.py",
+        description="Search freeze depth and learning rates for fine-tuning a pretrained backbone.",
+        allow_abbrev=False,  # a typo in a flag must fail, not match a longer flag
+    )
+    p.add_argument("--space", default=d.space, help=f"search space ({', '.join(sorted(SPACES))})")
+    p.add_argument("--data", default=d.data, help=f"data set ({', '.join(sorted(DATASETS))})")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help=f"starting weights ({', '.join(WEIGHTS_CHOICES)}); default: the data set's own",
+    )
+    p.add_argument("--num-samples", type=int, default=d.num_samples, help="number of trials")
+    p.add_argument("--max-epochs", type=int, default=d.max_epochs, help="epochs of a full trial")
+    p.add_argument("--grace-period", type=int, default=d.grace_period, help="ASHA's first rung")
+    p.add_argument("--reduction-factor", type=int, default=d.reduction_factor, help="ASHA's η")
+    p.add_argument(
+        "--max-concurrent", type=int, default=d.max_concurrent, help="trials at once (0: auto)"
+    )
+    p.add_argument("--cpus-per-trial", type=float, default=d.cpus_per_trial)
+    p.add_argument("--name", default=d.name, help="experiment name (default: <space>-<time>)")
+    p.add_argument("--storage-path", default=d.storage_path, help="parent folder of experiments")
+    p.add_argument("--seed", type=int, default=d.seed, help="seeds sampler, splits and init")
+    p.add_argument("--wandb", default=d.wandb, choices=WANDB_MODES, help="Weights & Biases mode")
+    p.add_argument("--cache-dir", default=d.cache_dir, help="pretrained-backbone cache")
+    return p
+
+
+def parse_settings(argv: list[str] | None) -> SearchSettings:
+    """Parse and validate the command line; raise UsageError listing every problem."""
+    args = build_parser().parse_args(argv)
+    weights = args.weights or ("source" if args.data in SOURCES else "none")
+    name = args.name or f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
+    settings = SearchSettings(
+        space=args.space,
+        data=args.data,
+        weights=weights,
+        num_samples=args.num_samples,
+        max_epochs=args.max_epochs,
+        grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor,
+        max_concurrent=args.max_concurrent,
+        cpus_per_trial=args.cpus_per_trial,
+        name=name,
+        storage_path=args.storage_path,
+        seed=args.seed,
+        wandb=args.wandb,
+        cache_dir=str(Path(args.cache_dir).expanduser().resolve())
+        if args.cache_dir
+        else default_cache_dir(),
+    )
+    problems = validate_settings(settings)
+    if problems:
+        raise UsageError("; ".join(problems))
+    return settings
+
+
+def _choice_problems(registry: dict[str, Any], kind: str, name: str) -> list[str]:
+    """[] when `name` is registered, else the message naming the valid choices."""
+    try:
+        lookup(registry, kind, name)
+    except ValueError as error:
+        return [str(error)]
+    return []
+
+
+def _space_problems(name: str) -> list[str]:
+    """Problems of the named space: structure, known keys, freeze_depth within the backbone."""
+    try:
+        space = get_space(name)
+    except ValueError as error:
+        return [str(error)]
+    problems = [f"space {name!r}: {p}" for p in validate_space(space)]
+    known = {f.name for f in dataclasses.fields(TrialConfig)} - set(HARNESS_KEYS)
+    for key in sorted(set(space) - known):
+        problems.append(
+            f"space {name!r}: unknown setting {key!r}; a space may set: {', '.join(sorted(known))}"
+        )
+    backbone = space.get("backbone", TrialConfig.backbone)
+    backbone_problems = _choice_problems(BACKBONES, "backbone", backbone)
+    problems += [f"space {name!r}: {p}" for p in backbone_problems]
+    bounds = value_range(space.get("freeze_depth"))
+    if not backbone_problems and bounds is not None:
+        top = BACKBONES[backbone].max_freeze_depth
+        if bounds[1] > top:
+            problems.append(
+                f"space {name!r}: `freeze_depth <= {top}` must hold for {backbone}, "
+                f"but the space reaches freeze_depth={int(bounds[1])}"
+            )
+    return problems
+
+
+def validate_settings(s: SearchSettings) -> list[str]:
+    """Every problem with the settings, each a sentence stating the rule and the value."""
+    problems = _space_problems(s.space)
+    if s.data not in DATASETS:
+        problems.append(
+            f"unknown data set {s.data!r}; choose one of: {', '.join(sorted(DATASETS))}"
+        )
+    if s.weights not in WEIGHTS_CHOICES:
+        problems.append(
+            f"unknown weights {s.weights!r}; choose one of: {', '.join(WEIGHTS_CHOICES)}"
+        )
+    elif s.weights == "source" and s.data not in SOURCES:
+        problems.append(f"--weights source needs a data set with a source task, not {s.data!r}")
+    for flag, value in [
+        ("num_samples", s.num_samples),
+        ("max_epochs", s.max_epochs),
+        ("grace_period", s.grace_period),
+    ]:
+        if value < 1:
+            problems.append(f"`--{flag.replace('_', '-')} >= 1` must hold, but got {value}")
+    if s.grace_period > s.max_epochs:
+        problems.append(
+            f"`--grace-period <= --max-epochs` must hold, but got "
+            f"(grace_period={s.grace_period}, max_epochs={s.max_epochs})"
+        )
+    if s.reduction_factor < 2:
+        problems.append(f"`--reduction-factor >= 2` must hold, but got {s.reduction_factor}")
+    if s.max_concurrent < 0:
+        problems.append(f"`--max-concurrent >= 0` must hold, but got {s.max_concurrent}")
+    cpus = os.cpu_count() or 1
+    if not 0 < s.cpus_per_trial <= cpus:
+        problems.append(
+            f"`0 < --cpus-per-trial <= {cpus}` (this machine's CPUs) must hold, "
+            f"but got {s.cpus_per_trial:g}"
+        )
+    if not 0 <= s.seed < 2**32:
+        problems.append(f"`0 <= --seed < 2**32` must hold, but got {s.seed}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", s.name):
+        problems.append(
+            f"--name must be a folder name of letters, digits, '.', '_' or '-', but got {s.name!r}"
+        )
+    elif s.experiment_dir.exists():
+        problems.append(
+            f"experiment {s.experiment_dir} already exists and is never overwritten; "
+            "choose another --name"
+        )
+    storage = Path(s.storage_path).expanduser()
+    if storage.exists() and not storage.is_dir():
+        problems.append(f"--storage-path must be a folder, but {storage} is a file")
+    return problems

@@ -1,0 +1,174 @@
+"""The end of a search: `summary.json` in the experiment folder, and the console report."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ray.tune import ExperimentAnalysis
+
+from search.settings import METRIC, MODE, SearchSettings
+from trainable import metrics
+
+SUMMARY_FILE = "summary.json"
+STOP_REASONS = ("completed", "asha", "error")
+
+
+def _number(value: Any) -> float | int | None:
+    """A JSON-safe number: NaN and infinities become None."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return value
+
+
+def error_reason(trial: Any) -> str:
+    """The last line of a failed trial's traceback: the exception and its message."""
+    if trial.error_file and Path(trial.error_file).exists():
+        lines = [ln.strip() for ln in Path(trial.error_file).read_text().splitlines()]
+        lines = [ln for ln in lines if ln]
+        if lines:
+            return lines[-1]
+    return "failed without an error file"
+
+
+def _trial_entry(
+    trial: Any, history: Any, searched: list[str], settings: SearchSettings, root: Path
+) -> dict[str, Any]:
+    """One trial of summary.json: its config, how far it got and why it stopped."""
+    has_rows = history is not None and not history.empty and METRIC in history
+    epochs = int(history[metrics.EPOCH].max()) if has_rows else 0
+    best_row = history.loc[history[METRIC].idxmax()] if has_rows else None
+    if trial.status == "ERROR":
+        stop_reason = "error"
+    elif epochs >= settings.max_epochs:
+        stop_reason = "completed"
+    else:
+        stop_reason = "asha"
+    entry = {
+        "trial_id": trial.trial_id,
+        "status": trial.status,
+        "stop_reason": stop_reason,
+        "epochs": epochs,
+        "val_acc": _number(float(history[METRIC].iloc[-1])) if has_rows else None,
+        "best_val_acc": _number(float(best_row[METRIC])) if best_row is not None else None,
+        "best_epoch": int(best_row[metrics.EPOCH]) if best_row is not None else None,
+        "config": {key: trial.config.get(key) for key in searched},
+        "path": Path(trial.path).relative_to(root).as_posix(),
+    }
+    if stop_reason == "error":
+        entry["error"] = error_reason(trial)
+    return entry
+
+
+def build_summary(settings: SearchSettings, searched: list[str], wandb_mode: str) -> dict:
+    """Read the experiment back from disk and summarise it, best trial first."""
+    root = settings.experiment_dir
+    analysis = ExperimentAnalysis(str(root), default_metric=METRIC, default_mode=MODE)
+    frames = analysis.trial_dataframes
+    trials = [
+        (_trial_entry(t, frames.get(t.trial_id), searched, settings, root), t)
+        for t in analysis.trials
+    ]
+    trials.sort(key=lambda pair: -(pair[0]["best_val_acc"] or -1.0))
+    best = None
+    if trials and trials[0][0]["best_val_acc"] is not None:
+        entry, trial = trials[0]
+        checkpoint = analysis.get_best_checkpoint(trial, METRIC, MODE)
+        best = {
+            "trial_id": entry["trial_id"],
+            "config": entry["config"],
+            METRIC: entry["best_val_acc"],
+            "epoch": entry["best_epoch"],
+            "checkpoint": Path(checkpoint.path).relative_to(root).as_posix()
+            if checkpoint
+            else None,
+        }
+    fixed = {k: v for k, v in trials[0][1].config.items() if k not in searched} if trials else {}
+    return {
+        "experiment": settings.name,
+        "space": settings.space,
+        "metric": METRIC,
+        "mode": MODE,
+        "best": best,
+        "trials": [entry for entry, _ in trials],
+        "fixed": fixed,
+        "budget": {
+            "num_samples": settings.num_samples,
+            "max_epochs": settings.max_epochs,
+            "trial_epochs_run": sum(entry["epochs"] for entry, _ in trials),
+        },
+        "wandb": wandb_mode,
+    }
+
+
+def write_summary(settings: SearchSettings, summary: dict) -> Path:
+    """Write summary.json into the experiment folder; return its path."""
+    path = settings.experiment_dir / SUMMARY_FILE
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
+
+
+def fmt(value: Any) -> str:
+    """Compact: 3 significant digits for floats, '-' for missing."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-2 or abs(value) >= 1e3 else f"{value:.3f}"
+    return str(value)
+
+
+def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
+    """The console report: ranked trials, the best configuration and how to browse results.
+
+    `shown` is the experiment folder as the user should type it (relative when possible).
+    """
+    searched = list(summary["trials"][0]["config"]) if summary["trials"] else []
+    header = ["#", "trial", *searched, "epochs", "best val_acc", "last val_acc", "stopped"]
+    rows = [
+        [
+            str(rank),
+            t["trial_id"],
+            *(fmt(t["config"][k]) for k in searched),
+            f"{t['epochs']}/{settings.max_epochs}",
+            fmt(t["best_val_acc"]),
+            fmt(t["val_acc"]),
+            t["stop_reason"] + (f": {t['error'][:60]}" if "error" in t else ""),
+        ]
+        for rank, t in enumerate(summary["trials"], start=1)
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    lines = [f"\nTrials of {summary['experiment']}, best {METRIC} first:"]
+    for row in [header, *rows]:
+        cells = [
+            c.rjust(w) if i != 1 else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=False))
+        ]
+        lines.append("  " + "  ".join([*cells, row[-1]]))
+    budget = summary["budget"]
+    lines.append(
+        f"  {budget['trial_epochs_run']} of {budget['num_samples'] * budget['max_epochs']} "
+        "trial-epochs run (ASHA stopped the rest)"
+    )
+    best = summary["best"]
+    if best is None:
+        lines.append("\nNo trial reported a result; see the errors above.")
+    else:
+        config = "  ".join(f"{k}={fmt(v)}" for k, v in best["config"].items())
+        lines += [
+            f"\nBest: trial {best['trial_id']}, {METRIC} {fmt(best[METRIC])} "
+            f"at epoch {best['epoch']}",
+            f"  {config}",
+            f"  checkpoint: {shown / best['checkpoint']}" if best["checkpoint"] else "",
+        ]
+    lines += [
+        f"\nSummary: {shown / SUMMARY_FILE}",
+        "Browse the trials:",
+        f"  tensorboard --logdir {shown}",
+    ]
+    if summary["wandb"] == "offline":
+        lines.append(f"  wandb sync {shown}/wandb/offline-run-*   (uploads the offline W&B runs)")
+    elif summary["wandb"] == "online":
+        lines.append(f"  W&B: project runs grouped as {summary['experiment']!r}")
+    return "\n".join(line for line in lines if line != "")
