@@ -1,0 +1,20 @@
+"""Shared fixtures: real settings shrunk for CPU, and one session-wide pretrained-weights cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> None:
+    """Tests run on 2 cores next to Ray workers: one torch thread keeps them predictable."""
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh pretrained-backbone cache for the whole session (the first user pretrains)."""
+    return tmp_path_factory.mktemp("cache")

@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainable.checkpoint import CHECKPOINT_KEYS, load_checkpoint, save_checkpoint
+from trainable.config import TrialConfig
+from trainable.loop import run_trial
+
+# Scratch weights keep these tests free of source pretraining; 16 px images keep them fast.
+CFG = TrialConfig(
+    freeze_depth=3, backbone_lr=1e-2, head_lr=1e-1, weights="none", max_epochs=2, image_size=16
+)
+
+
+def test_a_checkpoint_round_trips_with_weights_only(tmp_path: Path) -> None:
+    _, state = next(run_trial(CFG))
+    save_checkpoint(tmp_path / "c.pt", state)
+    loaded = load_checkpoint(tmp_path / "c.pt")  # weights_only=True inside
+    assert set(loaded) == set(CHECKPOINT_KEYS)
+    assert loaded["epoch"] == 1 and loaded["config"] == CFG.to_dict()
+    assert loaded["classes"] == ["5", "6", "7", "8", "9"]
+    for key, tensor in state["model"].items():
+        assert torch.equal(loaded["model"][key], tensor), key
+    assert [g["name"] for g in loaded["optimizer"]["param_groups"]] == ["head", "backbone"]
+
+
+def test_resuming_from_a_checkpoint_continues_exactly(tmp_path: Path) -> None:
+    straight = [result for result, _ in run_trial(CFG)]
+    first, state = next(run_trial(CFG))
+    save_checkpoint(tmp_path / "c.pt", state)
+    resumed = [result for result, _ in run_trial(CFG, load_checkpoint(tmp_path / "c.pt"))]
+    assert [r["epoch"] for r in resumed] == [2]
+    assert first["train_loss"] == pytest.approx(straight[0]["train_loss"], rel=1e-6)
+    assert resumed[0]["train_loss"] == pytest.approx(straight[1]["train_loss"], rel=1e-5)
+    assert resumed[0]["val_acc"] == pytest.approx(straight[1]["val_acc"], abs=1e-9)
+
+
+def test_an_incomplete_state_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"checkpoint state lacks \['optimizer'"):
+        save_checkpoint(tmp_path / "c.pt", {"model": {}, "epoch": 1})
+    assert not (tmp_path / "c.pt").exists()

@@ -1,0 +1,86 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from search.settings import SearchSettings, UsageError, parse_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _parse(tmp_path: Path, *flags: str) -> SearchSettings:
+    return parse_settings(["--storage-path", str(tmp_path), *flags])
+
+
+def test_defaults_are_a_valid_search(tmp_path: Path) -> None:
+    settings = _parse(tmp_path)
+    assert settings.space == "resnet_small" and settings.data == "digits"
+    assert settings.weights == "source"  # digits' own default
+    assert settings.name.startswith("resnet_small-")
+    assert settings.experiment_dir == tmp_path.resolve() / settings.name
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--space", "huge"], r"unknown search space 'huge'; choose one of: resnet_small"),
+        (["--data", "mnist"], r"unknown data set 'mnist'; choose one of: digits"),
+        (["--weights", "imagenet1k"], r"unknown weights 'imagenet1k'; choose one of: source"),
+        (["--num-samples", "0"], r"`--num-samples >= 1` must hold, but got 0"),
+        (["--max-epochs", "0"], r"`--max-epochs >= 1` must hold, but got 0"),
+        (
+            ["--grace-period", "4", "--max-epochs", "3"],
+            r"`--grace-period <= --max-epochs` must hold, but got \(grace_period=4, max_epochs=3\)",
+        ),
+        (["--reduction-factor", "1"], r"`--reduction-factor >= 2` must hold, but got 1"),
+        (["--max-concurrent", "-1"], r"`--max-concurrent >= 0` must hold, but got -1"),
+        (["--cpus-per-trial", "999"], r"`0 < --cpus-per-trial <= \d+` .* but got 999"),
+        (["--seed", "-3"], r"`0 <= --seed < 2\*\*32` must hold, but got -3"),
+        (["--name", "../up"], r"--name must be a folder name .* but got '../up'"),
+        (["--wandb", "maybe"], r"argument --wandb: invalid choice: 'maybe'"),
+        (["--num-sample", "3"], r"unrecognized arguments: --num-sample 3"),
+        (["--num-samples", "three"], r"argument --num-samples: invalid int value: 'three'"),
+    ],
+)
+def test_bad_input_is_one_clear_message(tmp_path: Path, flags: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=message) as error:
+        _parse(tmp_path, *flags)
+    assert "\n" not in str(error.value)
+
+
+def test_several_problems_are_reported_together(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as error:
+        _parse(tmp_path, "--num-samples", "0", "--reduction-factor", "1")
+    assert "--num-samples" in str(error.value) and "--reduction-factor" in str(error.value)
+
+
+def test_an_existing_experiment_is_never_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(UsageError, match=r"experiment .*mine already exists .*another --name"):
+        _parse(tmp_path, "--name", "mine")
+
+
+def test_the_cli_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "search.py"),
+            "--space",
+            "nope",
+            "--num-samples",
+            "0",
+            "--storage-path",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("search.py: error: unknown search space 'nope'; choose one of:")
+    assert "--num-samples >= 1" in lines[0]
+    assert "Traceback" not in done.stderr + done.stdout
+    assert list(tmp_path.iterdir()) == []  # nothing written
