@@ -12,10 +12,11 @@ import optuna
 import ray
 
 from search.builders import build_param_space, build_tuner
-from search.loggers import build_callbacks, resolve_wandb_mode
+from search.loggers import build_callbacks
 from search.progress import ProgressReporter
 from search.settings import SearchSettings
 from search.summary import build_summary, format_report, write_summary
+from search.wandb_mode import resolve_wandb_mode
 from spaces import searched_keys
 from trainable.config import TrialConfig
 from trainable.pretrain import ensure_source_weights

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search.wandb_mode import WANDB_MODES, wandb_mode_problems
 from spaces import SPACES, get_space, validate_space, value_range
 from trainable.backbones import BACKBONES
 from trainable.config import TrialConfig, default_cache_dir, lookup
@@ -22,7 +23,6 @@ from trainable.metrics import VAL_ACC
 from trainable.pretrain import SOURCES, WEIGHTS_CHOICES
 
 METRIC, MODE = VAL_ACC, "max"  # the search metric and its direction, set once in TuneConfig
-WANDB_MODES = ("auto", "offline", "online", "disabled")
 # Trial settings the harness sets from flags; a space may not define them.
 HARNESS_KEYS = ("data", "weights", "max_epochs", "seed", "num_threads", "cache_dir")
 
@@ -108,23 +108,15 @@ def parse_settings(argv: list[str] | None) -> SearchSettings:
     args = build_parser().parse_args(argv)
     weights = args.weights or ("source" if args.data in SOURCES else "none")
     name = args.name or f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cache_dir = str(Path(args.cache_dir).expanduser().resolve()) if args.cache_dir else ""
+    # Flags and fields share their names; the derived defaults are filled in here.
     settings = SearchSettings(
-        space=args.space,
-        data=args.data,
-        weights=weights,
-        num_samples=args.num_samples,
-        max_epochs=args.max_epochs,
-        grace_period=args.grace_period,
-        reduction_factor=args.reduction_factor,
-        max_concurrent=args.max_concurrent,
-        cpus_per_trial=args.cpus_per_trial,
-        name=name,
-        storage_path=args.storage_path,
-        seed=args.seed,
-        wandb=args.wandb,
-        cache_dir=str(Path(args.cache_dir).expanduser().resolve())
-        if args.cache_dir
-        else default_cache_dir(),
+        **{
+            **vars(args),
+            "weights": weights,
+            "name": name,
+            "cache_dir": cache_dir or default_cache_dir(),
+        }
     )
     problems = validate_settings(settings)
     if problems:
@@ -213,6 +205,7 @@ def validate_settings(s: SearchSettings) -> list[str]:
             f"experiment {s.experiment_dir} already exists and is never overwritten; "
             "choose another --name"
         )
+    problems += wandb_mode_problems(s.wandb)
     storage = Path(s.storage_path).expanduser()
     if storage.exists() and not storage.is_dir():
         problems.append(f"--storage-path must be a folder, but {storage} is a file")
