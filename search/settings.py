@@ -65,6 +65,9 @@ class SearchSettings:
         return dataclasses.asdict(self)
 
 
+DEFAULT = " (default: %(default)s)"  # argparse fills in each flag's default
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one line (exit 2) instead of usage plus error."""
 
@@ -80,26 +83,80 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search freeze depth and learning rates for fine-tuning a pretrained backbone.",
         allow_abbrev=False,  # a typo in a flag must fail, not match a longer flag
     )
-    p.add_argument("--space", default=d.space, help=f"search space ({', '.join(sorted(SPACES))})")
-    p.add_argument("--data", default=d.data, help=f"data set ({', '.join(sorted(DATASETS))})")
+    p.add_argument(
+        "--space",
+        default=d.space,
+        help=f"search space: {', '.join(sorted(SPACES))}" + DEFAULT,
+    )
+    p.add_argument(
+        "--data",
+        default=d.data,
+        help=f"data set: {', '.join(sorted(DATASETS))}" + DEFAULT,
+    )
     p.add_argument(
         "--weights",
         default=None,
         help=f"starting weights ({', '.join(WEIGHTS_CHOICES)}); default: the data set's own",
     )
-    p.add_argument("--num-samples", type=int, default=d.num_samples, help="number of trials")
-    p.add_argument("--max-epochs", type=int, default=d.max_epochs, help="epochs of a full trial")
-    p.add_argument("--grace-period", type=int, default=d.grace_period, help="ASHA's first rung")
-    p.add_argument("--reduction-factor", type=int, default=d.reduction_factor, help="ASHA's η")
     p.add_argument(
-        "--max-concurrent", type=int, default=d.max_concurrent, help="trials at once (0: auto)"
+        "--num-samples",
+        type=int,
+        default=d.num_samples,
+        help="number of trials" + DEFAULT,
     )
-    p.add_argument("--cpus-per-trial", type=float, default=d.cpus_per_trial)
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=d.max_epochs,
+        help="epochs of a full trial" + DEFAULT,
+    )
+    p.add_argument(
+        "--grace-period",
+        type=int,
+        default=d.grace_period,
+        help="ASHA's first rung" + DEFAULT,
+    )
+    p.add_argument(
+        "--reduction-factor",
+        type=int,
+        default=d.reduction_factor,
+        help="ASHA's η" + DEFAULT,
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=d.max_concurrent,
+        help="trials at once (default: 0 = CPUs / cpus-per-trial)",
+    )
+    p.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        default=d.cpus_per_trial,
+        help="CPUs and torch threads" + DEFAULT,
+    )
     p.add_argument("--name", default=d.name, help="experiment name (default: <space>-<time>)")
-    p.add_argument("--storage-path", default=d.storage_path, help="parent folder of experiments")
-    p.add_argument("--seed", type=int, default=d.seed, help="seeds sampler, splits and init")
-    p.add_argument("--wandb", default=d.wandb, choices=WANDB_MODES, help="Weights & Biases mode")
-    p.add_argument("--cache-dir", default=d.cache_dir, help="pretrained-backbone cache")
+    p.add_argument(
+        "--storage-path",
+        default=d.storage_path,
+        help="parent folder of experiments" + DEFAULT,
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seeds sampler, splits and init" + DEFAULT,
+    )
+    p.add_argument(
+        "--wandb",
+        default=d.wandb,
+        choices=WANDB_MODES,
+        help="Weights & Biases mode" + DEFAULT,
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=d.cache_dir,
+        help="pretrained-backbone cache (default: $TRANSFER_TUNE_CACHE, else ~/.cache)",
+    )
     return p
 
 
