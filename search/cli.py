@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import sys
 
+from search.run import run_search
 from search.settings import UsageError, parse_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a search from command-line arguments; return the process exit code."""
     try:
-        settings = parse_settings(argv)
-        from search.run import run_search  # imports Ray and torch: after the cheap checks
-
-        run_search(settings)
+        run_search(parse_settings(argv))  # every input is checked before Ray starts
     except UsageError as error:
         print(f"search.py: error: {error}", file=sys.stderr)
         return 2
