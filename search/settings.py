@@ -219,10 +219,7 @@ def _space_problems(name: str) -> list[str]:
 def validate_settings(s: SearchSettings) -> list[str]:
     """Every problem with the settings, each a sentence stating the rule and the value."""
     problems = _space_problems(s.space)
-    if s.data not in DATASETS:
-        problems.append(
-            f"unknown data set {s.data!r}; choose one of: {', '.join(sorted(DATASETS))}"
-        )
+    problems += _choice_problems(DATASETS, "data set", s.data)
     if s.weights not in WEIGHTS_CHOICES:
         problems.append(
             f"unknown weights {s.weights!r}; choose one of: {', '.join(WEIGHTS_CHOICES)}"
