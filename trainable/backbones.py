@@ -96,9 +96,12 @@ def freeze_stages(model: nn.Module, name: str, depth: int) -> None:
 
 
 def parameter_groups(
-    model: nn.Module, name: str, backbone_lr: float, head_lr: float
+    model: nn.Module, name: str, backbone_lr: float | None, head_lr: float
 ) -> list[dict[str, Any]]:
-    """Two named optimizer groups, head and backbone; frozen parameters are in neither."""
+    """Two named optimizer groups, head and backbone; frozen parameters are in neither.
+
+    `backbone_lr` may be None only for a linear probe, where no backbone parameter trains.
+    """
     head_prefix = f"{get_backbone(name).head}."
     head, backbone = [], []
     for param_name, param in model.named_parameters():
@@ -106,6 +109,10 @@ def parameter_groups(
             (head if param_name.startswith(head_prefix) else backbone).append(param)
     groups = [{"name": "head", "params": head, "lr": head_lr}]
     if backbone:  # empty for a linear probe (every stage frozen)
+        if backbone_lr is None:
+            raise ValueError(
+                f"`backbone_lr` must be set when a stage of {name} trains, but got backbone_lr=None"
+            )
         groups.append({"name": "backbone", "params": backbone, "lr": backbone_lr})
     return groups
 

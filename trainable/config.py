@@ -28,13 +28,19 @@ def lookup(registry: dict[str, Any], kind: str, name: str) -> Any:
 _SCALARS = {"int": int, "float": float, "str": str}
 
 
+def _parse_type(annotation: str) -> tuple[str, bool]:
+    """'float | None' -> ('float', True): a field's scalar type and whether it may be None."""
+    parts = [part.strip() for part in annotation.split("|")]
+    return next(p for p in parts if p != "None"), "None" in parts
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     """One trial's complete recipe; `params.json` of a trial holds exactly these keys."""
 
     # searched
     freeze_depth: int = 0
-    backbone_lr: float = 1e-3
+    backbone_lr: float | None = None  # None only when every backbone stage is frozen
     head_lr: float = 1e-2
     # fixed per search
     backbone: str = "resnet18"
@@ -62,7 +68,11 @@ class TrialConfig:
             )
         kwargs: dict[str, Any] = {}
         for name, value in config.items():
-            kind = _SCALARS[fields[name].type]
+            kind_name, optional = _parse_type(str(fields[name].type))
+            if value is None and optional:
+                kwargs[name] = None
+                continue
+            kind = _SCALARS[kind_name]
             # Optuna and numpy hand back numpy scalars; store plain Python values.
             if kind is int and float(value) != int(value):
                 raise ValueError(f"`{name}` must be an integer, but got {name}={value!r}")

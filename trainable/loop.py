@@ -75,10 +75,10 @@ def run_trial(
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         train_loss = train_one_epoch(model, optimizer, data.train, cfg.batch_size, generator)
         if not math.isfinite(train_loss):
-            raise DivergedError(
-                f"train_loss is {train_loss} at epoch {epoch}: diverged "
-                f"(backbone_lr={cfg.backbone_lr:.3g}, head_lr={cfg.head_lr:.3g})"
-            )
+            rates = f"head_lr={cfg.head_lr:.3g}"
+            if cfg.backbone_lr is not None:  # None: a linear probe
+                rates = f"backbone_lr={cfg.backbone_lr:.3g}, {rates}"
+            raise DivergedError(f"train_loss is {train_loss} at epoch {epoch}: diverged ({rates})")
         val_loss, val_acc = evaluate(model, data.val)
         result = {
             metrics.EPOCH: epoch,
