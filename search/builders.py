@@ -4,23 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from optuna.samplers import TPESampler
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
+from ray.tune.search.sample import Domain
 
+from search.optuna_bridge import (
+    BudgetAwareOptunaSearch,
+    ConditionalSpace,
+    build_sampler,
+    build_storage,
+)
 from search.settings import METRIC, MODE, SearchSettings
 from spaces import get_space
 from trainable import metrics
+from trainable.backbones import BACKBONES
 from trainable.config import TrialConfig
 from trainable.ray_entry import train_transfer
 
 
 def build_param_space(settings: SearchSettings) -> dict[str, Any]:
-    """Every TrialConfig field, searched or fixed: each trial's params.json is a full recipe."""
+    """Every TrialConfig field but the searched ones, which the searcher adds per trial.
+
+    Each trial's params.json is a full recipe; `backbone_lr` is null in a linear probe's.
+    """
+    constants = {k: v for k, v in get_space(settings.space).items() if not isinstance(v, Domain)}
     return {
         **TrialConfig().to_dict(),  # defaults first, so nothing a trial uses goes unrecorded
-        **get_space(settings.space),
+        **constants,
         "data": settings.data,
         "weights": settings.weights,
         "max_epochs": settings.max_epochs,  # the trial's epochs and ASHA's max_t: one value
@@ -30,9 +41,24 @@ def build_param_space(settings: SearchSettings) -> dict[str, Any]:
     }
 
 
-def build_searcher(settings: SearchSettings) -> OptunaSearch:
-    """Optuna's TPE, seeded; the space comes from the Tuner's param_space."""
-    return OptunaSearch(sampler=TPESampler(seed=settings.seed))
+def build_space(settings: SearchSettings) -> ConditionalSpace:
+    """The searched part of the space, sampling backbone_lr only when a backbone stage trains."""
+    space = get_space(settings.space)
+    backbone = space.get("backbone", TrialConfig.backbone)
+    return ConditionalSpace.from_space(space, BACKBONES[backbone].max_freeze_depth)
+
+
+def build_searcher(settings: SearchSettings) -> BudgetAwareOptunaSearch:
+    """Optuna (TPE or random, seeded) told by epoch, stored in the experiment's optuna.db."""
+    return BudgetAwareOptunaSearch(
+        build_space(settings),
+        max_t=settings.max_epochs,  # the same value as the trials' epochs and ASHA's max_t
+        time_attr=metrics.EPOCH,
+        sampler=build_sampler(settings.sampler, settings.seed, settings.num_samples),
+        storage=build_storage(settings.experiment_dir),
+        study_name=settings.name,
+        study_attrs={"space": settings.space, "max_t": settings.max_epochs, "seed": settings.seed},
+    )
 
 
 def build_scheduler(settings: SearchSettings) -> ASHAScheduler:
@@ -50,8 +76,13 @@ def trial_dirname(trial: tune.experiment.Trial) -> str:
     return f"{trial.trainable_name}_{trial.trial_id}"
 
 
-def build_tuner(settings: SearchSettings, callbacks: list[tune.Callback]) -> tune.Tuner:
-    """The Tuner of a new experiment at `storage_path/name`."""
+def build_tuner(
+    settings: SearchSettings, callbacks: list[tune.Callback], searcher: Searcher | None = None
+) -> tune.Tuner:
+    """The Tuner of a new experiment at `storage_path/name`.
+
+    `searcher` replaces the harness's own (scripts/compare_searchers.py runs Ray's stock one).
+    """
     trainable = tune.with_resources(train_transfer, {"cpu": settings.cpus_per_trial})
     return tune.Tuner(
         trainable,
@@ -59,7 +90,7 @@ def build_tuner(settings: SearchSettings, callbacks: list[tune.Callback]) -> tun
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode=MODE,
-            search_alg=build_searcher(settings),
+            search_alg=searcher or build_searcher(settings),
             scheduler=build_scheduler(settings),
             num_samples=settings.num_samples,
             max_concurrent_trials=settings.concurrency,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import ray
+from ray.tune.search import Searcher
 
 from search.builders import build_param_space, build_tuner
 from search.loggers import build_callbacks
@@ -17,7 +18,7 @@ from search.progress import ProgressReporter
 from search.settings import SearchSettings
 from search.summary import build_summary, format_report, write_summary
 from search.wandb_mode import resolve_wandb_mode
-from spaces import searched_keys
+from spaces import get_space, searched_keys
 from trainable.config import TrialConfig
 from trainable.pretrain import ensure_source_weights
 
@@ -49,15 +50,18 @@ def start_ray() -> None:
     )
 
 
-def run_search(settings: SearchSettings) -> dict:
-    """Run the search described by `settings`; return the summary (also in summary.json)."""
+def run_search(settings: SearchSettings, searcher: Searcher | None = None) -> dict:
+    """Run the search described by `settings`; return the summary (also in summary.json).
+
+    `searcher` replaces the harness's Optuna bridge (for comparisons; it writes no optuna.db).
+    """
     began = time.monotonic()
     wandb_mode = resolve_wandb_mode(settings.wandb)
     os.environ["WANDB_MODE"] = wandb_mode  # read by W&B's Tune callback and its run processes
     os.environ.setdefault("WANDB_SILENT", "true")  # no W&B banner per trial
     param_space = build_param_space(settings)
-    searched = searched_keys(param_space)
-    fixed = TrialConfig.from_dict({k: v for k, v in param_space.items() if k not in searched})
+    searched = searched_keys(get_space(settings.space))
+    fixed = TrialConfig.from_dict(param_space)
     root = settings.experiment_dir
     shown = shown_path(root)
     root.mkdir(parents=True)
@@ -65,14 +69,16 @@ def run_search(settings: SearchSettings) -> dict:
     print(
         f"Experiment {shown}: {settings.num_samples} trials of up to {settings.max_epochs} "
         f"epochs, {settings.concurrency} at a time, space {settings.space!r}, "
-        f"data {settings.data!r}, weights {settings.weights!r}, W&B {wandb_mode}"
+        f"data {settings.data!r}, weights {settings.weights!r}, sampler {settings.sampler}, "
+        f"W&B {wandb_mode}"
     )
     if fixed.weights == "source":  # pretrain once here, not in several trials at once
         ensure_source_weights(fixed.backbone, fixed.data, fixed.image_size, fixed.cache_dir)
     start_ray()
     try:
         progress = ProgressReporter(searched, settings.num_samples, settings.max_epochs)
-        build_tuner(settings, [progress, *build_callbacks(settings, wandb_mode)]).fit()
+        callbacks = [progress, *build_callbacks(settings, wandb_mode)]
+        build_tuner(settings, callbacks, searcher).fit()
         summary = build_summary(settings, searched, wandb_mode)
     finally:
         ray.shutdown()

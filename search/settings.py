@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search.optuna_bridge import SAMPLERS
 from search.wandb_mode import WANDB_MODES, wandb_mode_problems
 from spaces import SPACES, get_space, validate_space, value_range
 from trainable.backbones import BACKBONES
@@ -47,6 +48,7 @@ class SearchSettings:
     name: str = ""  # "": <space>-<date>-<time>, a new experiment every run
     storage_path: str = "runs"
     seed: int = 0
+    sampler: str = "tpe"  # Optuna's TPE; "random" is the baseline it should beat
     wandb: str = "auto"  # online only when W&B is configured, else offline; never prompts
     cache_dir: str = ""  # "": $TRANSFER_TUNE_CACHE or ~/.cache/transfer-tune
 
@@ -145,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=d.seed,
         help="seeds sampler, splits and init" + DEFAULT,
+    )
+    p.add_argument(
+        "--sampler",
+        default=d.sampler,
+        choices=SAMPLERS,
+        help="Optuna sampler" + DEFAULT,
     )
     p.add_argument(
         "--wandb",

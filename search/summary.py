@@ -9,6 +9,7 @@ from typing import Any
 
 from ray.tune import ExperimentAnalysis
 
+from search.optuna_bridge import STUDY_FILE, study_url
 from search.settings import METRIC, MODE, SearchSettings
 from trainable import metrics
 
@@ -100,6 +101,10 @@ def build_summary(settings: SearchSettings, searched: list[str], wandb_mode: str
             "trial_epochs_run": sum(entry["epochs"] for entry, _ in trials),
         },
         "wandb": wandb_mode,
+        # The Optuna study: trials COMPLETE, PRUNED (stopped by ASHA) or FAIL, with their curves.
+        "study": {"file": STUDY_FILE, "name": settings.name}
+        if (root / STUDY_FILE).exists()
+        else None,
     }
 
 
@@ -167,6 +172,8 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
         "Browse the trials:",
         f"  tensorboard --logdir {shown}",
     ]
+    if summary.get("study"):
+        lines.append(f"  optuna-dashboard {study_url(shown)}   (pip install optuna-dashboard)")
     if summary["wandb"] == "offline":
         lines.append(f"  wandb sync {shown}/wandb/offline-run-*   (uploads the offline W&B runs)")
     elif summary["wandb"] == "online":

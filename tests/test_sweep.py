@@ -12,8 +12,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
+from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from trainable.checkpoint import CHECKPOINT_FILE
@@ -75,6 +77,7 @@ def test_the_sweep_succeeds_and_reports_the_best_trial(sweep: Sweep) -> None:
     assert "Best: trial" in out and "checkpoint: runs/mini/" in out
     assert "tensorboard --logdir runs/mini" in out
     assert "wandb sync runs/mini/wandb/offline-run-*" in out
+    assert "optuna-dashboard sqlite:///runs/mini/optuna.db" in out
     assert "Traceback" not in out + sweep.stderr
     assert len(out.splitlines()) < 60, "the console output should stay concise"
 
@@ -126,8 +129,8 @@ def test_best_checkpoint_loads_with_weights_only(sweep: Sweep) -> None:
     best = sweep.summary["best"]
     checkpoint = torch.load(sweep.root / best["checkpoint"] / CHECKPOINT_FILE, weights_only=True)
     assert checkpoint["epoch"] == best["epoch"]
-    for key in ("freeze_depth", "backbone_lr", "head_lr"):
-        assert checkpoint["config"][key] == pytest.approx(best["config"][key])
+    for key, value in best["config"].items():  # backbone_lr is None in a linear probe
+        assert checkpoint["config"][key] == (value if value is None else pytest.approx(value))
     assert "fc.weight" in checkpoint["model"]
 
 
@@ -166,3 +169,33 @@ def test_an_existing_experiment_is_refused_and_left_intact(sweep: Sweep) -> None
     assert done.returncode == 2
     assert "already exists and is never overwritten" in done.stderr
     assert (sweep.root / "summary.json").read_text() == before
+
+
+def test_the_optuna_study_holds_each_trial_as_asha_left_it(sweep: Sweep) -> None:
+    study = optuna.load_study(study_name="mini", storage=f"sqlite:///{sweep.root / 'optuna.db'}")
+    by_id = {t.user_attrs["tune_trial_id"]: t for t in study.trials}
+    assert len(study.trials) == NUM_SAMPLES
+    assert set(by_id) == {t["trial_id"] for t in sweep.summary["trials"]}
+    state = {"completed": TrialState.COMPLETE, "asha": TrialState.PRUNED, "error": TrialState.FAIL}
+    for trial in sweep.summary["trials"]:
+        told = by_id[trial["trial_id"]]
+        assert told.state == state[trial["stop_reason"]], trial
+        # One intermediate value per epoch run, the epoch ASHA stopped the trial on included.
+        assert sorted(told.intermediate_values) == list(range(1, trial["epochs"] + 1))
+        assert max(told.intermediate_values.values()) == pytest.approx(trial["best_val_acc"])
+        if told.state == TrialState.COMPLETE:
+            assert told.value == pytest.approx(trial["best_val_acc"])
+        assert told.params == {k: v for k, v in trial["config"].items() if v is not None}
+    assert {t.state for t in study.trials} >= {TrialState.COMPLETE, TrialState.PRUNED}
+
+
+def test_the_optuna_cli_opens_the_study(sweep: Sweep) -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "optuna"), "trials", "--study-name", "mini",
+         "--storage", f"sqlite:///{sweep.root / 'optuna.db'}", "--format", "json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert len(rows) == NUM_SAMPLES
+    assert {row["state"] for row in rows} <= {"COMPLETE", "PRUNED", "FAIL"}

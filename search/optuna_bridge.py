@@ -1,0 +1,210 @@
+"""The Optuna side of a search: a budget-aware bridge from ASHA to the study, TPE set up for
+small budgets, and a space that samples `backbone_lr` only when some backbone stage trains.
+
+Ray's `OptunaSearch` tells Optuna that a trial ASHA stopped after one epoch is COMPLETE with its
+epoch-1 value, so TPE models early-stopped configurations as finished ones and every study view
+is wrong. `BudgetAwareOptunaSearch` tells Optuna what happened: each epoch is an intermediate
+value, a trial stopped before `max_t` is PRUNED, a full one COMPLETE, an errored one FAIL.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search.sample import Domain
+
+STUDY_FILE = "optuna.db"  # in the experiment folder; the study is named after the experiment
+SAMPLERS = ("tpe", "random")
+TUNE_TRIAL_ID = "tune_trial_id"  # study trial user attribute: which Tune trial it is
+
+
+def study_url(experiment_dir: Path) -> str:
+    """SQLAlchemy URL of the study, as the `optuna` CLI and optuna-dashboard take it."""
+    return f"sqlite:///{experiment_dir / STUDY_FILE}"
+
+
+def build_storage(experiment_dir: Path) -> optuna.storages.RDBStorage:
+    """The SQLite study storage in the experiment folder."""
+    # A reader (optuna-dashboard) may hold the file briefly; wait rather than fail a sweep.
+    return optuna.storages.RDBStorage(
+        study_url(experiment_dir), engine_kwargs={"connect_args": {"timeout": 30}}
+    )
+
+
+def startup_trials(num_samples: int) -> int:
+    """Random trials before TPE models the results: a third of the budget, 3 to 10."""
+    # Optuna's default of 10 would leave 6 guided trials of the default 16; 3 random points
+    # already give TPE's good/bad split a member on each side.
+    return max(3, min(10, num_samples // 3))
+
+
+def build_sampler(kind: str, seed: int, num_samples: int) -> BaseSampler:
+    """The Optuna sampler named `kind` ('tpe' or 'random'), seeded."""
+    if kind == "random":
+        return RandomSampler(seed=seed)
+    with warnings.catch_warnings():  # `group` is marked experimental since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return TPESampler(
+            seed=seed,  # same seed and results, same suggestions
+            n_startup_trials=startup_trials(num_samples),
+            # The good learning rates move with freeze depth: model the three jointly.
+            multivariate=True,
+            # backbone_lr exists only when a stage trains, so the space comes in two shapes;
+            # `group` fits each shape jointly instead of falling back to independent sampling.
+            group=True,
+            # Trials still running count as bad results, so that trials started while others
+            # run are not suggested the same point (the default concurrency is 2).
+            constant_liar=True,
+        )
+
+
+def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    """Sample `name` from `dist` through the public suggest API (so Ray's captor sees it)."""
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    raise TypeError(f"{name!r}: unsupported Optuna distribution {type(dist).__name__}")
+
+
+@dataclass(frozen=True)
+class ConditionalSpace:
+    """A space's domains as an Optuna define-by-run function (a class, so the searcher pickles).
+
+    `backbone_lr` is sampled only when `freeze_depth < full_depth`: with the whole backbone
+    frozen it changes nothing, so it stays absent from the trial rather than invented.
+    """
+
+    distributions: dict[str, BaseDistribution]
+    full_depth: int  # the freeze depth at which every backbone stage is frozen
+    fixed_depth: int | None = None  # freeze_depth when the space fixes it
+
+    @classmethod
+    def from_space(cls, space: dict[str, Any], full_depth: int) -> ConditionalSpace:
+        """Convert the Tune domains of `space`; constants stay in the Tuner's param_space."""
+        domains = {key: value for key, value in space.items() if isinstance(value, Domain)}
+        distributions = OptunaSearch.convert_search_space(domains)
+        # freeze_depth first: the other parameters' presence depends on it.
+        ordered = dict(sorted(distributions.items(), key=lambda item: item[0] != "freeze_depth"))
+        depth = space.get("freeze_depth")
+        return cls(ordered, full_depth, None if isinstance(depth, Domain) else depth)
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for name, dist in self.distributions.items():
+            depth = params.get("freeze_depth", self.fixed_depth)
+            if name == "backbone_lr" and depth == self.full_depth:
+                continue  # a linear probe: no backbone parameter trains
+            params[name] = _suggest(trial, name, dist)
+        return params
+
+
+class BudgetAwareOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, telling the Optuna study how far each trial got under ASHA.
+
+    Intermediate values are reported at `time_attr` (the epoch), including the result on which
+    the scheduler stops a trial (Ray passes that one only to `on_trial_complete`). A trial ends
+    COMPLETE with its best value (the epoch whose checkpoint is kept) when it reached `max_t`,
+    PRUNED when it stopped earlier (Optuna then takes its last intermediate value, and TPE ranks
+    it below every complete trial and by how far it got), FAIL when it errored.
+    """
+
+    def __init__(
+        self,
+        space: ConditionalSpace,
+        *,
+        max_t: int,
+        time_attr: str,
+        sampler: BaseSampler,
+        storage: optuna.storages.BaseStorage | None = None,
+        study_name: str | None = None,
+        study_attrs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(sampler=sampler, storage=storage, study_name=study_name)
+        # Set after super(): Ray's OptunaSearch would create the study before metric and mode
+        # are known; here `set_search_properties` creates it with TuneConfig's direction.
+        self._space = space
+        self._max_t = max_t
+        self._time_attr = time_attr
+        self._study_attrs = dict(study_attrs or {})
+        self._curves: dict[str, dict[int, float]] = {}  # Tune trial id -> {epoch: metric}
+
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict, **spec: Any
+    ) -> bool:
+        """Take metric and mode from TuneConfig (Ray's version ignores them when a space is set)."""
+        if self._ot_study is not None:  # already set up, e.g. restored from a checkpoint
+            return False
+        self._metric, self._mode = metric, mode
+        self._setup_study(mode)
+        for key, value in self._study_attrs.items():
+            self._ot_study.set_user_attr(key, value)
+        return True
+
+    @property
+    def study(self) -> optuna.Study:
+        """The Optuna study this searcher tells."""
+        return self._ot_study
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """A new configuration; its study trial records the Tune trial id."""
+        is_new = trial_id not in self._ot_trials
+        config = super().suggest(trial_id)
+        if is_new:
+            self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ID, trial_id)
+        return config
+
+    def _report(self, trial_id: str, result: dict) -> None:
+        """Report the metric at its epoch, once per epoch (a resumed trial may repeat one)."""
+        value, step = result.get(self._metric), result.get(self._time_attr)
+        if value is None or step is None or not math.isfinite(float(value)):
+            return
+        curve = self._curves.setdefault(trial_id, {})
+        if int(step) in curve:
+            return
+        curve[int(step)] = float(value)
+        self._ot_trials[trial_id].report(float(value), int(step))
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Every epoch's metric becomes an intermediate value of the study trial."""
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        self._report(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        """Tell Optuna COMPLETE, PRUNED or FAIL by how far the trial got."""
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        if result and not error:
+            self._report(trial_id, result)  # the result the scheduler stopped the trial on
+        state, value = self.final_state(trial_id, error)
+        self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
+        self._completed_trials.add(trial_id)
+
+    def final_state(self, trial_id: str, error: bool) -> tuple[TrialState, float | None]:
+        """The study state of a finished trial and its value (None unless COMPLETE)."""
+        curve = self._curves.get(trial_id, {})
+        if error:
+            return TrialState.FAIL, None
+        if curve and max(curve) >= self._max_t:
+            best = max(curve.values()) if self._mode == "max" else min(curve.values())
+            return TrialState.COMPLETE, best
+        return TrialState.PRUNED, None

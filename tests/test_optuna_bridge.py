@@ -1,0 +1,190 @@
+"""The ASHA-Optuna bridge, driven directly as Tune drives it: suggest, results, completion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
+from search.optuna_bridge import (
+    TUNE_TRIAL_ID,
+    BudgetAwareOptunaSearch,
+    ConditionalSpace,
+    build_sampler,
+    build_storage,
+    startup_trials,
+)
+from spaces import get_space
+from trainable.metrics import EPOCH, VAL_ACC
+
+MAX_T = 3
+FULL_DEPTH = 5  # ResNet-18: stem + 4 layers
+
+
+def _space(**changes: object) -> ConditionalSpace:
+    return ConditionalSpace.from_space({**get_space("resnet_small"), **changes}, FULL_DEPTH)
+
+
+def _searcher(tmp_path: Path, sampler: str = "random") -> BudgetAwareOptunaSearch:
+    searcher = BudgetAwareOptunaSearch(
+        _space(),
+        max_t=MAX_T,
+        time_attr=EPOCH,
+        sampler=build_sampler(sampler, seed=0, num_samples=16),
+        storage=build_storage(tmp_path),
+        study_name="exp",
+        study_attrs={"space": "resnet_small"},
+    )
+    assert searcher.set_search_properties(VAL_ACC, "max", {})
+    return searcher
+
+
+def _result(epoch: int, acc: float) -> dict:
+    return {EPOCH: epoch, VAL_ACC: acc, "training_iteration": epoch}
+
+
+def _study_trial(tmp_path: Path, trial_id: str) -> optuna.trial.FrozenTrial:
+    """The study trial of Tune trial `trial_id`, read back from optuna.db."""
+    study = optuna.load_study(study_name="exp", storage=build_storage(tmp_path))
+    (trial,) = [t for t in study.trials if t.user_attrs[TUNE_TRIAL_ID] == trial_id]
+    return trial
+
+
+@pytest.fixture(autouse=True)
+def _quiet_optuna() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_the_study_takes_metric_and_mode_from_tune_and_records_the_space(tmp_path: Path) -> None:
+    searcher = _searcher(tmp_path)
+    study = optuna.load_study(study_name="exp", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert study.user_attrs == {"space": "resnet_small"}
+    assert not searcher.set_search_properties(VAL_ACC, "max", {}), "set up twice"
+
+
+def test_a_trial_asha_stops_early_is_pruned_with_its_whole_curve(tmp_path: Path) -> None:
+    searcher = _searcher(tmp_path)
+    searcher.suggest("a")
+    searcher.on_trial_result("a", _result(1, 0.30))
+    # ASHA stops the trial on its epoch-2 result: Ray passes it to on_trial_complete only.
+    searcher.on_trial_complete("a", result=_result(2, 0.40))
+    trial = _study_trial(tmp_path, "a")
+    assert trial.state == TrialState.PRUNED
+    assert trial.intermediate_values == {1: 0.30, 2: 0.40}
+    assert trial.value == 0.40  # Optuna's convention: a pruned trial's last intermediate value
+
+
+def test_a_trial_stopped_on_its_last_epoch_is_complete_with_its_best_value(
+    tmp_path: Path,
+) -> None:
+    searcher = _searcher(tmp_path)
+    searcher.suggest("b")
+    searcher.on_trial_result("b", _result(1, 0.50))
+    searcher.on_trial_result("b", _result(2, 0.70))
+    # ASHA stops every trial at max_t, on the result of its last epoch.
+    searcher.on_trial_complete("b", result=_result(MAX_T, 0.60))
+    trial = _study_trial(tmp_path, "b")
+    assert trial.state == TrialState.COMPLETE
+    assert trial.intermediate_values == {1: 0.50, 2: 0.70, 3: 0.60}
+    assert trial.value == 0.70  # the best epoch: the checkpoint the harness keeps
+
+
+def test_a_last_result_seen_twice_is_reported_once(tmp_path: Path) -> None:
+    searcher = _searcher(tmp_path)
+    searcher.suggest("c")
+    for epoch in range(1, MAX_T + 1):
+        searcher.on_trial_result("c", _result(epoch, 0.1 * epoch))
+    searcher.on_trial_complete("c", result=_result(MAX_T, 0.99))  # a repeat of epoch 3
+    trial = _study_trial(tmp_path, "c")
+    assert trial.state == TrialState.COMPLETE
+    assert trial.intermediate_values == {1: 0.1, 2: 0.2, 3: pytest.approx(0.3)}
+
+
+def test_an_errored_trial_fails_even_after_reporting(tmp_path: Path) -> None:
+    searcher = _searcher(tmp_path)
+    searcher.suggest("d")
+    searcher.on_trial_result("d", _result(1, 0.2))
+    searcher.on_trial_complete("d", error=True)
+    trial = _study_trial(tmp_path, "d")
+    assert trial.state == TrialState.FAIL
+    assert trial.value is None and trial.intermediate_values == {1: 0.2}
+
+
+def test_a_trial_stopped_before_any_result_is_pruned_empty(tmp_path: Path) -> None:
+    searcher = _searcher(tmp_path)
+    searcher.suggest("e")
+    searcher.on_trial_complete("e")  # e.g. a pending trial removed at the end of the search
+    trial = _study_trial(tmp_path, "e")
+    assert trial.state == TrialState.PRUNED and trial.intermediate_values == {}
+
+
+def test_a_second_completion_changes_nothing(tmp_path: Path) -> None:
+    searcher = _searcher(tmp_path)
+    searcher.suggest("f")
+    searcher.on_trial_complete("f", result=_result(MAX_T, 0.5))
+    searcher.on_trial_complete("f", error=True)
+    searcher.on_trial_result("f", _result(MAX_T + 1, 0.9))
+    trial = _study_trial(tmp_path, "f")
+    assert trial.state == TrialState.COMPLETE and trial.intermediate_values == {3: 0.5}
+
+
+def test_stock_optuna_search_calls_an_early_stopped_trial_complete() -> None:
+    """Why the bridge exists: Ray's searcher tells Optuna a 1-epoch trial finished."""
+    stock = OptunaSearch(
+        space={"x": tune.uniform(0, 1)}, metric=VAL_ACC, mode="max", sampler=build_sampler(
+            "random", seed=0, num_samples=4
+        )
+    )  # fmt: skip
+    stock.suggest("g")
+    stock.on_trial_complete("g", result=_result(1, 0.3))
+    (trial,) = stock._ot_study.trials
+    assert trial.state == TrialState.COMPLETE and trial.intermediate_values == {}
+
+
+def test_the_searcher_resumes_from_its_saved_state_without_new_study_trials(
+    tmp_path: Path,
+) -> None:
+    searcher = _searcher(tmp_path)
+    config = searcher.suggest("h")
+    searcher.on_trial_result("h", _result(1, 0.4))
+    searcher.save(str(tmp_path / "searcher.pkl"))
+
+    restored = BudgetAwareOptunaSearch(
+        _space(), max_t=MAX_T, time_attr=EPOCH, sampler=build_sampler("random", 0, 16)
+    )
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.suggest("h") == config  # the same study trial, not a new one
+    restored.on_trial_result("h", _result(1, 0.4))  # a resumed trial may repeat an epoch
+    restored.on_trial_complete("h", result=_result(2, 0.5))
+    study = optuna.load_study(study_name="exp", storage=build_storage(tmp_path))
+    (trial,) = study.trials
+    assert trial.state == TrialState.PRUNED and trial.intermediate_values == {1: 0.4, 2: 0.5}
+
+
+@pytest.mark.parametrize(("num_samples", "expected"), [(4, 3), (16, 5), (30, 10), (100, 10)])
+def test_tpe_starts_with_a_third_of_the_budget_at_random(num_samples: int, expected: int) -> None:
+    assert startup_trials(num_samples) == expected
+
+
+def _sample(space: ConditionalSpace, n: int) -> list[dict]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    return [space(study.ask()) for _ in range(n)]
+
+
+def test_backbone_lr_is_absent_exactly_when_the_whole_backbone_is_frozen() -> None:
+    params = _sample(_space(), 60)
+    assert {p["freeze_depth"] for p in params} == set(range(FULL_DEPTH + 1))
+    for p in params:
+        assert ("backbone_lr" in p) == (p["freeze_depth"] < FULL_DEPTH), p
+        assert "head_lr" in p
+
+
+def test_a_space_fixing_a_linear_probe_never_samples_backbone_lr() -> None:
+    space = _space(freeze_depth=FULL_DEPTH)
+    assert "freeze_depth" not in space.distributions
+    assert all(set(p) == {"head_lr"} for p in _sample(space, 5))
