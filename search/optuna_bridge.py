@@ -157,11 +157,6 @@ class BudgetAwareOptunaSearch(OptunaSearch):
             self._ot_study.set_user_attr(key, value)
         return True
 
-    @property
-    def study(self) -> optuna.Study:
-        """The Optuna study this searcher tells."""
-        return self._ot_study
-
     def suggest(self, trial_id: str) -> dict | None:
         """A new configuration; its study trial records the Tune trial id."""
         is_new = trial_id not in self._ot_trials

@@ -83,9 +83,16 @@ def test_parameter_groups_are_named_and_exclude_frozen_parameters() -> None:
 def test_a_linear_probe_has_only_the_head_group() -> None:
     model = build_model("resnet18", 5)
     freeze_stages(model, "resnet18", SPEC.max_freeze_depth)
-    groups = parameter_groups(model, "resnet18", 1e-3, 1e-2)
+    groups = parameter_groups(model, "resnet18", None, 1e-2)  # no backbone_lr: none needed
     assert [g["name"] for g in groups] == ["head"]
     assert count_trainable(model) == 512 * 5 + 5
+
+
+def test_a_training_stage_needs_a_backbone_lr() -> None:
+    model = build_model("resnet18", 5)
+    freeze_stages(model, "resnet18", SPEC.max_freeze_depth - 1)
+    with pytest.raises(ValueError, match=r"`backbone_lr` must be set when a stage of resnet18"):
+        parameter_groups(model, "resnet18", None, 1e-2)
 
 
 def test_freeze_depth_beyond_the_stages_is_a_clear_error() -> None:

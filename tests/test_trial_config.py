@@ -23,3 +23,9 @@ def test_fractional_integer_is_rejected() -> None:
 def test_round_trip_through_a_dict() -> None:
     cfg = TrialConfig(freeze_depth=2, backbone_lr=1e-3, head_lr=1e-2, seed=7)
     assert TrialConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_backbone_lr_may_be_absent_but_other_fields_may_not_be_none() -> None:
+    assert TrialConfig.from_dict({"freeze_depth": 5, "backbone_lr": None}).backbone_lr is None
+    with pytest.raises(ValueError, match=r"`head_lr` must be a float, but got head_lr=None"):
+        TrialConfig.from_dict({"head_lr": None})

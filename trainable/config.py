@@ -69,7 +69,9 @@ class TrialConfig:
         kwargs: dict[str, Any] = {}
         for name, value in config.items():
             kind_name, optional = _parse_type(str(fields[name].type))
-            if value is None and optional:
+            if value is None:
+                if not optional:
+                    raise ValueError(f"`{name}` must be a {kind_name}, but got {name}=None")
                 kwargs[name] = None
                 continue
             kind = _SCALARS[kind_name]
