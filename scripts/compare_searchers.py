@@ -1,6 +1,6 @@
 """Compare the ASHA-Optuna bridge with Ray's stock OptunaSearch and random search.
 
-    python scripts/compare_searchers.py            # 5 seeds x 3 searchers: ~30 min on 2 CPUs
+    python scripts/compare_searchers.py            # 5 seeds x 3 searchers: ~20 min on 2 CPUs
     python scripts/compare_searchers.py --quick    # smoke run: 1 seed, 3 trials of 2 epochs
 
 One experiment per (searcher, seed) under --out, with its console output in a .log beside it;

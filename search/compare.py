@@ -163,6 +163,21 @@ def format_markdown(report: dict[str, Any]) -> str:
         cells = [f"{stats[k]:.3f}" for k in ("mean", "std", "min", "max")]
         cells += [f"{per_seed[s]:.3f}" for s in seeds]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Whole runs (each spends what ASHA let it):",
+        "",
+        f"| searcher | best `{METRIC}` mean | std | trial-epochs mean | min | max |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for method in report["methods"]:
+        own = [r for r in report["runs"] if r["method"] == method]
+        best = summarise([r["best_overall"] for r in own])
+        spent = summarise([r["trial_epochs"] for r in own])
+        lines.append(
+            f"| {method} | {best['mean']:.3f} | {best['std']:.3f} | {spent['mean']:.1f} "
+            f"| {spent['min']:.0f} | {spent['max']:.0f} |"
+        )
     lines.append("")
     for other in ("stock", "random"):
         d = report[f"bridge_minus_{other}"]
