@@ -33,8 +33,30 @@ def shown_path(path: Path) -> Path:
         return path
 
 
+class StagedStateRaceFilter(logging.Filter):
+    """Drops Ray Tune's error for a state file that vanished while being copied to storage.
+
+    Ray 2.60 copies the driver's staged experiment state to `storage_path` in a background
+    thread that can overlap the next save, whose temporary files (`.<uuid>-tmp-*`) are renamed
+    away mid-copy. The copy is redone on the next save and the final save waits for its copy,
+    so nothing is lost; the traceback would only alarm users. Any other error passes through.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (
+            record.getMessage().startswith("Saving experiment state to storage")
+            and isinstance(error, FileNotFoundError)
+            and "-tmp-" in str(error)
+        )
+
+
+_RACE_FILTER = StagedStateRaceFilter()  # one instance: adding it again is a no-op
+
+
 def start_ray() -> None:
     """A quiet local Ray: no dashboard, warnings only, as many CPUs as this machine has."""
+    logging.getLogger("ray.tune.execution.experiment_state").addFilter(_RACE_FILTER)
     # Ray warns that it enabled token authentication for its local cluster: good, not news.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
         logging.ERROR
