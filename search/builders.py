@@ -76,6 +76,24 @@ def trial_dirname(trial: tune.experiment.Trial) -> str:
     return f"{trial.trainable_name}_{trial.trial_id}"
 
 
+def build_trainable(settings: SearchSettings) -> Any:
+    """The trial function with its resources: the same for a new and a restored experiment."""
+    return tune.with_resources(train_transfer, {"cpu": settings.cpus_per_trial})
+
+
+def restore_tuner(settings: SearchSettings) -> tune.Tuner:
+    """The Tuner of the saved experiment: unfinished and errored trials resume from checkpoints.
+
+    Its searcher, scheduler and callbacks come back from the experiment's saved state.
+    """
+    return tune.Tuner.restore(
+        str(settings.experiment_dir),
+        trainable=build_trainable(settings),
+        resume_unfinished=True,
+        resume_errored=True,
+    )
+
+
 def build_tuner(
     settings: SearchSettings, callbacks: list[tune.Callback], searcher: Searcher | None = None
 ) -> tune.Tuner:
@@ -83,9 +101,8 @@ def build_tuner(
 
     `searcher` replaces the harness's own (scripts/compare_searchers.py runs Ray's stock one).
     """
-    trainable = tune.with_resources(train_transfer, {"cpu": settings.cpus_per_trial})
     return tune.Tuner(
-        trainable,
+        build_trainable(settings),
         param_space=build_param_space(settings),
         tune_config=tune.TuneConfig(
             metric=METRIC,

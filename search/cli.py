@@ -7,18 +7,26 @@ from __future__ import annotations
 
 import sys
 
-from search.run import run_search
-from search.settings import UsageError, parse_settings
+from search.resume import parse_resume
+from search.run import SearchInterrupted, run_search
+from search.settings import UsageError, given_flags, parse_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a search from command-line arguments; return the process exit code."""
     try:
-        run_search(parse_settings(argv))  # every input is checked before Ray starts
+        # Every input, and on --resume the saved state, is checked before Ray starts.
+        if given_flags(argv).get("resume"):
+            run_search(parse_resume(argv), resume=True)
+        else:
+            run_search(parse_settings(argv))
     except UsageError as error:
         print(f"search.py: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\nInterrupted.", file=sys.stderr)
+    except SearchInterrupted as stopped:
+        print(f"\n{stopped}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # a second Ctrl-C during Tune's shutdown
+        print("\nInterrupted before the state was saved.", file=sys.stderr)
         return 130
     return 0

@@ -14,8 +14,10 @@ from ray.tune.logger import TBXLoggerCallback
 from search.settings import SearchSettings
 
 WANDB_PROJECT = "transfer-tune"  # override with the WANDB_PROJECT environment variable
-# Seconds the end of a sweep waits for W&B runs to finish writing (offline: well under one).
-WANDB_FINISH_TIMEOUT_S = 30
+# Seconds the end of a sweep (or Ctrl-C) waits for W&B runs to finish: the run of a trial cut
+# off by Ctrl-C took the whole 30 s Ray gave it. A run stopped there keeps its local files,
+# which `wandb sync` uploads later.
+WANDB_FINISH_TIMEOUT_S = 10
 
 
 def build_callbacks(settings: SearchSettings, wandb_mode: str) -> list[Callback]:

@@ -28,9 +28,12 @@ class ProgressReporter(Callback):
         self.started: dict[str, int] = {}  # trial_id -> its number, in start order
         self.last: dict[str, dict[str, Any]] = {}  # trial_id -> its latest result
         self.best: dict[str, float] = {}  # trial_id -> its best val_acc
-        self.finished = 0
         self.began = time.monotonic()
         self.last_print = self.began
+
+    def setup(self, **info: Any) -> None:
+        """Start the clock when Tune starts (again, for a resumed experiment)."""
+        self.began = self.last_print = time.monotonic()
 
     def _say(self, line: str) -> None:
         elapsed = time.monotonic() - self.began
@@ -57,7 +60,6 @@ class ProgressReporter(Callback):
         return int(self.last.get(trial.trial_id, {}).get(metrics.EPOCH, 0))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.finished += 1
         epochs = self._epochs(trial)
         why = "completed" if epochs >= self.max_epochs else "stopped by ASHA"
         best = fmt(self.best.get(trial.trial_id))
@@ -67,7 +69,6 @@ class ProgressReporter(Callback):
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.finished += 1
         self._say(
             f"{self._label(trial)} FAILED at epoch {self._epochs(trial) + 1}: {error_reason(trial)}"
         )
@@ -82,7 +83,8 @@ class ProgressReporter(Callback):
             for t in running
         ]
         best = fmt(max(self.best.values())) if self.best else "-"
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)  # also before a resume
         self._say(
-            f"{self.finished}/{self.num_samples} done, best val_acc {best}; running: "
+            f"{done}/{self.num_samples} done, best val_acc {best}; running: "
             + (", ".join(parts) or "none")
         )

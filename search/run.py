@@ -5,24 +5,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import ray
+from ray.tune import ExperimentAnalysis
 from ray.tune.search import Searcher
 
-from search.builders import build_param_space, build_tuner
+from search.builders import build_param_space, build_tuner, restore_tuner
 from search.loggers import build_callbacks
 from search.progress import ProgressReporter
-from search.settings import SearchSettings
+from search.settings import SETTINGS_FILE, SearchSettings
 from search.summary import build_summary, format_report, write_summary
 from search.wandb_mode import resolve_wandb_mode
 from spaces import get_space, searched_keys
 from trainable.config import TrialConfig
 from trainable.pretrain import ensure_source_weights
-
-SETTINGS_FILE = "settings.json"
 
 
 def shown_path(path: Path) -> Path:
@@ -72,10 +73,36 @@ def start_ray() -> None:
     )
 
 
-def run_search(settings: SearchSettings, searcher: Searcher | None = None) -> dict:
+class SearchInterrupted(Exception):
+    """The search stopped early (Ctrl-C or SIGTERM) with its state saved; says how to resume."""
+
+
+def _forward_to_sigint(signum: int, frame: Any) -> None:
+    """SIGTERM (sent by cluster schedulers) takes Ctrl-C's graceful path: stop, save, exit."""
+    signal.raise_signal(signal.SIGINT)
+
+
+def resume_command(settings: SearchSettings) -> str:
+    """The command line that continues this experiment."""
+    storage = shown_path(settings.experiment_dir.parent)
+    return f"python scripts/search.py --resume --name {settings.name} --storage-path {storage}"
+
+
+def _unfinished(settings: SearchSettings) -> int:
+    """Trials of the experiment on disk still to run or finish (0 when all ended)."""
+    analysis = ExperimentAnalysis(str(settings.experiment_dir))
+    ended = sum(t.status in ("TERMINATED", "ERROR") for t in analysis.trials)
+    return settings.num_samples - ended
+
+
+def run_search(
+    settings: SearchSettings, searcher: Searcher | None = None, resume: bool = False
+) -> dict:
     """Run the search described by `settings`; return the summary (also in summary.json).
 
-    `searcher` replaces the harness's Optuna bridge (for comparisons; it writes no optuna.db).
+    `resume` continues the saved experiment instead of starting one (its state was checked by
+    search.resume). `searcher` replaces the harness's Optuna bridge (for comparisons; it writes
+    no optuna.db). Raises SearchInterrupted when Ctrl-C or SIGTERM stopped it early.
     """
     began = time.monotonic()
     wandb_mode = resolve_wandb_mode(settings.wandb)
@@ -86,26 +113,56 @@ def run_search(settings: SearchSettings, searcher: Searcher | None = None) -> di
     fixed = TrialConfig.from_dict(param_space)
     root = settings.experiment_dir
     shown = shown_path(root)
-    root.mkdir(parents=True)
-    (root / SETTINGS_FILE).write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
-    print(
-        f"Experiment {shown}: {settings.num_samples} trials of up to {settings.max_epochs} "
-        f"epochs, {settings.concurrency} at a time, space {settings.space!r}, "
-        f"data {settings.data!r}, weights {settings.weights!r}, sampler {settings.sampler}, "
-        f"W&B {wandb_mode}"
-    )
-    if fixed.weights == "source":  # pretrain once here, not in several trials at once
-        ensure_source_weights(fixed.backbone, fixed.data, fixed.image_size, fixed.cache_dir)
-    start_ray()
-    try:
-        progress = ProgressReporter(searched, settings.num_samples, settings.max_epochs)
-        callbacks = [progress, *build_callbacks(settings, wandb_mode)]
-        build_tuner(settings, callbacks, searcher).fit()
-        summary = build_summary(settings, searched, wandb_mode)
-    finally:
-        ray.shutdown()
+    left = settings.num_samples
+    if resume:
+        left = _unfinished(settings)
+        print(f"Resuming experiment {shown}: {left} of {settings.num_samples} trials to finish")
+    else:
+        root.mkdir(parents=True)
+        (root / SETTINGS_FILE).write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
+        print(
+            f"Experiment {shown}: {settings.num_samples} trials of up to {settings.max_epochs} "
+            f"epochs, {settings.concurrency} at a time, space {settings.space!r}, "
+            f"data {settings.data!r}, weights {settings.weights!r}, sampler {settings.sampler}, "
+            f"W&B {wandb_mode}"
+        )
+    if left > 0:
+        if fixed.weights == "source":  # pretrain once here, not in several trials at once
+            ensure_source_weights(fixed.backbone, fixed.data, fixed.image_size, fixed.cache_dir)
+        _fit(settings, searched, wandb_mode, searcher, resume)
+    summary = build_summary(settings, searched, wandb_mode)
     summary["wall_seconds"] = round(time.monotonic() - began, 1)
     write_summary(settings, summary)
+    unfinished = [t for t in summary["trials"] if t["stop_reason"] == "interrupted"]
+    if len(summary["trials"]) < settings.num_samples or unfinished:
+        raise SearchInterrupted(
+            f"Interrupted: {len(summary['trials']) - len(unfinished)} of {settings.num_samples} "
+            f"trials finished; the experiment's state is saved in {shown}.\n"
+            f"Resume with:  {resume_command(settings)}"
+        )
     print(format_report(summary, settings, shown))
     print(f"Done in {summary['wall_seconds']:.0f} s.")
     return summary
+
+
+def _fit(
+    settings: SearchSettings,
+    searched: list[str],
+    wandb_mode: str,
+    searcher: Searcher | None,
+    resume: bool,
+) -> None:
+    """Start Ray, run (or restore and continue) the Tuner, stop Ray."""
+    start_ray()
+    previous = signal.signal(signal.SIGTERM, _forward_to_sigint)
+    try:
+        if resume:
+            tuner = restore_tuner(settings)  # callbacks and searcher come from the saved state
+        else:
+            progress = ProgressReporter(searched, settings.num_samples, settings.max_epochs)
+            callbacks = [progress, *build_callbacks(settings, wandb_mode)]
+            tuner = build_tuner(settings, callbacks, searcher)
+        tuner.fit()  # Ctrl-C (or SIGTERM): Tune stops the trials and saves its state, then returns
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        ray.shutdown()

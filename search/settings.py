@@ -23,6 +23,7 @@ from trainable.data import DATASETS
 from trainable.metrics import VAL_ACC
 from trainable.pretrain import SOURCES, WEIGHTS_CHOICES
 
+SETTINGS_FILE = "settings.json"  # the resolved settings, in the experiment folder
 METRIC, MODE = VAL_ACC, "max"  # the search metric and its direction, set once in TuneConfig
 # Trial settings the harness sets from flags; a space may not define them.
 HARNESS_KEYS = ("data", "weights", "max_epochs", "seed", "num_threads", "cache_dir")
@@ -77,8 +78,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line flags of scripts/search.py."""
+def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
+    """The command-line flags of scripts/search.py; `only_given` leaves defaults out."""
     d = SearchSettings()
     p = _Parser(
         prog="search.py",
@@ -165,12 +166,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.cache_dir,
         help="pretrained-backbone cache (default: $TRANSFER_TUNE_CACHE, else ~/.cache)",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted experiment --storage-path/--name",
+    )
+    if only_given:
+        for action in p._actions:
+            action.default = argparse.SUPPRESS
     return p
+
+
+def given_flags(argv: list[str] | None) -> dict[str, Any]:
+    """The flags present on the command line, with their parsed values (no defaults)."""
+    return vars(build_parser(only_given=True).parse_args(argv))
 
 
 def parse_settings(argv: list[str] | None) -> SearchSettings:
     """Parse and validate the command line; raise UsageError listing every problem."""
     args = build_parser().parse_args(argv)
+    del args.resume  # not a setting of the experiment: see search.resume
     weights = args.weights or ("source" if args.data in SOURCES else "none")
     name = args.name or f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
     cache_dir = str(Path(args.cache_dir).expanduser().resolve()) if args.cache_dir else ""

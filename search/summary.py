@@ -14,7 +14,7 @@ from search.settings import METRIC, MODE, SearchSettings
 from trainable import metrics
 
 SUMMARY_FILE = "summary.json"
-STOP_REASONS = ("completed", "asha", "error")
+STOP_REASONS = ("completed", "asha", "error", "interrupted")
 
 
 def _number(value: Any) -> float | int | None:
@@ -43,6 +43,8 @@ def _trial_entry(
     best_row = history.loc[history[METRIC].idxmax()] if has_rows else None
     if trial.status == "ERROR":
         stop_reason = "error"
+    elif trial.status != "TERMINATED":  # pending, running or paused when the search stopped
+        stop_reason = "interrupted"
     elif epochs >= settings.max_epochs:
         stop_reason = "completed"
     else:

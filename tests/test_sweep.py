@@ -6,7 +6,6 @@ The sweep runs once per session; each test asserts on its experiment folder.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,13 +14,13 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from helpers import run_cli
 from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from trainable.checkpoint import CHECKPOINT_FILE
 from trainable.config import TrialConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 NUM_SAMPLES, MAX_EPOCHS = 6, 3
 pytestmark = pytest.mark.sweep
 
@@ -33,18 +32,6 @@ class Sweep:
     stderr: str
     root: Path
     summary: dict
-
-
-def run_cli(*flags: str, cwd: Path) -> subprocess.CompletedProcess:
-    """scripts/search.py in a fresh process, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "search.py"), *flags],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-        env={**os.environ, "WANDB_MODE": ""},  # the flag decides, not the environment
-    )
 
 
 @pytest.fixture(scope="session")
