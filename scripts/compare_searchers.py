@@ -1,7 +1,7 @@
 """Compare the ASHA-Optuna bridge with Ray's stock OptunaSearch and random search.
 
     python scripts/compare_searchers.py            # 5 seeds x 3 searchers: ~20 min on 2 CPUs
-    python scripts/compare_searchers.py --quick    # smoke run: 1 seed, 3 trials of 2 epochs
+    python scripts/compare_searchers.py --quick    # smoke run: 1 seed, 2 trials of 1 epoch
 
 One experiment per (searcher, seed) under --out, with its console output in a .log beside it;
 the report as JSON (--json) and as the Markdown table BENCHMARKS.md shows.
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default: 5)")
     p.add_argument("--num-samples", type=int, default=16, help="trials per run (default: 16)")
     p.add_argument("--max-epochs", type=int, default=9, help="ASHA max_t (default: 9)")
-    p.add_argument("--quick", action="store_true", help="1 seed, 3 trials of 2 epochs")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 trials of 1 epoch")
     p.add_argument("--out", default="runs/compare-searchers", help="folder of the runs")
     p.add_argument("--json", default="", help="report path (default: OUT/compare.json)")
     p.add_argument("--cache-dir", default="", help="pretrained-backbone cache")
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the comparison; print the Markdown table; exit 2 on bad input."""
     args = build_parser().parse_args(argv)
     seeds, samples, epochs = (
-        (1, 3, 2) if args.quick else (args.seeds, args.num_samples, args.max_epochs)
+        (1, 2, 1) if args.quick else (args.seeds, args.num_samples, args.max_epochs)
     )
     if min(seeds, samples, epochs) < 1:
         print(

@@ -122,7 +122,9 @@ def build_tuner(
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
             ),
-            failure_config=tune.FailureConfig(max_failures=0),
+            # A trial whose process dies restarts from its last checkpoint, a bounded number of
+            # times; a diverged one (DivergedError) fails the same way again and ends as error.
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             verbose=0,  # search.progress prints a concise account instead of Ray's tables
         ),
     )

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import ray
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search.builders import build_space
 from search.optuna_bridge import build_sampler
-from search.run import run_search
+from search.run import run_search, start_ray
 from search.settings import METRIC, MODE, SearchSettings, UsageError, validate_settings
 from trainable import metrics
 
@@ -94,6 +95,22 @@ def compare(
         raise UsageError("; ".join(problems))
     runs: list[dict[str, Any]] = []
     total = len(seeds) * len(METHODS)
+    start_ray()  # one Ray for every run: ~10 s of start and stop saved per run
+    try:
+        _run_all(base, seeds, runs, total, say)
+    finally:
+        ray.shutdown()
+    return _report(base, seeds, runs)
+
+
+def _run_all(
+    base: SearchSettings,
+    seeds: list[int],
+    runs: list[dict[str, Any]],
+    total: int,
+    say: Callable[[str], None],
+) -> None:
+    """Run every (seed, method) in turn, appending each run's curve to `runs`."""
     for seed in seeds:
         for method in METHODS:
             settings, searcher = method_run(method, base, seed)
@@ -111,6 +128,10 @@ def compare(
                 f"best {METRIC} {max(curve, default=float('nan')):.3f} "
                 f"({time.monotonic() - began:.0f} s; log {log})"
             )
+
+
+def _report(base: SearchSettings, seeds: list[int], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cut every run at the smallest budget any run spent; summarise per method."""
     budget = min(len(run["curve"]) for run in runs)
     for run in runs:
         curve = run.pop("curve")

@@ -68,6 +68,12 @@ class ProgressReporter(Callback):
             f"best val_acc {best}"
         )
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._say(
+            f"{self._label(trial)} failed at epoch {self._epochs(trial) + 1} "
+            f"({error_reason(trial)}); retrying from its last checkpoint"
+        )
+
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._say(
             f"{self._label(trial)} FAILED at epoch {self._epochs(trial) + 1}: {error_reason(trial)}"

@@ -40,7 +40,8 @@ def load_settings(root: Path) -> SearchSettings:
             "harness or its state is broken, so nothing was resumed"
         ) from None
     fields = {f.name for f in dataclasses.fields(SearchSettings)}
-    if not isinstance(saved, dict) or set(saved) != fields:
+    # Settings added since the experiment was made take their defaults; unknown ones refuse.
+    if not isinstance(saved, dict) or not {"name", "space"} <= set(saved) <= fields:
         keys = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
         raise UsageError(f"--resume: {path} does not hold transfer-tune settings (got {keys})")
     return SearchSettings(**saved)

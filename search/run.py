@@ -52,12 +52,25 @@ class StagedStateRaceFilter(logging.Filter):
         )
 
 
-_RACE_FILTER = StagedStateRaceFilter()  # one instance: adding it again is a no-op
+class TrialFailureFilter(logging.Filter):
+    """Drops Ray Tune's traceback of each failed trial: the progress line gives its reason, and
+    the whole traceback is in the trial's error.txt."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Trial task failed for trial")
+
+
+# One instance each: adding the same filter again is a no-op.
+_FILTERS = {
+    "ray.tune.execution.experiment_state": StagedStateRaceFilter(),
+    "ray.tune.execution.tune_controller": TrialFailureFilter(),
+}
 
 
 def start_ray() -> None:
     """A quiet local Ray: no dashboard, warnings only, as many CPUs as this machine has."""
-    logging.getLogger("ray.tune.execution.experiment_state").addFilter(_RACE_FILTER)
+    for name, log_filter in _FILTERS.items():
+        logging.getLogger(name).addFilter(log_filter)
     # Ray warns that it enabled token authentication for its local cluster: good, not news.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
         logging.ERROR
@@ -152,8 +165,10 @@ def _fit(
     searcher: Searcher | None,
     resume: bool,
 ) -> None:
-    """Start Ray, run (or restore and continue) the Tuner, stop Ray."""
-    start_ray()
+    """Run (or restore and continue) the Tuner, in a Ray started here unless one is running."""
+    owns_ray = not ray.is_initialized()  # scripts/compare_searchers.py keeps one for all runs
+    if owns_ray:
+        start_ray()
     previous = signal.signal(signal.SIGTERM, _forward_to_sigint)
     try:
         if resume:
@@ -165,4 +180,5 @@ def _fit(
         tuner.fit()  # Ctrl-C (or SIGTERM): Tune stops the trials and saves its state, then returns
     finally:
         signal.signal(signal.SIGTERM, previous)
-        ray.shutdown()
+        if owns_ray:
+            ray.shutdown()

@@ -46,6 +46,9 @@ class SearchSettings:
     reduction_factor: int = 3  # keep the best third at every rung (ASHA's usual value)
     max_concurrent: int = 0  # 0: as many trials as the CPUs hold (cpu_count / cpus_per_trial)
     cpus_per_trial: float = 1.0  # one torch thread per trial: 2 trials in parallel on 2 cores
+    # Retries of a failed trial from its checkpoint: a worker that died (OOM, killed) gets one
+    # more chance; a diverged trial fails again the same way, so more would waste time.
+    max_failures: int = 1
     name: str = ""  # "": <space>-<date>-<time>, a new experiment every run
     storage_path: str = "runs"
     seed: int = 0
@@ -136,6 +139,12 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
         type=float,
         default=d.cpus_per_trial,
         help="CPUs and torch threads" + DEFAULT,
+    )
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        default=d.max_failures,
+        help="retries of a failed trial from its last checkpoint" + DEFAULT,
     )
     p.add_argument("--name", default=d.name, help="experiment name (default: <space>-<time>)")
     p.add_argument(
@@ -263,6 +272,8 @@ def validate_settings(s: SearchSettings) -> list[str]:
         )
     if s.reduction_factor < 2:
         problems.append(f"`--reduction-factor >= 2` must hold, but got {s.reduction_factor}")
+    if s.max_failures < 0:
+        problems.append(f"`--max-failures >= 0` must hold, but got {s.max_failures}")
     if s.max_concurrent < 0:
         problems.append(f"`--max-concurrent >= 0` must hold, but got {s.max_concurrent}")
     cpus = os.cpu_count() or 1

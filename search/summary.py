@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray.tune import ExperimentAnalysis
 
 from search.optuna_bridge import STUDY_FILE, study_url
@@ -24,13 +25,21 @@ def _number(value: Any) -> float | int | None:
     return value
 
 
+ERROR_FILE = "error.txt"  # Ray Tune's traceback of a failed trial, in the trial folder
+
+
 def error_reason(trial: Any) -> str:
     """The last line of a failed trial's traceback: the exception and its message."""
-    if trial.error_file and Path(trial.error_file).exists():
-        lines = [ln.strip() for ln in Path(trial.error_file).read_text().splitlines()]
-        lines = [ln for ln in lines if ln]
-        if lines:
-            return lines[-1]
+    # While Ray runs, the driver's staged copy is the fresh one; afterwards (and when read
+    # back from disk) only the trial folder has it.
+    candidates = [Path(trial.path) / ERROR_FILE]
+    if ray.is_initialized() and trial.error_file:
+        candidates.insert(0, Path(trial.error_file))
+    for path in candidates:
+        if path.exists():
+            lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+            if lines:
+                return lines[-1]
     return "failed without an error file"
 
 

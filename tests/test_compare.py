@@ -49,7 +49,7 @@ def test_the_quick_comparison_runs_all_three_searchers(tmp_path: Path, cache_dir
     report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert set(report["methods"]) == {"bridge", "stock", "random"}
     budget = report["budget_trial_epochs"]
-    assert budget == min(run["trial_epochs"] for run in report["runs"]) >= 3
+    assert budget == min(run["trial_epochs"] for run in report["runs"]) == 2  # 2 trials x 1
     for run in report["runs"]:
         assert 0 < run["best_at_budget"] <= run["best_overall"] <= 1
     assert "| bridge |" in done.stdout and "bridge - stock:" in done.stdout

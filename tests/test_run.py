@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from search.run import StagedStateRaceFilter
+from search.run import StagedStateRaceFilter, TrialFailureFilter
 
 
 def _record(message: str, error: BaseException | None) -> logging.LogRecord:
@@ -29,3 +29,9 @@ def test_every_other_error_passes() -> None:
     assert keep.filter(_record(SAVING, PermissionError("-tmp- but not a vanished file")))
     assert keep.filter(_record("Trial failed", FileNotFoundError("x-tmp-y")))
     assert keep.filter(_record(SAVING, None))
+
+
+def test_a_trial_failure_traceback_is_dropped_and_other_records_pass() -> None:
+    quiet = TrialFailureFilter()
+    assert not quiet.filter(_record("Trial task failed for trial train_transfer_1", None))
+    assert quiet.filter(_record("Trial controller checkpointing failed", None))

@@ -21,7 +21,7 @@ import pytest
 from helpers import ROOT, run_cli
 from optuna.trial import TrialState
 
-NUM_SAMPLES, MAX_EPOCHS = 4, 3
+NUM_SAMPLES, MAX_EPOCHS = 3, 3
 pytestmark = pytest.mark.sweep
 
 
@@ -34,20 +34,29 @@ class Interrupted:
     summary_after_stop: dict
 
 
+def _popen(*flags: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "search.py"), *flags],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "WANDB_MODE": ""},
+    )  # fmt: skip
+
+
+def _epochs_done(root: Path) -> int:
+    return sum(len(p.read_text().splitlines()) for p in root.glob("train_transfer_*/result.json"))
+
+
 @pytest.fixture(scope="session")
 def interrupted(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Interrupted:
-    """4 trials of 3 epochs, one at a time; SIGINT 3 s into trial 2; then --resume."""
+    """3 trials of 3 epochs, one at a time: SIGINT 3 s into trial 2; then --resume, during
+    which the trial's worker process is killed (SIGKILL) once after its next epoch."""
     work = tmp_path_factory.mktemp("resume")
-    flags = [
+    process = _popen(
         "--num-samples", str(NUM_SAMPLES), "--max-epochs", str(MAX_EPOCHS),
         "--grace-period", "1", "--reduction-factor", "2", "--max-concurrent", "1",
         "--name", "r", "--storage-path", "runs", "--cache-dir", str(cache_dir),
-        "--wandb", "offline",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "search.py"), *flags],
-        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "WANDB_MODE": ""},
+        "--wandb", "disabled",
+        cwd=work,
     )  # fmt: skip
     seen = []
     assert process.stdout is not None
@@ -58,11 +67,20 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> In
     time.sleep(3)  # into the trial's first epochs
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=300)
-    output = "".join(seen) + out
-    stopped = subprocess.CompletedProcess(process.args, process.returncode, output, err)
+    stopped = subprocess.CompletedProcess(
+        process.args, process.returncode, "".join(seen) + out, err
+    )
     root = work / "runs" / "r"
     summary_after_stop = json.loads((root / "summary.json").read_text())
-    resumed = run_cli("--resume", "--name", "r", "--storage-path", "runs", cwd=work)
+
+    before = _epochs_done(root)
+    process = _popen("--resume", "--name", "r", "--storage-path", "runs", cwd=work)
+    deadline = time.monotonic() + 300
+    while _epochs_done(root) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    subprocess.run(["pkill", "-KILL", "-f", "ray::ImplicitFunc"], check=False)
+    out, err = process.communicate(timeout=600)
+    resumed = subprocess.CompletedProcess(process.args, process.returncode, out, err)
     return Interrupted(work, root, stopped, resumed, summary_after_stop)
 
 
@@ -81,13 +99,15 @@ def test_resume_finishes_exactly_the_planned_trials(interrupted: Interrupted) ->
     resumed = interrupted.resumed
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming experiment runs/r:" in resumed.stdout
+    # The worker killed mid-resume: the trial restarted from its checkpoint and finished.
+    assert "retrying from its last checkpoint" in resumed.stdout
     summary = json.loads((interrupted.root / "summary.json").read_text())
     trials = summary["trials"]
     assert len(trials) == NUM_SAMPLES
     assert len({t["trial_id"] for t in trials}) == NUM_SAMPLES
     assert len({json.dumps(t["config"], sort_keys=True) for t in trials}) == NUM_SAMPLES
     assert all(t["stop_reason"] in ("completed", "asha") for t in trials), trials
-    for trial in trials:  # the interrupted trial resumed from its checkpoint: no epoch twice
+    for trial in trials:  # interrupted, then killed: resumed from checkpoints, no epoch twice
         rows = (interrupted.root / trial["path"] / "result.json").read_text().splitlines()
         epochs = [json.loads(row)["epoch"] for row in rows]
         assert epochs == list(range(1, trial["epochs"] + 1)), (trial["trial_id"], epochs)
@@ -111,7 +131,8 @@ def test_resuming_a_finished_experiment_only_rebuilds_its_summary(
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"0 of {NUM_SAMPLES} trials to finish" in again.stdout
     assert sorted(p.name for p in interrupted.root.glob("train_transfer_*")) == trial_dirs
-    assert len(json.loads((interrupted.root / "summary.json").read_text())["trials"]) == 4
+    summary = json.loads((interrupted.root / "summary.json").read_text())
+    assert len(summary["trials"]) == NUM_SAMPLES
 
 
 def test_a_truncated_state_file_stops_resume_and_nothing_is_overwritten(
