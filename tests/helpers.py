@@ -20,3 +20,15 @@ def run_cli(*flags: str, cwd: Path) -> subprocess.CompletedProcess:
         cwd=cwd,
         env={**os.environ, "WANDB_MODE": ""},  # the flag decides, not the environment
     )
+
+
+def popen_cli(*flags: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """scripts/search.py started in the background, to signal or kill while it runs."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "search.py"), *flags],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "", **(env or {})},
+    )

@@ -7,32 +7,22 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
-from helpers import ROOT
+from helpers import popen_cli
 from optuna.trial import TrialState
 
 pytestmark = pytest.mark.sweep
 HOOKS = Path(__file__).resolve().parent / "hooks"
 
 
-def _popen(*flags: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "search.py"), *flags],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "WANDB_MODE": "", **(env or {})},
-    )  # fmt: skip
-
-
 def test_a_diverged_trial_ends_as_error_and_the_sweep_goes_on(
     tmp_path: Path, cache_dir: Path
 ) -> None:
     hook = {"PYTHONPATH": os.pathsep.join([str(HOOKS), os.environ.get("PYTHONPATH", "")])}
-    process = _popen(
+    process = popen_cli(
         "--space", "diverging", "--num-samples", "2", "--max-epochs", "1",
         "--max-concurrent", "1", "--max-failures", "0", "--name", "nan",
         "--cache-dir", str(cache_dir), "--wandb", "disabled",

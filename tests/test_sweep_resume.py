@@ -7,18 +7,16 @@ the tests assert on its folder.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pytest
-from helpers import ROOT, run_cli
+from helpers import popen_cli, run_cli
 from optuna.trial import TrialState
 
 NUM_SAMPLES, MAX_EPOCHS = 3, 3
@@ -34,14 +32,6 @@ class Interrupted:
     summary_after_stop: dict
 
 
-def _popen(*flags: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "search.py"), *flags],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "WANDB_MODE": ""},
-    )  # fmt: skip
-
-
 def _epochs_done(root: Path) -> int:
     return sum(len(p.read_text().splitlines()) for p in root.glob("train_transfer_*/result.json"))
 
@@ -51,7 +41,7 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> In
     """3 trials of 3 epochs, one at a time: SIGINT 3 s into trial 2; then --resume, during
     which the trial's worker process is killed (SIGKILL) once after its next epoch."""
     work = tmp_path_factory.mktemp("resume")
-    process = _popen(
+    process = popen_cli(
         "--num-samples", str(NUM_SAMPLES), "--max-epochs", str(MAX_EPOCHS),
         "--grace-period", "1", "--reduction-factor", "2", "--max-concurrent", "1",
         "--name", "r", "--storage-path", "runs", "--cache-dir", str(cache_dir),
@@ -74,7 +64,7 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> In
     summary_after_stop = json.loads((root / "summary.json").read_text())
 
     before = _epochs_done(root)
-    process = _popen("--resume", "--name", "r", "--storage-path", "runs", cwd=work)
+    process = popen_cli("--resume", "--name", "r", "--storage-path", "runs", cwd=work)
     deadline = time.monotonic() + 300
     while _epochs_done(root) == before and time.monotonic() < deadline:
         time.sleep(0.2)
