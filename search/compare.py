@@ -32,26 +32,27 @@ from trainable import metrics
 METHODS = ("bridge", "stock", "random")
 
 
-def method_run(
-    method: str, base: SearchSettings, seed: int
-) -> tuple[SearchSettings, Searcher | None]:
-    """Settings (and, for 'stock', the searcher) of one run; None means the harness's bridge."""
-    settings = dataclasses.replace(
+def method_settings(method: str, base: SearchSettings, seed: int) -> SearchSettings:
+    """The settings of one run: its own experiment name, seed and sampler."""
+    return dataclasses.replace(
         base,
         name=f"{method}-seed{seed}",
         seed=seed,
         sampler="random" if method == "random" else "tpe",
     )
+
+
+def method_searcher(method: str, settings: SearchSettings) -> Searcher | None:
+    """Ray's stock OptunaSearch for 'stock'; None (the harness's bridge) otherwise."""
     if method != "stock":
-        return settings, None
+        return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # it creates its study right away
-    stock = OptunaSearch(  # Ray's own bridge, given exactly the harness's space and sampler
+    return OptunaSearch(  # Ray's own bridge, given exactly the harness's space and sampler
         space=build_space(settings),
         metric=METRIC,
         mode=MODE,
-        sampler=build_sampler("tpe", seed, settings.num_samples),
+        sampler=build_sampler("tpe", settings.seed, settings.num_samples),
     )
-    return settings, stock
 
 
 def budget_curve(experiment_dir: Path, summary: dict) -> list[float]:
@@ -89,7 +90,7 @@ def compare(
 ) -> dict[str, Any]:
     """Run every method for every seed under `base.storage_path`; return the comparison."""
     say = say or (lambda line: print(line, flush=True))
-    planned = [method_run(method, base, seed)[0] for seed in seeds for method in METHODS]
+    planned = [method_settings(method, base, seed) for seed in seeds for method in METHODS]
     problems = sorted({p for settings in planned for p in validate_settings(settings)})
     if problems:  # e.g. an earlier comparison in the same folder: never overwritten
         raise UsageError("; ".join(problems))
@@ -113,12 +114,12 @@ def _run_all(
     """Run every (seed, method) in turn, appending each run's curve to `runs`."""
     for seed in seeds:
         for method in METHODS:
-            settings, searcher = method_run(method, base, seed)
+            settings = method_settings(method, base, seed)
             log = settings.experiment_dir.with_suffix(".log")
             log.parent.mkdir(parents=True, exist_ok=True)
             began = time.monotonic()
             with log.open("w") as out, contextlib.redirect_stdout(out):
-                summary = run_search(settings, searcher)
+                summary = run_search(settings, method_searcher(method, settings))
             curve = budget_curve(settings.experiment_dir, summary)
             runs.append(
                 {"method": method, "seed": seed, "curve": curve, "trials": len(summary["trials"])}

@@ -11,7 +11,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from search.summary import error_reason, fmt
+from search.summary import ENDED, error_reason, fmt
 from trainable import metrics
 
 
@@ -89,7 +89,7 @@ class ProgressReporter(Callback):
             for t in running
         ]
         best = fmt(max(self.best.values())) if self.best else "-"
-        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)  # also before a resume
+        done = sum(t.status in ENDED for t in trials)  # also those ended before a resume
         self._say(
             f"{done}/{self.num_samples} done, best val_acc {best}; running: "
             + (", ".join(parts) or "none")

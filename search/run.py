@@ -19,7 +19,7 @@ from search.builders import build_param_space, build_tuner, restore_tuner
 from search.loggers import build_callbacks
 from search.progress import ProgressReporter
 from search.settings import SETTINGS_FILE, SearchSettings
-from search.summary import build_summary, format_report, write_summary
+from search.summary import ENDED, build_summary, format_report, write_summary
 from search.wandb_mode import resolve_wandb_mode
 from spaces import get_space, searched_keys
 from trainable.config import TrialConfig
@@ -104,7 +104,7 @@ def resume_command(settings: SearchSettings) -> str:
 def _unfinished(settings: SearchSettings) -> int:
     """Trials of the experiment on disk still to run or finish (0 when all ended)."""
     analysis = ExperimentAnalysis(str(settings.experiment_dir))
-    ended = sum(t.status in ("TERMINATED", "ERROR") for t in analysis.trials)
+    ended = sum(t.status in ENDED for t in analysis.trials)
     return settings.num_samples - ended
 
 

@@ -15,7 +15,9 @@ from search.settings import METRIC, MODE, SearchSettings
 from trainable import metrics
 
 SUMMARY_FILE = "summary.json"
+ERROR_FILE = "error.txt"  # Ray Tune's traceback of a failed trial, in the trial folder
 STOP_REASONS = ("completed", "asha", "error", "interrupted")
+ENDED = ("TERMINATED", "ERROR")  # Tune statuses of a trial that will not run again
 
 
 def _number(value: Any) -> float | int | None:
@@ -23,9 +25,6 @@ def _number(value: Any) -> float | int | None:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
     return value
-
-
-ERROR_FILE = "error.txt"  # Ray Tune's traceback of a failed trial, in the trial folder
 
 
 def error_reason(trial: Any) -> str:
@@ -52,7 +51,7 @@ def _trial_entry(
     best_row = history.loc[history[METRIC].idxmax()] if has_rows else None
     if trial.status == "ERROR":
         stop_reason = "error"
-    elif trial.status != "TERMINATED":  # pending, running or paused when the search stopped
+    elif trial.status not in ENDED:  # pending, running or paused when the search stopped
         stop_reason = "interrupted"
     elif epochs >= settings.max_epochs:
         stop_reason = "completed"
