@@ -194,6 +194,23 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
         self._completed_trials.add(trial_id)
 
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore the saved state, then catch up with the study, which may be ahead of it.
+
+        Tune snapshots the searcher every few seconds, but optuna.db is written as it happens.
+        After a crash the study can hold results newer than the snapshot, and a trial
+        suggested after it that Tune will never run (it suggests a new one instead).
+        """
+        super().restore(checkpoint_path)
+        for trial in self._ot_study.get_trials(deepcopy=False):
+            trial_id = trial.user_attrs.get(TUNE_TRIAL_ID)
+            if trial_id in self._ot_trials:
+                self._curves.setdefault(trial_id, {}).update(trial.intermediate_values)
+                if trial.state.is_finished():  # told already: a rerun's end is not told again
+                    self._completed_trials.add(trial_id)
+            elif trial.state == TrialState.RUNNING:  # unknown to the snapshot: never to run
+                self._ot_study.tell(trial.number, state=TrialState.FAIL)
+
     def final_state(self, trial_id: str, error: bool) -> tuple[TrialState, float | None]:
         """The study state of a finished trial and its value (None unless COMPLETE)."""
         curve = self._curves.get(trial_id, {})

@@ -188,3 +188,30 @@ def test_a_space_fixing_a_linear_probe_never_samples_backbone_lr() -> None:
     space = _space(freeze_depth=FULL_DEPTH)
     assert "freeze_depth" not in space.distributions
     assert all(set(p) == {"head_lr"} for p in _sample(space, 5))
+
+
+def test_a_restored_searcher_catches_up_with_a_study_ahead_of_its_snapshot(
+    tmp_path: Path,
+) -> None:
+    """After a crash optuna.db holds what happened since Tune's last searcher snapshot."""
+    searcher = _searcher(tmp_path)
+    searcher.suggest("done")
+    searcher.suggest("running")
+    searcher.on_trial_result("running", _result(1, 0.4))
+    searcher.save(str(tmp_path / "searcher.pkl"))  # the snapshot
+    searcher.on_trial_complete("done", result=_result(1, 0.3))  # told after it
+    searcher.on_trial_result("running", _result(2, 0.5))
+    searcher.suggest("lost")  # suggested after the snapshot; Tune will not run it
+
+    restored = BudgetAwareOptunaSearch(
+        _space(), max_t=MAX_T, time_attr=EPOCH, sampler=build_sampler("random", 0, 16)
+    )
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert _study_trial(tmp_path, "lost").state == TrialState.FAIL
+    restored.on_trial_complete("done", result=_result(1, 0.3))  # rerun by Tune: not told again
+    assert _study_trial(tmp_path, "done").state == TrialState.PRUNED
+    restored.on_trial_result("running", _result(2, 0.5))  # already in the study
+    restored.on_trial_complete("running", result=_result(3, 0.6))
+    running = _study_trial(tmp_path, "running")
+    assert running.state == TrialState.COMPLETE and running.value == 0.6
+    assert running.intermediate_values == {1: 0.4, 2: 0.5, 3: 0.6}
