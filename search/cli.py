@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run a search from command-line arguments; return the process exit code."""
     try:
         # Every input, and on --resume the saved state, is checked before Ray starts.
-        if given_flags(argv).get("resume"):
+        given = given_flags(argv)
+        if given.get("resume") or given.get("extend"):
             run_search(parse_resume(argv), resume=True)
         else:
             run_search(parse_settings(argv))

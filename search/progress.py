@@ -25,28 +25,28 @@ class ProgressReporter(Callback):
         self.num_samples = num_samples
         self.max_epochs = max_epochs
         self.interval_s = interval_s
-        self.started: dict[str, int] = {}  # trial_id -> its number, in start order
         self.last: dict[str, dict[str, Any]] = {}  # trial_id -> its latest result
         self.best: dict[str, float] = {}  # trial_id -> its best val_acc
         self.began = time.monotonic()
         self.last_print = self.began
 
-    def setup(self, **info: Any) -> None:
-        """Start the clock when Tune starts (again, for a resumed experiment)."""
+    def setup(self, total_num_samples: int | None = None, **info: Any) -> None:
+        """Start the clock when Tune starts (again, for a resumed or extended experiment)."""
         self.began = self.last_print = time.monotonic()
+        self.num_samples = total_num_samples or self.num_samples  # grows with --extend
 
     def _say(self, line: str) -> None:
         elapsed = time.monotonic() - self.began
         print(f"[{elapsed:5.0f}s] {line}", flush=True)
         self.last_print = time.monotonic()
 
-    def _label(self, trial: Any) -> str:
-        number = self.started.setdefault(trial.trial_id, len(self.started) + 1)
-        return f"trial {number:>2}/{self.num_samples} {trial.trial_id}"
+    def _label(self, trial: Any, trials: list) -> str:
+        # Tune lists trials in creation order, those restored by a resume first.
+        return f"trial {trials.index(trial) + 1:>2}/{self.num_samples} {trial.trial_id}"
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         config = "  ".join(f"{k}={fmt(trial.config.get(k))}" for k in self.searched)
-        self._say(f"{self._label(trial)} started   {config}")
+        self._say(f"{self._label(trial, trials)} started   {config}")
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -64,19 +64,20 @@ class ProgressReporter(Callback):
         why = "completed" if epochs >= self.max_epochs else "stopped by ASHA"
         best = fmt(self.best.get(trial.trial_id))
         self._say(
-            f"{self._label(trial)} {why} after {epochs}/{self.max_epochs} epochs, "
+            f"{self._label(trial, trials)} {why} after {epochs}/{self.max_epochs} epochs, "
             f"best val_acc {best}"
         )
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._say(
-            f"{self._label(trial)} failed at epoch {self._epochs(trial) + 1} "
+            f"{self._label(trial, trials)} failed at epoch {self._epochs(trial) + 1} "
             f"({error_reason(trial)}); retrying from its last checkpoint"
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._say(
-            f"{self._label(trial)} FAILED at epoch {self._epochs(trial) + 1}: {error_reason(trial)}"
+            f"{self._label(trial, trials)} FAILED at epoch {self._epochs(trial) + 1}: "
+            f"{error_reason(trial)}"
         )
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:

@@ -1,4 +1,5 @@
-"""Continuing an experiment: its saved settings, and a check that its state on disk is whole.
+"""Continuing an experiment: its saved settings, a check that its state on disk is whole, and
+growing it by `--extend N` trials.
 
 Ray Tune restores from the newest `experiment_state-*.json` and silently starts over when that
 file is damaged, hiding past trials. `--resume` checks every file a restore reads, before Ray
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import optuna
+from ray import cloudpickle
 
 from search.optuna_bridge import STUDY_FILE, study_url
 from search.settings import SETTINGS_FILE, SearchSettings, UsageError, given_flags
@@ -53,6 +56,27 @@ def _newest(root: Path, pattern: str) -> Path | None:
     return matches[-1] if matches else None
 
 
+class _PickledStorage:
+    """Stands in for a pickled Optuna RDBStorage: keeps its fields (`url`), opens nothing."""
+
+
+class _InertUnpickler(pickle.Unpickler):
+    """Loads Ray's state pickles without reconnecting their Optuna storage.
+
+    Unpickling an RDBStorage opens its SQLite URL and creates the file if missing: for a moved
+    experiment, an empty optuna.db at the old place.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("optuna.storages._rdb.storage", "RDBStorage"):
+            return _PickledStorage
+        return super().find_class(module, name)
+
+
+def _load_inert(f: IO[bytes]) -> Any:
+    return _InertUnpickler(f).load()
+
+
 def _unreadable(path: Path, kind: str) -> str | None:
     """Why `path` cannot be read as `kind` ('json' or 'pickle'); None when it can."""
     try:
@@ -60,7 +84,7 @@ def _unreadable(path: Path, kind: str) -> str | None:
             json.loads(path.read_text())
         else:
             with path.open("rb") as f:
-                pickle.load(f)
+                _load_inert(f)
     except Exception as error:  # any failure to load means a restore would fail or start over
         return f"{type(error).__name__}: {error}"
     return None
@@ -100,6 +124,16 @@ def _study_problems(settings: SearchSettings) -> list[str]:
     return []
 
 
+def saved_study_url(root: Path) -> str | None:
+    """The study URL the experiment's newest searcher state points at (None if it has none)."""
+    newest = _newest(root, STATE_PATTERNS["searcher state"][0])
+    if newest is None:
+        return None
+    with newest.open("rb") as f:
+        storage = _load_inert(f).get("_storage")
+    return getattr(storage, "url", None)
+
+
 def setting_differences(saved: SearchSettings, given: dict[str, Any]) -> list[str]:
     """Flags given with --resume whose values differ from the experiment's settings."""
     return [
@@ -110,17 +144,25 @@ def setting_differences(saved: SearchSettings, given: dict[str, Any]) -> list[st
 
 
 def parse_resume(argv: list[str] | None) -> SearchSettings:
-    """The settings of the experiment `--resume` names, after checking its state is whole."""
+    """The settings of the experiment `--resume` (or `--extend N`) names, after checking that
+    its state is whole; `--extend N` adds N to its `num_samples`."""
     given = given_flags(argv)
     given.pop("resume", None)
+    extend = given.pop("extend", 0)
+    command = "--extend" if extend else "--resume"
     if "name" not in given:
-        raise UsageError("--resume needs --name NAME, the experiment to continue")
+        raise UsageError(f"{command} needs --name NAME, the experiment to continue")
+    if extend and "num_samples" in given:
+        raise UsageError(
+            f"--extend {extend} adds {extend} trials to the experiment's --num-samples; "
+            "leave --num-samples out"
+        )
     root = Path(given.get("storage_path", SearchSettings.storage_path)).expanduser().resolve()
     root = root / given["name"]
     saved = load_settings(root)
     if saved.name != root.name:  # its Ray and Optuna state still point at the original
         raise UsageError(
-            f"--resume: {root} holds experiment {saved.name!r}, renamed or copied; resume it "
+            f"{command}: {root} holds experiment {saved.name!r}, renamed or copied; resume it "
             "under its own name"
         )
     if "cache_dir" in given:  # compared as a new search would store it
@@ -128,14 +170,58 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
     differences = setting_differences(saved, given)
     if differences:
         raise UsageError(
-            "--resume continues an experiment with the settings it was created with, "
+            f"{command} continues an experiment with the settings it was created with, "
             f"but these flags differ: {'; '.join(differences)}"
         )
-    settings = dataclasses.replace(saved, storage_path=str(root.parent))
+    settings = dataclasses.replace(
+        saved, storage_path=str(root.parent), num_samples=saved.num_samples + extend
+    )
     problems = state_problems(settings)
     if problems:
         raise UsageError(
-            f"--resume: the saved state of {root} is incomplete or damaged, so nothing was "
+            f"{command}: the saved state of {root} is incomplete or damaged, so nothing was "
             f"resumed or overwritten: {'; '.join(problems)}"
         )
+    url = saved_study_url(root)
+    if url and url != study_url(root):  # Ray would reopen the study where it was made
+        made_at = Path(url.removeprefix("sqlite:///")).parent
+        raise UsageError(
+            f"{command}: {root} was moved or copied from {made_at}, and its saved search "
+            f"state writes to the study there; continue it at {made_at} (--storage-path "
+            f"{made_at.parent})"
+        )
     return settings
+
+
+def _replace_atomically(path: Path, write: Any) -> None:
+    """Write `path` through a temporary file, so a crash leaves the old file whole."""
+    tmp = path.with_name(f".{path.name}.tmp")  # matches none of Ray's state patterns
+    with tmp.open("wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def record_settings(settings: SearchSettings) -> int:
+    """Write `settings` to the experiment's settings.json; return the trials it adds to the
+    saved ones (`--extend`)."""
+    path = settings.experiment_dir / SETTINGS_FILE
+    before = json.loads(path.read_text())["num_samples"] if path.is_file() else 0
+    text = json.dumps(settings.to_dict(), indent=2) + "\n"
+    _replace_atomically(path, lambda f: f.write(text.encode()))
+    return settings.num_samples - before
+
+
+def grow_search_state(root: Path, total: int) -> None:
+    """Let Tune's restored search create trials up to `total` (`--extend`).
+
+    Tune restores the trial budget from its newest search state, not from the Tuner, so that is
+    where an extension takes effect. Idempotent: an interrupted extension resumes the same way.
+    """
+    newest = _newest(root, STATE_PATTERNS["search state"][0])
+    assert newest is not None, "checked by state_problems"
+    with newest.open("rb") as f:
+        state = cloudpickle.load(f)
+    if state["total_samples"] >= total:
+        return
+    state.update(total_samples=total, finished=False)
+    _replace_atomically(newest, lambda f: cloudpickle.dump(state, f))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -18,7 +17,8 @@ from ray.tune.search import Searcher
 from search.builders import build_param_space, build_tuner, restore_tuner
 from search.loggers import build_callbacks
 from search.progress import ProgressReporter
-from search.settings import SETTINGS_FILE, SearchSettings
+from search.resume import grow_search_state, record_settings
+from search.settings import SearchSettings
 from search.summary import ENDED, build_summary, format_report, write_summary
 from search.wandb_mode import resolve_wandb_mode
 from spaces import get_space, searched_keys
@@ -128,11 +128,18 @@ def run_search(
     shown = shown_path(root)
     left = settings.num_samples
     if resume:
+        added = record_settings(settings)  # --extend: more trials from now on
         left = _unfinished(settings)
-        print(f"Resuming experiment {shown}: {left} of {settings.num_samples} trials to finish")
+        if added:
+            print(
+                f"Extending experiment {shown} by {added} trials to {settings.num_samples}, "
+                f"warm-started from its study: {left} to run"
+            )
+        else:
+            print(f"Resuming experiment {shown}: {left} of {settings.num_samples} trials to finish")
     else:
         root.mkdir(parents=True)
-        (root / SETTINGS_FILE).write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
+        record_settings(settings)
         print(
             f"Experiment {shown}: {settings.num_samples} trials of up to {settings.max_epochs} "
             f"epochs, {settings.concurrency} at a time, space {settings.space!r}, "
@@ -172,6 +179,7 @@ def _fit(
     previous = signal.signal(signal.SIGTERM, _forward_to_sigint)
     try:
         if resume:
+            grow_search_state(settings.experiment_dir, settings.num_samples)  # for --extend
             tuner = restore_tuner(settings)  # callbacks and searcher come from the saved state
         else:
             progress = ProgressReporter(searched, settings.num_samples, settings.max_epochs)

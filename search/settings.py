@@ -81,6 +81,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
 def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
     """The command-line flags of scripts/search.py; `only_given` leaves defaults out."""
     d = SearchSettings()
@@ -180,6 +191,13 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
         action="store_true",
         help="continue the interrupted experiment --storage-path/--name",
     )
+    p.add_argument(
+        "--extend",
+        type=_positive_int,
+        default=0,
+        metavar="N",
+        help="add N trials to the experiment --storage-path/--name, warm-started from its study",
+    )
     if only_given:
         for action in p._actions:
             action.default = argparse.SUPPRESS
@@ -194,7 +212,7 @@ def given_flags(argv: list[str] | None) -> dict[str, Any]:
 def parse_settings(argv: list[str] | None) -> SearchSettings:
     """Parse and validate the command line; raise UsageError listing every problem."""
     args = build_parser().parse_args(argv)
-    del args.resume  # not a setting of the experiment: see search.resume
+    del args.resume, args.extend  # not settings of the experiment: see search.resume
     weights = args.weights or ("source" if args.data in SOURCES else "none")
     name = args.name or f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
     cache_dir = str(Path(args.cache_dir).expanduser().resolve()) if args.cache_dir else ""

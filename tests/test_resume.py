@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
 
-from search.resume import parse_resume, state_problems
+from search.optuna_bridge import (
+    BudgetAwareOptunaSearch,
+    ConditionalSpace,
+    build_sampler,
+    build_storage,
+)
+from search.resume import grow_search_state, parse_resume, state_problems
 from search.settings import SETTINGS_FILE, SearchSettings, UsageError
+from spaces import get_space
 
 
 def _experiment(tmp_path: Path, **changes: object) -> SearchSettings:
@@ -75,3 +83,64 @@ def test_a_truncated_state_file_is_named(tmp_path: Path) -> None:
         p.startswith("the newest experiment state experiment_state-2026-01-02") and "damaged" in p
         for p in problems
     ), problems
+
+
+def _saved_experiment(tmp_path: Path, num_samples: int = 3) -> SearchSettings:
+    """An experiment with every state file a restore reads; the searcher's is real."""
+    settings = _experiment(tmp_path, num_samples=num_samples)
+    root = settings.experiment_dir
+    searcher = BudgetAwareOptunaSearch(
+        ConditionalSpace.from_space(get_space("resnet_small"), full_depth=5),
+        max_t=3,
+        time_attr="epoch",
+        sampler=build_sampler("random", 0, num_samples),
+        storage=build_storage(root),
+        study_name="exp",
+        study_attrs={"space": "resnet_small"},
+    )
+    searcher.set_search_properties("val_acc", "max", {})
+    searcher.save(str(root / "searcher-state-2026-01-01_00-00-00.pkl"))
+    (root / "tuner.pkl").write_bytes(pickle.dumps({}))
+    (root / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    search_state = {"counter": num_samples, "total_samples": num_samples, "finished": True}
+    (root / "search_gen_state-2026-01-01_00-00-00.json").write_bytes(pickle.dumps(search_state))
+    return settings
+
+
+def test_extend_adds_its_trials_to_the_saved_number(tmp_path: Path) -> None:
+    _saved_experiment(tmp_path, num_samples=3)
+    assert _resume(tmp_path, "--name", "exp").num_samples == 3
+    settings = parse_resume(["--extend", "2", "--storage-path", str(tmp_path), "--name", "exp"])
+    assert settings.num_samples == 5
+
+
+def test_extend_refuses_a_number_of_samples_and_needs_a_name(tmp_path: Path) -> None:
+    _saved_experiment(tmp_path)
+    with pytest.raises(UsageError, match=r"^--extend needs --name NAME"):
+        parse_resume(["--extend", "2", "--storage-path", str(tmp_path)])
+    with pytest.raises(UsageError, match=r"--extend 2 adds 2 trials .* leave --num-samples out"):
+        parse_resume(["--extend", "2", "--name", "exp", "--num-samples", "5"])
+    with pytest.raises(UsageError, match=r"--extend: must be a whole number of at least 1"):
+        parse_resume(["--extend", "0", "--name", "exp"])
+
+
+def test_a_moved_experiment_is_refused_and_its_old_place_left_alone(tmp_path: Path) -> None:
+    settings = _saved_experiment(tmp_path / "old")
+    (tmp_path / "new").mkdir()
+    settings.experiment_dir.rename(tmp_path / "new" / "exp")
+    with pytest.raises(UsageError, match=r"moved or copied from .*old/exp, and its saved search"):
+        _resume(tmp_path / "new", "--name", "exp")
+    assert not (tmp_path / "old" / "exp").exists()  # the check opened no study there
+
+
+def test_growing_the_search_state_raises_its_budget_once(tmp_path: Path) -> None:
+    root = _saved_experiment(tmp_path, num_samples=3).experiment_dir
+    state_file = root / "search_gen_state-2026-01-01_00-00-00.json"
+    grow_search_state(root, 5)
+    assert pickle.loads(state_file.read_bytes()) == {
+        "counter": 3, "total_samples": 5, "finished": False
+    }  # fmt: skip
+    grown = state_file.read_bytes()
+    grow_search_state(root, 5)  # an interrupted extension, resumed
+    assert state_file.read_bytes() == grown
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == []

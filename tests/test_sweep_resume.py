@@ -1,7 +1,9 @@
-"""Ctrl-C and --resume through the real CLI: nothing lost, nothing run twice, nothing overwritten.
+"""Ctrl-C, SIGTERM, --resume and --extend through the real CLI: nothing lost, nothing run twice,
+nothing overwritten.
 
-One sweep per session is interrupted with SIGINT while its second trial trains, then resumed;
-the tests assert on its folder.
+One experiment per session goes through a whole life: interrupted with SIGINT while its second
+trial trains, resumed (its worker killed once), resumed again when finished, extended by one
+trial and stopped with SIGTERM, and resumed to the end. The tests assert on what each step left.
 """
 
 from __future__ import annotations
@@ -21,119 +23,180 @@ from optuna.trial import TrialState
 
 NUM_SAMPLES, MAX_EPOCHS = 3, 3
 pytestmark = pytest.mark.sweep
+EXPERIMENT = ("--name", "r", "--storage-path", "runs")
 
 
 @dataclass(frozen=True)
-class Interrupted:
+class Lifetime:
     work: Path
     root: Path
-    stopped: subprocess.CompletedProcess
-    resumed: subprocess.CompletedProcess
+    stopped: subprocess.CompletedProcess  # SIGINT in trial 2
     summary_after_stop: dict
+    resumed: subprocess.CompletedProcess  # --resume, its worker SIGKILLed once
+    summary_after_resume: dict
+    study_after_resume: list[optuna.trial.FrozenTrial]
+    resumed_finished: subprocess.CompletedProcess  # --resume of the finished experiment
+    dirs_before_finished: list[str]
+    dirs_after_finished: list[str]
+    extend_stopped: subprocess.CompletedProcess  # --extend 1, SIGTERM in its new trial
+    extended: subprocess.CompletedProcess  # --resume of the extension
 
 
 def _epochs_done(root: Path) -> int:
     return sum(len(p.read_text().splitlines()) for p in root.glob("train_transfer_*/result.json"))
 
 
-@pytest.fixture(scope="session")
-def interrupted(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Interrupted:
-    """3 trials of 3 epochs, one at a time: SIGINT 3 s into trial 2; then --resume, during
-    which the trial's worker process is killed (SIGKILL) once after its next epoch."""
-    work = tmp_path_factory.mktemp("resume")
-    process = popen_cli(
-        "--num-samples", str(NUM_SAMPLES), "--max-epochs", str(MAX_EPOCHS),
-        "--grace-period", "1", "--reduction-factor", "2", "--max-concurrent", "1",
-        "--name", "r", "--storage-path", "runs", "--cache-dir", str(cache_dir),
-        "--wandb", "disabled",
-        cwd=work,
-    )  # fmt: skip
+def _trial_dirs(root: Path) -> list[str]:
+    return sorted(p.name for p in root.glob("train_transfer_*"))
+
+
+def _study(root: Path) -> optuna.Study:
+    return optuna.load_study(study_name="r", storage=f"sqlite:///{root / 'optuna.db'}")
+
+
+def _signal_when_started(
+    process: subprocess.Popen, trial: str, signum: signal.Signals
+) -> subprocess.CompletedProcess:
+    """Send `signum` 3 s after the progress line says `trial` started; wait for the exit."""
     seen = []
     assert process.stdout is not None
     for line in process.stdout:
         seen.append(line)
-        if f"trial  2/{NUM_SAMPLES}" in line and "started" in line:
+        if trial in line and "started" in line:
             break
     time.sleep(3)  # into the trial's first epochs
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     out, err = process.communicate(timeout=300)
-    stopped = subprocess.CompletedProcess(
-        process.args, process.returncode, "".join(seen) + out, err
-    )
+    return subprocess.CompletedProcess(process.args, process.returncode, "".join(seen) + out, err)
+
+
+@pytest.fixture(scope="session")
+def lifetime(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Lifetime:
+    """3 trials of 3 epochs, one at a time, through every way of stopping and continuing."""
+    work = tmp_path_factory.mktemp("resume")
     root = work / "runs" / "r"
+    process = popen_cli(
+        "--num-samples", str(NUM_SAMPLES), "--max-epochs", str(MAX_EPOCHS),
+        "--grace-period", "1", "--reduction-factor", "2", "--max-concurrent", "1",
+        *EXPERIMENT, "--cache-dir", str(cache_dir), "--wandb", "disabled",
+        cwd=work,
+    )  # fmt: skip
+    stopped = _signal_when_started(process, f"trial  2/{NUM_SAMPLES}", signal.SIGINT)
     summary_after_stop = json.loads((root / "summary.json").read_text())
+    # What a driver crash between a suggestion and Tune's next snapshot leaves in the study.
+    _study(root).ask().set_user_attr("tune_trial_id", "lost")
 
     before = _epochs_done(root)
-    process = popen_cli("--resume", "--name", "r", "--storage-path", "runs", cwd=work)
+    process = popen_cli("--resume", *EXPERIMENT, cwd=work)
     deadline = time.monotonic() + 300
     while _epochs_done(root) == before and time.monotonic() < deadline:
         time.sleep(0.2)
     subprocess.run(["pkill", "-KILL", "-f", "ray::ImplicitFunc"], check=False)
     out, err = process.communicate(timeout=600)
     resumed = subprocess.CompletedProcess(process.args, process.returncode, out, err)
-    return Interrupted(work, root, stopped, resumed, summary_after_stop)
+    summary_after_resume = json.loads((root / "summary.json").read_text())
+    study_after_resume = _study(root).trials
+
+    dirs_before_finished = _trial_dirs(root)
+    resumed_finished = run_cli("--resume", *EXPERIMENT, cwd=work)
+    dirs_after_finished = _trial_dirs(root)
+
+    process = popen_cli("--extend", "1", *EXPERIMENT, cwd=work)
+    extend_stopped = _signal_when_started(
+        process, f"trial  {NUM_SAMPLES + 1}/{NUM_SAMPLES + 1}", signal.SIGTERM
+    )
+    extended = run_cli("--resume", *EXPERIMENT, cwd=work)
+    return Lifetime(
+        work, root, stopped, summary_after_stop, resumed, summary_after_resume,
+        study_after_resume, resumed_finished, dirs_before_finished, dirs_after_finished,
+        extend_stopped, extended,
+    )  # fmt: skip
 
 
-def test_ctrl_c_stops_with_exit_130_and_the_resume_command(interrupted: Interrupted) -> None:
-    stopped = interrupted.stopped
+def _assert_each_epoch_once(root: Path, trials: list[dict]) -> None:
+    for trial in trials:  # interrupted or killed: resumed from checkpoints, no epoch twice
+        rows = (root / trial["path"] / "result.json").read_text().splitlines()
+        epochs = [json.loads(row)["epoch"] for row in rows]
+        assert epochs == list(range(1, trial["epochs"] + 1)), (trial["trial_id"], epochs)
+
+
+def test_ctrl_c_stops_with_exit_130_and_the_resume_command(lifetime: Lifetime) -> None:
+    stopped = lifetime.stopped
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     assert "Resume with:  python scripts/search.py --resume --name r --storage-path runs" in (
         stopped.stderr
     )
     assert "Traceback" not in stopped.stdout + stopped.stderr
-    reasons = [t["stop_reason"] for t in interrupted.summary_after_stop["trials"]]
+    reasons = [t["stop_reason"] for t in lifetime.summary_after_stop["trials"]]
     assert "interrupted" in reasons and len(reasons) < NUM_SAMPLES + 1
 
 
-def test_resume_finishes_exactly_the_planned_trials(interrupted: Interrupted) -> None:
-    resumed = interrupted.resumed
+def test_resume_finishes_exactly_the_planned_trials(lifetime: Lifetime) -> None:
+    resumed = lifetime.resumed
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming experiment runs/r:" in resumed.stdout
     # The worker killed mid-resume: the trial restarted from its checkpoint and finished.
     assert "retrying from its last checkpoint" in resumed.stdout
-    summary = json.loads((interrupted.root / "summary.json").read_text())
-    trials = summary["trials"]
+    trials = lifetime.summary_after_resume["trials"]
     assert len(trials) == NUM_SAMPLES
     assert len({t["trial_id"] for t in trials}) == NUM_SAMPLES
     assert len({json.dumps(t["config"], sort_keys=True) for t in trials}) == NUM_SAMPLES
     assert all(t["stop_reason"] in ("completed", "asha") for t in trials), trials
-    for trial in trials:  # interrupted, then killed: resumed from checkpoints, no epoch twice
-        rows = (interrupted.root / trial["path"] / "result.json").read_text().splitlines()
-        epochs = [json.loads(row)["epoch"] for row in rows]
-        assert epochs == list(range(1, trial["epochs"] + 1)), (trial["trial_id"], epochs)
+    _assert_each_epoch_once(lifetime.root, trials)
 
 
-def test_the_study_holds_each_trial_once(interrupted: Interrupted) -> None:
-    study = optuna.load_study(study_name="r", storage=f"sqlite:///{interrupted.root / 'optuna.db'}")
-    summary = json.loads((interrupted.root / "summary.json").read_text())
-    assert len(study.trials) == NUM_SAMPLES
-    assert {t.user_attrs["tune_trial_id"] for t in study.trials} == {
-        t["trial_id"] for t in summary["trials"]
+def test_the_study_holds_each_trial_once(lifetime: Lifetime) -> None:
+    (lost,) = [t for t in lifetime.study_after_resume if t.user_attrs["tune_trial_id"] == "lost"]
+    assert lost.state == TrialState.FAIL  # a suggestion Tune never ran is not left RUNNING
+    study = [t for t in lifetime.study_after_resume if t is not lost]
+    assert len(study) == NUM_SAMPLES
+    assert {t.user_attrs["tune_trial_id"] for t in study} == {
+        t["trial_id"] for t in lifetime.summary_after_resume["trials"]
     }
-    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study)
 
 
-def test_resuming_a_finished_experiment_only_rebuilds_its_summary(
-    interrupted: Interrupted,
-) -> None:
-    trial_dirs = sorted(p.name for p in interrupted.root.glob("train_transfer_*"))
-    again = run_cli("--resume", "--name", "r", "--storage-path", "runs", cwd=interrupted.work)
+def test_resuming_a_finished_experiment_only_rebuilds_its_summary(lifetime: Lifetime) -> None:
+    again = lifetime.resumed_finished
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"0 of {NUM_SAMPLES} trials to finish" in again.stdout
-    assert sorted(p.name for p in interrupted.root.glob("train_transfer_*")) == trial_dirs
-    summary = json.loads((interrupted.root / "summary.json").read_text())
-    assert len(summary["trials"]) == NUM_SAMPLES
+    assert lifetime.dirs_after_finished == lifetime.dirs_before_finished
+
+
+def test_extend_adds_trials_and_sigterm_stops_it_like_ctrl_c(lifetime: Lifetime) -> None:
+    stopped = lifetime.extend_stopped
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert f"by 1 trials to {NUM_SAMPLES + 1}, warm-started from its study" in stopped.stdout
+    assert "Resume with:  python scripts/search.py --resume --name r --storage-path runs" in (
+        stopped.stderr
+    )
+    extended = lifetime.extended
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    assert f"1 of {NUM_SAMPLES + 1} trials to finish" in extended.stdout
+    summary = json.loads((lifetime.root / "summary.json").read_text())
+    trials = summary["trials"]
+    assert len(trials) == NUM_SAMPLES + 1
+    old = {t["trial_id"]: t for t in lifetime.summary_after_resume["trials"]}
+    assert {t["trial_id"]: t for t in trials if t["trial_id"] in old} == old  # untouched
+    assert len({json.dumps(t["config"], sort_keys=True) for t in trials}) == NUM_SAMPLES + 1
+    _assert_each_epoch_once(lifetime.root, trials)
+    study = [t for t in _study(lifetime.root).trials if t.state != TrialState.FAIL]
+    assert sorted(t.user_attrs["tune_trial_id"] for t in study) == sorted(
+        t["trial_id"] for t in trials
+    )
+    assert study[-1].user_attrs["tune_trial_id"] not in old  # the new trial joined the study
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study)
 
 
 def test_a_truncated_state_file_stops_resume_and_nothing_is_overwritten(
-    interrupted: Interrupted,
+    lifetime: Lifetime,
 ) -> None:
-    copy = interrupted.work / "elsewhere" / "r"
-    shutil.copytree(interrupted.root, copy)
+    copy = lifetime.work / "elsewhere" / "r"
+    shutil.copytree(lifetime.root, copy)
     newest = sorted(copy.glob("experiment_state-*.json"))[-1]
     newest.write_bytes(newest.read_bytes()[:100])
     before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
-    done = run_cli("--resume", "--name", "r", "--storage-path", "elsewhere", cwd=interrupted.work)
+    done = run_cli("--resume", "--name", "r", "--storage-path", "elsewhere", cwd=lifetime.work)
     assert done.returncode == 2
     assert f"the newest experiment state {newest.name} is damaged" in done.stderr
     assert "Traceback" not in done.stderr
