@@ -47,7 +47,7 @@ class SearchSettings:
     max_concurrent: int = 0  # 0: as many trials as the CPUs hold (cpu_count / cpus_per_trial)
     cpus_per_trial: float = 1.0  # one torch thread per trial: 2 trials in parallel on 2 cores
     # Retries of a failed trial from its checkpoint: a worker that died (OOM, killed) gets one
-    # more chance; a diverged trial fails again the same way, so more would waste time.
+    # more chance (a diverged trial's retry fails at once: see trainable.ray_entry).
     max_failures: int = 1
     name: str = ""  # "": <space>-<date>-<time>, a new experiment every run
     storage_path: str = "runs"

@@ -24,7 +24,7 @@ def test_a_diverged_trial_ends_as_error_and_the_sweep_goes_on(
     hook = {"PYTHONPATH": os.pathsep.join([str(HOOKS), os.environ.get("PYTHONPATH", "")])}
     process = popen_cli(
         "--space", "diverging", "--num-samples", "2", "--max-epochs", "1",
-        "--max-concurrent", "1", "--max-failures", "0", "--name", "nan",
+        "--max-concurrent", "1", "--name", "nan",  # --max-failures 1: one retry
         "--cache-dir", str(cache_dir), "--wandb", "disabled",
         cwd=tmp_path, env=hook,
     )  # fmt: skip
@@ -37,6 +37,8 @@ def test_a_diverged_trial_ends_as_error_and_the_sweep_goes_on(
     for trial in diverged:
         assert trial["stop_reason"] == "error" and trial["status"] == "ERROR"
         assert "DivergedError: train_loss is" in trial["error"], trial["error"]
+        # Retried once (the default --max-failures), the trial failed at once, untrained.
+        assert "(in an earlier attempt; not retrained)" in trial["error"], trial["error"]
     assert all(t["stop_reason"] == "completed" for t in healthy)
     assert summary["best"]["trial_id"] in {t["trial_id"] for t in healthy}
     study = optuna.load_study(study_name="nan", storage=f"sqlite:///{tmp_path}/runs/nan/optuna.db")

@@ -10,17 +10,30 @@ from ray import tune
 
 from trainable.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from trainable.config import TrialConfig
-from trainable.loop import run_trial
+from trainable.loop import DivergedError, run_trial
+
+# Left in the trial's working folder when it diverges. Tune retries a failed trial
+# (--max-failures) whatever failed it, but a diverged one, with the same seed and learning
+# rates, would train the same epochs again only to diverge again: its retry fails at once.
+DIVERGED_FILE = "diverged.txt"
 
 
 def train_transfer(config: dict[str, Any]) -> None:
     """One transfer-learning trial: resume if Tune restored a checkpoint, report every epoch."""
     cfg = TrialConfig.from_dict(config)
+    diverged = Path(tune.get_context().get_trial_dir()) / DIVERGED_FILE
+    if diverged.is_file():
+        raise DivergedError(f"{diverged.read_text()} (in an earlier attempt; not retrained)")
     resume = None
     if (restored := tune.get_checkpoint()) is not None:
         with restored.as_directory() as folder:
             resume = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
-    for result, state in run_trial(cfg, resume):
-        with tempfile.TemporaryDirectory() as folder:
-            save_checkpoint(Path(folder) / CHECKPOINT_FILE, state)
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+    try:
+        for result, state in run_trial(cfg, resume):
+            with tempfile.TemporaryDirectory() as folder:
+                save_checkpoint(Path(folder) / CHECKPOINT_FILE, state)
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+    except DivergedError as error:
+        diverged.parent.mkdir(parents=True, exist_ok=True)
+        diverged.write_text(str(error))
+        raise
