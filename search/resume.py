@@ -201,14 +201,15 @@ def _replace_atomically(path: Path, write: Any) -> None:
     os.replace(tmp, path)
 
 
-def record_settings(settings: SearchSettings) -> int:
-    """Write `settings` to the experiment's settings.json; return the trials it adds to the
-    saved ones (`--extend`)."""
+def record_extension(settings: SearchSettings) -> int:
+    """Save the `num_samples` grown by `--extend` in settings.json; return the trials added."""
     path = settings.experiment_dir / SETTINGS_FILE
-    before = json.loads(path.read_text())["num_samples"] if path.is_file() else 0
-    text = json.dumps(settings.to_dict(), indent=2) + "\n"
-    _replace_atomically(path, lambda f: f.write(text.encode()))
-    return settings.num_samples - before
+    saved = json.loads(path.read_text())
+    added = settings.num_samples - saved["num_samples"]
+    if added > 0:
+        text = json.dumps({**saved, "num_samples": settings.num_samples}, indent=2) + "\n"
+        _replace_atomically(path, lambda f: f.write(text.encode()))
+    return added
 
 
 def grow_search_state(root: Path, total: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -17,8 +18,8 @@ from ray.tune.search import Searcher
 from search.builders import build_param_space, build_tuner, restore_tuner
 from search.loggers import build_callbacks
 from search.progress import ProgressReporter
-from search.resume import grow_search_state, record_settings
-from search.settings import SearchSettings
+from search.resume import grow_search_state, record_extension
+from search.settings import SETTINGS_FILE, SearchSettings
 from search.summary import ENDED, build_summary, format_report, write_summary
 from search.wandb_mode import resolve_wandb_mode
 from spaces import get_space, searched_keys
@@ -128,7 +129,7 @@ def run_search(
     shown = shown_path(root)
     left = settings.num_samples
     if resume:
-        added = record_settings(settings)  # --extend: more trials from now on
+        added = record_extension(settings)
         left = _unfinished(settings)
         if added:
             print(
@@ -139,7 +140,7 @@ def run_search(
             print(f"Resuming experiment {shown}: {left} of {settings.num_samples} trials to finish")
     else:
         root.mkdir(parents=True)
-        record_settings(settings)
+        (root / SETTINGS_FILE).write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
         print(
             f"Experiment {shown}: {settings.num_samples} trials of up to {settings.max_epochs} "
             f"epochs, {settings.concurrency} at a time, space {settings.space!r}, "

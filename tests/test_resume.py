@@ -14,7 +14,7 @@ from search.optuna_bridge import (
     build_sampler,
     build_storage,
 )
-from search.resume import grow_search_state, parse_resume, state_problems
+from search.resume import grow_search_state, parse_resume, record_extension, state_problems
 from search.settings import SETTINGS_FILE, SearchSettings, UsageError
 from spaces import get_space
 
@@ -144,3 +144,14 @@ def test_growing_the_search_state_raises_its_budget_once(tmp_path: Path) -> None
     grow_search_state(root, 5)  # an interrupted extension, resumed
     assert state_file.read_bytes() == grown
     assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == []
+
+
+def test_an_extension_is_saved_in_the_settings_once(tmp_path: Path) -> None:
+    _saved_experiment(tmp_path, num_samples=3)
+    path = tmp_path / "exp" / SETTINGS_FILE
+    saved = json.loads(path.read_text())
+    settings = parse_resume(["--extend", "2", "--storage-path", str(tmp_path), "--name", "exp"])
+    assert record_extension(settings) == 2
+    assert json.loads(path.read_text()) == {**saved, "num_samples": 5}
+    assert record_extension(settings) == 0  # the interrupted extension, resumed
+    assert _resume(tmp_path, "--name", "exp").num_samples == 5
