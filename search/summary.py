@@ -180,7 +180,7 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
     lines += [
         f"\nSummary: {shown / SUMMARY_FILE}",
         "Browse the trials:",
-        f"  tensorboard --logdir {shown}",
+        f"  python scripts/board.py {shown}   (TensorBoard on this machine; prints its URL)",
     ]
     if summary.get("study"):
         lines.append(f"  optuna-dashboard {study_url(shown)}   (pip install optuna-dashboard)")

@@ -6,15 +6,18 @@ The sweep runs once per session; each test asserts on its experiment folder.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
-from helpers import run_cli
+from helpers import ROOT, run_cli
 from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -62,7 +65,7 @@ def test_the_sweep_succeeds_and_reports_the_best_trial(sweep: Sweep) -> None:
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     out = sweep.stdout
     assert "Best: trial" in out and "checkpoint: runs/mini/" in out
-    assert "tensorboard --logdir runs/mini" in out
+    assert "python scripts/board.py runs/mini" in out
     assert "wandb sync runs/mini/wandb/offline-run-*" in out
     assert "optuna-dashboard sqlite:///runs/mini/optuna.db" in out
     assert "Traceback" not in out + sweep.stderr
@@ -186,3 +189,29 @@ def test_the_optuna_cli_opens_the_study(sweep: Sweep) -> None:
     rows = json.loads(done.stdout)
     assert len(rows) == NUM_SAMPLES
     assert {row["state"] for row in rows} <= {"COMPLETE", "PRUNED", "FAIL"}
+
+
+def test_the_board_serves_the_trials_on_this_machine_only(sweep: Sweep) -> None:
+    board = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "board.py"), str(sweep.root), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert board.stdout is not None
+        line = board.stdout.readline()
+        url = re.search(r"http://\S+/", line)
+        assert url, (line, board.poll())
+        assert url.group(0).startswith("http://127.0.0.1:")  # not every interface
+        trials = {p.name for p in sweep.root.glob("train_transfer_*")}
+        runs: set[str] = set()
+        deadline = time.monotonic() + 60
+        while not trials <= runs and time.monotonic() < deadline:  # TensorBoard loads lazily
+            time.sleep(1)
+            with urllib.request.urlopen(url.group(0) + "data/runs", timeout=30) as response:
+                runs = set(json.loads(response.read()))
+        assert trials <= runs, (trials, runs)
+    finally:
+        board.terminate()
+        board.wait(timeout=30)
