@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pickle
 from pathlib import Path
 from typing import IO, Any
@@ -20,6 +19,7 @@ from ray import cloudpickle
 
 from search.optuna_bridge import STUDY_FILE, study_url
 from search.settings import SETTINGS_FILE, SearchSettings, UsageError, given_flags
+from trainable.checkpoint import write_atomically
 
 TUNER_FILE = "tuner.pkl"
 # Written by Ray Tune at every experiment snapshot; a restore reads the newest of each.
@@ -193,14 +193,6 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
     return settings
 
 
-def _replace_atomically(path: Path, write: Any) -> None:
-    """Write `path` through a temporary file, so a crash leaves the old file whole."""
-    tmp = path.with_name(f".{path.name}.tmp")  # matches none of Ray's state patterns
-    with tmp.open("wb") as f:
-        write(f)
-    os.replace(tmp, path)
-
-
 def record_extension(settings: SearchSettings) -> int:
     """Save the `num_samples` grown by `--extend` in settings.json; return the trials added."""
     path = settings.experiment_dir / SETTINGS_FILE
@@ -208,7 +200,7 @@ def record_extension(settings: SearchSettings) -> int:
     added = settings.num_samples - saved["num_samples"]
     if added > 0:
         text = json.dumps({**saved, "num_samples": settings.num_samples}, indent=2) + "\n"
-        _replace_atomically(path, lambda f: f.write(text.encode()))
+        write_atomically(path, lambda f: f.write(text.encode()))
     return added
 
 
@@ -225,4 +217,4 @@ def grow_search_state(root: Path, total: int) -> None:
     if state["total_samples"] >= total:
         return
     state.update(total_samples=total, finished=False)
-    _replace_atomically(newest, lambda f: cloudpickle.dump(state, f))
+    write_atomically(newest, lambda f: cloudpickle.dump(state, f))

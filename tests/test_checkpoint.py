@@ -3,7 +3,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainable.checkpoint import CHECKPOINT_KEYS, load_checkpoint, save_checkpoint
+from trainable.checkpoint import (
+    CHECKPOINT_KEYS,
+    load_checkpoint,
+    save_checkpoint,
+    write_atomically,
+)
 from trainable.config import TrialConfig
 from trainable.loop import run_trial
 
@@ -40,3 +45,19 @@ def test_an_incomplete_state_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"checkpoint state lacks \['optimizer'"):
         save_checkpoint(tmp_path / "c.pt", {"model": {}, "epoch": 1})
     assert not (tmp_path / "c.pt").exists()
+
+
+def test_an_interrupted_write_leaves_the_previous_file_and_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "state.bin"
+    write_atomically(path, lambda f: f.write(b"old"))
+    path.chmod(0o640)
+
+    def crash(f: object) -> None:
+        raise KeyboardInterrupt  # e.g. Ctrl-C mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(path, crash)
+    assert path.read_bytes() == b"old"
+    write_atomically(path, lambda f: f.write(b"new"))
+    assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.bin"]  # no temporary left

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -18,15 +19,31 @@ CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "config", "classes")
 
 
+def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Create or replace `path` with what `write` writes to a binary file, atomically.
+
+    It goes to a temporary file in the same folder, renamed over `path` when complete: a crash
+    mid-write leaves any previous file intact, and a reader never sees half a file. An exception
+    in `write` removes the temporary. A replaced file keeps its permissions.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        try:
+            write(tmp)
+        except BaseException:  # Ctrl-C included: leave no half-written temporary behind
+            os.unlink(tmp.name)
+            raise
+    if path.exists():
+        os.chmod(tmp.name, path.stat().st_mode)
+    os.replace(tmp.name, path)
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write `state` atomically: a crash mid-write leaves any previous file intact."""
     missing = [key for key in CHECKPOINT_KEYS if key not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}; it needs {list(CHECKPOINT_KEYS)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        torch.save({key: state[key] for key in CHECKPOINT_KEYS}, tmp)
-    os.replace(tmp.name, path)
+    write_atomically(path, lambda f: torch.save({key: state[key] for key in CHECKPOINT_KEYS}, f))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

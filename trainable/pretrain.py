@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from trainable.backbones import build_model
+from trainable.checkpoint import write_atomically
 from trainable.config import lookup
 from trainable.data import DIGITS_VERSION, SOURCE_CLASSES, Split, digits_source
 from trainable.engine import evaluate, train_one_epoch
@@ -87,12 +86,9 @@ def ensure_source_weights(
     classes = "-".join(map(str, (SOURCE_CLASSES[0], SOURCE_CLASSES[-1])))
     log(f"Pretraining {backbone} on {data} {classes} (source task), once; cached in {path}")
     state, acc = pretrain_source(backbone, data, image_size, log)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": state, "source_acc": acc, "recipe": json.dumps(SOURCE_RECIPE)}
-    # Write then rename: a reader never sees half a file, and concurrent writers are harmless.
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        torch.save(payload, tmp)
-    os.replace(tmp.name, path)
+    # A reader never sees half a file, and concurrent writers are harmless.
+    write_atomically(path, lambda f: torch.save(payload, f))
     log(f"Pretrained: held-out accuracy on the source task {acc:.3f}")
     return path
 
