@@ -11,19 +11,16 @@ import sys
 import time
 from pathlib import Path
 
-from search.settings import UsageError
+from search.settings import OneLineErrorParser, UsageError
 
 LOCAL_HOST = "127.0.0.1"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The flags of scripts/board.py."""
-    p = _Parser(prog="board.py", description="Browse an experiment's trials in TensorBoard.")
+    p = OneLineErrorParser(
+        prog="board.py", description="Browse an experiment's trials in TensorBoard."
+    )
     p.add_argument("experiment", help="the experiment folder, e.g. runs/NAME")
     p.add_argument(
         "--port",

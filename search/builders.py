@@ -123,7 +123,7 @@ def build_tuner(
                 num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
             ),
             # A trial whose process dies restarts from its last checkpoint, a bounded number of
-            # times; a diverged one (DivergedError) fails the same way again and ends as error.
+            # times; a diverged one's retry fails at once (trainable.ray_entry) and ends as error.
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             verbose=0,  # search.progress prints a concise account instead of Ray's tables
         ),

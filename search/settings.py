@@ -74,7 +74,7 @@ class SearchSettings:
 DEFAULT = " (default: %(default)s)"  # argparse fills in each flag's default
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineErrorParser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one line (exit 2) instead of usage plus error."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -95,7 +95,7 @@ def _positive_int(text: str) -> int:
 def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
     """The command-line flags of scripts/search.py; `only_given` leaves defaults out."""
     d = SearchSettings()
-    p = _Parser(
+    p = OneLineErrorParser(
         prog="search.py",
         description="Search freeze depth and learning rates for fine-tuning a pretrained backbone.",
         allow_abbrev=False,  # a typo in a flag must fail, not match a longer flag
