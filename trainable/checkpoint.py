@@ -1,7 +1,8 @@
 """A trial checkpoint: one file holding one dict of tensors and primitives.
 
 Keys: "model" and "optimizer" (state dicts), "epoch" (last finished, 1-based), "config"
-(the TrialConfig as a dict) and "classes" (names in label order), so that
+(the TrialConfig as a dict), "classes" (names in label order) and "best_val_acc" (the best
+validation accuracy up to this epoch, which a resumed trial carries on from), so that
 `torch.load(path, weights_only=True)` loads it and the file alone says what it is.
 """
 
@@ -16,7 +17,7 @@ from typing import IO, Any
 import torch
 
 CHECKPOINT_FILE = "checkpoint.pt"
-CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "config", "classes")
+CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "config", "classes", "best_val_acc")
 
 
 def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:

@@ -54,6 +54,8 @@ class TrialConfig:
     shots: int = 20  # labelled training images per target class
     seed: int = 0
     num_threads: int = 1  # torch threads; the search sets it to the trial's CPU allotment
+    # TensorBoard histograms and images at epoch 1, every 3rd epoch and the last: 4 of 9 epochs
+    summary_every: int = 3
     cache_dir: str = field(default_factory=default_cache_dir)
 
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,13 +31,23 @@ def train_one_epoch(
     return total / seen
 
 
+class Evaluation(NamedTuple):
+    """Mean cross-entropy loss and accuracy on a split, and the predicted label of each sample."""
+
+    loss: float
+    acc: float
+    predicted: torch.Tensor  # (N,) in the split's order
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int = 256) -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy on `split`."""
+def evaluate(model: nn.Module, split: Split, batch_size: int = 256) -> Evaluation:
+    """Loss, accuracy and predictions of `model` on `split`."""
     model.eval()
-    loss, correct = 0.0, 0
+    loss, predicted = 0.0, []
     for images, labels in split.batches(batch_size):
         logits = model(images)
         loss += F.cross_entropy(logits, labels, reduction="sum").item()
-        correct += (logits.argmax(dim=1) == labels).sum().item()
-    return loss / len(split), correct / len(split)
+        predicted.append(logits.argmax(dim=1))
+    labels_hat = torch.cat(predicted)
+    acc = int((labels_hat == split.labels).sum()) / len(split)
+    return Evaluation(loss / len(split), acc, labels_hat)

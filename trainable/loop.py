@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from trainable.config import TrialConfig
 from trainable.data import TransferData, build_data
 from trainable.engine import evaluate, train_one_epoch
 from trainable.pretrain import load_weights
+from trainable.summaries import TrialSummaries
 
 
 class DivergedError(RuntimeError):
@@ -52,47 +54,71 @@ def build_optimizer(model: nn.Module, cfg: TrialConfig) -> torch.optim.Optimizer
 
 
 def run_trial(
-    cfg: TrialConfig, resume: dict[str, Any] | None = None, data: TransferData | None = None
-) -> Iterator[tuple[dict[str, float], dict[str, Any]]]:
+    cfg: TrialConfig,
+    resume: dict[str, Any] | None = None,
+    data: TransferData | None = None,
+    log_dir: Path | None = None,
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Train epoch by epoch; yield each epoch's metrics and the state a checkpoint must hold.
 
-    `resume` is a loaded checkpoint: training continues after its epoch. The yielded state
+    `resume` is a loaded checkpoint: training continues after its epoch. `log_dir` receives the
+    trial's own TensorBoard summaries (trainable.summaries); None writes none. The yielded state
     references live tensors, so save it before advancing the generator.
     """
     torch.set_num_threads(cfg.num_threads)
     data = data or build_data(cfg.data, cfg.image_size, cfg.shots, cfg.seed)
     model = build_trial_model(cfg, len(data.classes))
     optimizer = build_optimizer(model, cfg)
-    start = 0
+    start, best_val_acc = 0, -math.inf
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         start = int(resume["epoch"])
+        best_val_acc = float(resume.get("best_val_acc", best_val_acc))  # older checkpoints lack it
     trainable_params = count_trainable(model)
-    for epoch in range(start + 1, cfg.max_epochs + 1):
-        began = time.perf_counter()
-        # One generator per (seed, epoch): a resumed trial sees the same batches it would have.
-        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        train_loss = train_one_epoch(model, optimizer, data.train, cfg.batch_size, generator)
-        if not math.isfinite(train_loss):
-            rates = f"head_lr={cfg.head_lr:.3g}"
-            if cfg.backbone_lr is not None:  # None: a linear probe
-                rates = f"backbone_lr={cfg.backbone_lr:.3g}, {rates}"
-            raise DivergedError(f"train_loss is {train_loss} at epoch {epoch}: diverged ({rates})")
-        val_loss, val_acc = evaluate(model, data.val)
-        result = {
-            metrics.EPOCH: epoch,
-            metrics.TRAIN_LOSS: train_loss,
-            metrics.VAL_LOSS: val_loss,
-            metrics.VAL_ACC: val_acc,
-            metrics.EPOCH_SECONDS: time.perf_counter() - began,
-            metrics.TRAINABLE_PARAMS: trainable_params,
-        }
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "epoch": epoch,
-            "config": cfg.to_dict(),
-            "classes": list(data.classes),
-        }
-        yield result, state
+    rates = {group["name"]: group["lr"] for group in optimizer.param_groups}
+    summaries = TrialSummaries(log_dir, cfg, data.classes) if log_dir is not None else None
+    try:
+        for epoch in range(start + 1, cfg.max_epochs + 1):
+            began = time.perf_counter()
+            # One generator per (seed, epoch): a resumed trial sees the same batches it would have.
+            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            train_loss = train_one_epoch(model, optimizer, data.train, cfg.batch_size, generator)
+            if not math.isfinite(train_loss):
+                raise DivergedError(
+                    f"train_loss is {train_loss} at epoch {epoch}: diverged ({_rates_text(cfg)})"
+                )
+            val = evaluate(model, data.val)
+            best_val_acc = max(best_val_acc, val.acc)
+            if summaries is not None:
+                summaries.epoch_end(epoch, model, data.val, val.predicted)
+            result = {
+                metrics.EPOCH: epoch,
+                metrics.TRAIN_LOSS: train_loss,
+                metrics.VAL_LOSS: val.loss,
+                metrics.VAL_ACC: val.acc,
+                metrics.BEST_VAL_ACC: best_val_acc,
+                metrics.EPOCH_SECONDS: time.perf_counter() - began,
+                metrics.TRAINABLE_PARAMS: trainable_params,
+                metrics.LR: rates,
+            }
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "config": cfg.to_dict(),
+                "classes": list(data.classes),
+                "best_val_acc": best_val_acc,
+            }
+            yield result, state
+    finally:
+        if summaries is not None:
+            summaries.close()
+
+
+def _rates_text(cfg: TrialConfig) -> str:
+    """The learning rates of a trial, for messages: `backbone_lr=0.1, head_lr=1`."""
+    rates = f"head_lr={cfg.head_lr:.3g}"
+    if cfg.backbone_lr is not None:  # None: a linear probe
+        rates = f"backbone_lr={cfg.backbone_lr:.3g}, {rates}"
+    return rates

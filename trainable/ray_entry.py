@@ -21,7 +21,10 @@ DIVERGED_FILE = "diverged.txt"
 def train_transfer(config: dict[str, Any]) -> None:
     """One transfer-learning trial: resume if Tune restored a checkpoint, report every epoch."""
     cfg = TrialConfig.from_dict(config)
-    diverged = Path(tune.get_context().get_trial_dir()) / DIVERGED_FILE
+    # The trial's working folder: Ray copies it into the trial's folder in the experiment at
+    # every report (SyncConfig(sync_artifacts=True)), its TensorBoard summaries included.
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    diverged = trial_dir / DIVERGED_FILE
     if diverged.is_file():
         raise DivergedError(f"{diverged.read_text()} (in an earlier attempt; not retrained)")
     resume = None
@@ -29,7 +32,7 @@ def train_transfer(config: dict[str, Any]) -> None:
         with restored.as_directory() as folder:
             resume = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
     try:
-        for result, state in run_trial(cfg, resume):
+        for result, state in run_trial(cfg, resume, log_dir=trial_dir):
             with tempfile.TemporaryDirectory() as folder:
                 save_checkpoint(Path(folder) / CHECKPOINT_FILE, state)
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
