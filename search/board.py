@@ -57,7 +57,9 @@ def start_board(root: Path, host: str, port: int | None) -> str:
     if port is not None and not 0 <= port <= 65535:
         raise UsageError(f"--port must be 0..65535, got {port}")
     board = program.TensorBoard()
-    flags = [sys.argv[0], "--logdir", str(root), "--host", host]
+    # A trial's folder holds several event files (the search's and the trial's own, and one
+    # more per resume): reload them all, not only the newest, while trials still run.
+    flags = [sys.argv[0], "--logdir", str(root), "--host", host, "--reload_multifile", "true"]
     if port is not None:
         flags += ["--port", str(port)]
     board.configure(argv=flags)
@@ -79,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"board.py: error: {error}", file=sys.stderr)
         return 2
     print(f"TensorBoard on {root}: {url}", flush=True)
-    print("Compare the trials in its HParams tab (Scalars: per-epoch curves). Ctrl-C stops it.")
+    print(
+        "HParams tab: one row per trial (set Log scale for backbone_lr and head_lr in the "
+        "parallel-coordinates view); Scalars: per-epoch curves; Images: confusion matrices. "
+        "Ctrl-C stops it."
+    )
     try:
         while True:
             time.sleep(3600)

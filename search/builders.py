@@ -125,6 +125,9 @@ def build_tuner(
             # A trial whose process dies restarts from its last checkpoint, a bounded number of
             # times; a diverged one's retry fails at once (trainable.ray_entry) and ends as error.
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            # Each trial's own TensorBoard summaries (histograms, images, text) are written in
+            # its working folder; Ray copies them into the trial's folder at every report.
+            sync_config=tune.SyncConfig(sync_artifacts=True),
             verbose=0,  # search.progress prints a concise account instead of Ray's tables
         ),
     )

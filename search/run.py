@@ -21,7 +21,9 @@ from search.progress import ProgressReporter
 from search.resume import grow_search_state, record_extension
 from search.settings import SETTINGS_FILE, SearchSettings
 from search.summary import ENDED, build_summary, format_report, write_summary
+from search.tensorboard import mark_interrupted, write_experiment_board
 from search.wandb_mode import resolve_wandb_mode
+from search.wandb_runs import log_best_model
 from spaces import get_space, searched_keys
 from trainable.config import TrialConfig
 from trainable.pretrain import ensure_source_weights
@@ -141,6 +143,7 @@ def run_search(
     else:
         root.mkdir(parents=True)
         (root / SETTINGS_FILE).write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
+        write_experiment_board(root, get_space(settings.space), searched, fixed.to_dict())
         print(
             f"Experiment {shown}: {settings.num_samples} trials of up to {settings.max_epochs} "
             f"epochs, {settings.concurrency} at a time, space {settings.space!r}, "
@@ -152,10 +155,16 @@ def run_search(
             ensure_source_weights(fixed.backbone, fixed.data, fixed.image_size, fixed.cache_dir)
         _fit(settings, searched, wandb_mode, searcher, resume)
     summary = build_summary(settings, searched, wandb_mode)
+    unfinished = [t for t in summary["trials"] if t["stop_reason"] == "interrupted"]
+    for trial in unfinished:
+        if any((root / trial["path"]).glob("events.out.tfevents.*")):  # it had started
+            mark_interrupted(root / trial["path"], trial["epochs"])
+    finished = len(summary["trials"]) == settings.num_samples and not unfinished
+    if finished and wandb_mode != "disabled" and summary["best"]:
+        summary["wandb_model"] = _log_best_model(settings, summary, wandb_mode)
     summary["wall_seconds"] = round(time.monotonic() - began, 1)
     write_summary(settings, summary)
-    unfinished = [t for t in summary["trials"] if t["stop_reason"] == "interrupted"]
-    if len(summary["trials"]) < settings.num_samples or unfinished:
+    if not finished:
         raise SearchInterrupted(
             f"Interrupted: {len(summary['trials']) - len(unfinished)} of {settings.num_samples} "
             f"trials finished; the experiment's state is saved in {shown}.\n"
@@ -164,6 +173,15 @@ def run_search(
     print(format_report(summary, settings, shown))
     print(f"Done in {summary['wall_seconds']:.0f} s.")
     return summary
+
+
+def _log_best_model(settings: SearchSettings, summary: dict, wandb_mode: str) -> str | None:
+    """Log the best checkpoint to W&B as a model artifact; a W&B failure costs only a warning."""
+    try:
+        return log_best_model(settings, summary, wandb_mode)
+    except Exception as error:  # W&B's own errors vary by version; the search result stands
+        print(f"Warning: the best model was not logged to W&B: {error}")
+        return None
 
 
 def _fit(
@@ -184,7 +202,7 @@ def _fit(
             tuner = restore_tuner(settings)  # callbacks and searcher come from the saved state
         else:
             progress = ProgressReporter(searched, settings.num_samples, settings.max_epochs)
-            callbacks = [progress, *build_callbacks(settings, wandb_mode)]
+            callbacks = [progress, *build_callbacks(settings, searched, wandb_mode)]
             tuner = build_tuner(settings, callbacks, searcher)
         tuner.fit()  # Ctrl-C (or SIGTERM): Tune stops the trials and saves its state, then returns
     finally:

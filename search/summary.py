@@ -27,6 +27,15 @@ def _number(value: Any) -> float | int | None:
     return value
 
 
+def stop_reason(failed: bool, ended: bool, epochs: int, max_epochs: int) -> str:
+    """Why a trial stopped: one of STOP_REASONS."""
+    if failed:
+        return "error"
+    if not ended:  # pending, running or paused when the search stopped
+        return "interrupted"
+    return "completed" if epochs >= max_epochs else "asha"
+
+
 def error_reason(trial: Any) -> str:
     """The last line of a failed trial's traceback: the exception and its message."""
     # While Ray runs, the driver's staged copy is the fresh one; afterwards (and when read
@@ -49,18 +58,13 @@ def _trial_entry(
     has_rows = history is not None and not history.empty and METRIC in history
     epochs = int(history[metrics.EPOCH].max()) if has_rows else 0
     best_row = history.loc[history[METRIC].idxmax()] if has_rows else None
-    if trial.status == "ERROR":
-        stop_reason = "error"
-    elif trial.status not in ENDED:  # pending, running or paused when the search stopped
-        stop_reason = "interrupted"
-    elif epochs >= settings.max_epochs:
-        stop_reason = "completed"
-    else:
-        stop_reason = "asha"
+    reason = stop_reason(
+        trial.status == "ERROR", trial.status in ENDED, epochs, settings.max_epochs
+    )
     entry = {
         "trial_id": trial.trial_id,
         "status": trial.status,
-        "stop_reason": stop_reason,
+        "stop_reason": reason,
         "epochs": epochs,
         "val_acc": _number(float(history[METRIC].iloc[-1])) if has_rows else None,
         "best_val_acc": _number(float(best_row[METRIC])) if best_row is not None else None,
@@ -68,7 +72,7 @@ def _trial_entry(
         "config": {key: trial.config.get(key) for key in searched},
         "path": Path(trial.path).relative_to(root).as_posix(),
     }
-    if stop_reason == "error":
+    if reason == "error":
         entry["error"] = error_reason(trial)
     return entry
 
@@ -188,4 +192,6 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
         lines.append(f"  wandb sync {shown}/wandb/offline-run-*   (uploads the offline W&B runs)")
     elif summary["wandb"] == "online":
         lines.append(f"  W&B: project runs grouped as {summary['experiment']!r}")
+    if summary.get("wandb_model"):
+        lines.append(f"  W&B model artifact: {summary['wandb_model']}:best (the best checkpoint)")
     return "\n".join(line for line in lines if line != "")

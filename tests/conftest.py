@@ -1,4 +1,4 @@
-"""Shared fixtures: real settings shrunk for CPU, and one session-wide pretrained-weights cache."""
+"""Shared fixtures: one session-wide pretrained-weights cache, and the mini sweep."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import Sweep, run_sweep
 
 
 @pytest.fixture(autouse=True)
@@ -18,3 +19,9 @@ def _single_thread() -> None:
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh pretrained-backbone cache for the whole session (the first user pretrains)."""
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def sweep(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Sweep:
+    """The mini sweep through the real CLI, run once per session (helpers.run_sweep)."""
+    return run_sweep(tmp_path_factory.mktemp("sweep"), cache_dir)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,3 +34,38 @@ def popen_cli(*flags: str, cwd: Path, env: dict[str, str] | None = None) -> subp
         text=True,
         env={**os.environ, "WANDB_MODE": "", **(env or {})},
     )
+
+
+# The mini sweep of tests/test_sweep*.py (fixture `sweep` in conftest.py).
+SWEEP_SAMPLES, SWEEP_EPOCHS = 6, 3
+
+
+@dataclass(frozen=True)
+class Sweep:
+    returncode: int
+    stdout: str
+    stderr: str
+    root: Path
+    summary: dict
+
+
+def run_sweep(work: Path, cache_dir: Path) -> Sweep:
+    """6 trials of up to 3 epochs; ASHA rungs at epochs 1 and 2 (grace 1, reduction 2)."""
+    done = run_cli(
+        "--space", "resnet_small",
+        "--num-samples", str(SWEEP_SAMPLES),
+        "--max-epochs", str(SWEEP_EPOCHS),
+        "--grace-period", "1",
+        "--reduction-factor", "2",
+        "--max-concurrent", "1",  # one at a time: ASHA's decisions do not depend on timing
+        "--seed", "0",
+        "--name", "mini",
+        "--storage-path", "runs",
+        "--cache-dir", str(cache_dir),
+        "--wandb", "offline",
+        cwd=work,
+    )  # fmt: skip
+    root = work / "runs" / "mini"
+    summary_file = root / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    return Sweep(done.returncode, done.stdout, done.stderr, root, summary)

@@ -20,6 +20,10 @@ import optuna
 import pytest
 from helpers import popen_cli, run_cli
 from optuna.trial import TrialState
+from readers import Board, WandbRun, read_board, read_wandb_run
+from tensorboard.plugins.hparams import api_pb2
+
+from search.tensorboard import STOP_CODES
 
 NUM_SAMPLES, MAX_EPOCHS = 3, 3
 pytestmark = pytest.mark.sweep
@@ -32,6 +36,8 @@ class Lifetime:
     root: Path
     stopped: subprocess.CompletedProcess  # SIGINT in trial 2
     summary_after_stop: dict
+    board_after_stop: Board  # TensorBoard's view of the stopped experiment
+    wandb_after_stop: list[WandbRun]
     resumed: subprocess.CompletedProcess  # --resume, its worker SIGKILLed once
     summary_after_resume: dict
     study_after_resume: list[optuna.trial.FrozenTrial]
@@ -78,11 +84,13 @@ def lifetime(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Lifet
     process = popen_cli(
         "--num-samples", str(NUM_SAMPLES), "--max-epochs", str(MAX_EPOCHS),
         "--grace-period", "1", "--reduction-factor", "2", "--max-concurrent", "1",
-        *EXPERIMENT, "--cache-dir", str(cache_dir), "--wandb", "disabled",
+        *EXPERIMENT, "--cache-dir", str(cache_dir), "--wandb", "offline",
         cwd=work,
     )  # fmt: skip
     stopped = _signal_when_started(process, f"trial  2/{NUM_SAMPLES}", signal.SIGINT)
     summary_after_stop = json.loads((root / "summary.json").read_text())
+    board_after_stop = read_board(root)
+    wandb_after_stop = [read_wandb_run(f) for f in sorted(root.glob("wandb/offline-run-*"))]
     # What a driver crash between a suggestion and Tune's next snapshot leaves in the study.
     _study(root).ask().set_user_attr("tune_trial_id", "lost")
 
@@ -107,9 +115,9 @@ def lifetime(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Lifet
     )
     extended = run_cli("--resume", *EXPERIMENT, cwd=work)
     return Lifetime(
-        work, root, stopped, summary_after_stop, resumed, summary_after_resume,
-        study_after_resume, resumed_finished, dirs_before_finished, dirs_after_finished,
-        extend_stopped, extended,
+        work, root, stopped, summary_after_stop, board_after_stop, wandb_after_stop, resumed,
+        summary_after_resume, study_after_resume, resumed_finished, dirs_before_finished,
+        dirs_after_finished, extend_stopped, extended,
     )  # fmt: skip
 
 
@@ -129,6 +137,34 @@ def test_ctrl_c_stops_with_exit_130_and_the_resume_command(lifetime: Lifetime) -
     assert "Traceback" not in stopped.stdout + stopped.stderr
     reasons = [t["stop_reason"] for t in lifetime.summary_after_stop["trials"]]
     assert "interrupted" in reasons and len(reasons) < NUM_SAMPLES + 1
+
+
+def test_an_interrupted_trial_is_shown_as_interrupted(lifetime: Lifetime) -> None:
+    trials = lifetime.summary_after_stop["trials"]
+    started = [t for t in trials if t["path"] in lifetime.board_after_stop.sessions]
+    assert started and len(started) == len(lifetime.wandb_after_stop)
+    interrupted = [t for t in started if t["stop_reason"] == "interrupted"]
+    assert interrupted, "trial 2 was training when Ctrl-C came"
+    runs = {run.run_id: run for run in lifetime.wandb_after_stop}
+    for trial in started:
+        session = lifetime.board_after_stop.sessions[trial["path"]]
+        assert session.last["stop_reason"] == STOP_CODES[trial["stop_reason"]]
+        ended = trial["stop_reason"] != "interrupted"
+        assert (session.status == api_pb2.STATUS_SUCCESS) == ended  # no end: status unknown
+        # Its W&B run ended cleanly (not killed), saying why.
+        assert runs[trial["trial_id"]].summary["stop_reason"] == trial["stop_reason"]
+        assert runs[trial["trial_id"]].summary["epochs"] == trial["epochs"]
+
+
+def test_resumed_trials_end_their_tensorboard_rows(lifetime: Lifetime) -> None:
+    board = read_board(lifetime.root)
+    summary = json.loads((lifetime.root / "summary.json").read_text())
+    assert len(board.sessions) == len(summary["trials"]) == NUM_SAMPLES + 1
+    for trial in summary["trials"]:
+        session = board.sessions[trial["path"]]
+        assert session.last["stop_reason"] == STOP_CODES[trial["stop_reason"]]
+        assert session.status == api_pb2.STATUS_SUCCESS
+        assert board.steps[trial["path"]]["val_acc"] == list(range(1, trial["epochs"] + 1))
 
 
 def test_resume_finishes_exactly_the_planned_trials(lifetime: Lifetime) -> None:
