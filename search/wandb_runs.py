@@ -2,36 +2,38 @@
 
 Each trial's run is grouped by experiment, has job type = space, config = the trial's settings,
 one history row per epoch, and a summary to compare trials by: `best_val_acc` (the trial reports
-it every epoch, so the last value is the best), `epochs` and `stop_reason`. Ray's callback ends a
-run only when its trial ends, and on Ctrl-C kills the runs still open; here those end cleanly,
-as `interrupted`. At the end of a search, `log_best_model` logs the best checkpoint as a model
-artifact. The mode (offline without credentials) is resolved in search.wandb_mode.
+it every epoch, so the last value is the best), `epochs` and `stop_reason`. Runs of trials that a
+stop cut off end cleanly, as `interrupted` (Ray's callback killed them). All runs live in one
+logging actor (search.wandb_actor) instead of two processes per trial. At the end of a search,
+`log_best_model` logs the best checkpoint as a model artifact. The mode (offline without
+credentials) is resolved in search.wandb_mode.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from numbers import Number
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray.air.constants import TRAINING_ITERATION
-
-# Ray's logging actor and its queue items: private, but the documented way to change what a run
-# records is to subclass the actor (`_logger_actor_cls`); checked against Ray 2.60.
-from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem, _WandbLoggingActor
+from ray.air.integrations.wandb import WandbLoggerCallback
 from ray.air.util.node import _force_on_current_node
+from ray.exceptions import GetTimeoutError
 from ray.tune.experiment import Trial
+from ray.tune.utils import flatten_dict
 
 from search.settings import SearchSettings
 from search.summary import stop_reason
+from search.wandb_actor import WandbRuns
 from trainable import metrics
 from trainable.checkpoint import CHECKPOINT_FILE
 
 WANDB_PROJECT = "transfer-tune"  # override with the WANDB_PROJECT environment variable
-# Seconds the end of a sweep (or Ctrl-C) waits for W&B runs to finish: the run of a trial cut
-# off by Ctrl-C took the whole 30 s Ray gave it. A run stopped there keeps its local files,
-# which `wandb sync` uploads later.
+# Seconds the end of a sweep (or Ctrl-C) waits for W&B runs to finish. A run cut off there
+# keeps its local files, which `wandb sync` uploads later.
 WANDB_FINISH_TIMEOUT_S = 10
 BEST_MODEL_JOB = "best-model"  # job type of the run that logs the best model
 
@@ -41,71 +43,86 @@ def wandb_project() -> str:
     return os.environ.get("WANDB_PROJECT", WANDB_PROJECT)
 
 
-class TrialRun(_WandbLoggingActor):
-    """Ray's W&B logging actor (one per trial, off the driver), ending with a summary.
-
-    An END item may carry a dict, added to the run's summary before it finishes.
-    """
-
-    def run(self) -> None:
-        os.environ["WANDB_START_METHOD"] = "thread"  # as Ray's: already a separate process
-        run = self._wandb.init(*self.args, **self.kwargs)
-        while True:
-            kind, content = self.queue.get()
-            if kind == _QueueItem.END:
-                run.summary.update(content or {})
-                break
-            if kind == _QueueItem.RESULT:
-                log, config_update = self._handle_result(content)
-                run.config.update(config_update, allow_val_change=True)
-                run.log(log, step=log.get(TRAINING_ITERATION))  # = epoch, also after a resume
-        run.finish()
-
-
 class TrialRunsCallback(WandbLoggerCallback):
-    """Ray's W&B Tune callback whose runs end with `epochs` and `stop_reason` in the summary."""
-
-    _logger_actor_cls = TrialRun
+    """Ray's W&B Tune callback (its project, group, API-key and result handling), with every
+    trial's run in one actor, ending with `epochs` and `stop_reason` in its summary."""
 
     def __init__(self, max_epochs: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_epochs = max_epochs
-        self._ended: set[str] = set()  # trial ids whose run was told to end
+        self._runs: Any = None  # the WandbRuns actor, started in setup
+        self._open: dict[str, Trial] = {}  # trial id -> trial, for runs not yet ended
 
     def setup(self, *args: Any, **kwargs: Any) -> None:
-        super().setup(*args, **kwargs)
-        # Ray restarts a crashed logging actor (max_restarts=-1), and for that its core worker
-        # prints an error line per trial ("constructor arguments in the object store"). A
-        # restarted actor would start the trial's run over anyway: no restarts.
+        super().setup(*args, **kwargs)  # resolves the project and the API key
         env = {key: os.environ[key] for key in ("WANDB_API_KEY",) if key in os.environ}
-        self._remote_logger_class = ray.remote(
-            num_cpus=0,
-            **_force_on_current_node(),
-            runtime_env={"env_vars": env},
-            max_restarts=0,
-        )(self._logger_actor_cls)
-
-    def _end_run(self, trial: Trial, reason: str) -> None:
-        if trial not in self._trial_queues or trial.trial_id in self._ended:
-            return
-        self._ended.add(trial.trial_id)
-        epochs = int((trial.last_result or {}).get(metrics.EPOCH, 0))
-        self._trial_queues[trial].put((_QueueItem.END, {"epochs": epochs, "stop_reason": reason}))
+        self._runs = (
+            ray.remote(WandbRuns)
+            .options(
+                num_cpus=0,
+                max_restarts=0,  # a restarted actor would lose its runs; the search goes on
+                runtime_env={"env_vars": env},
+                **_force_on_current_node(),  # it writes into the experiment folder here
+            )
+            .remote()
+        )
 
     def log_trial_start(self, trial: Trial) -> None:
-        self._ended.discard(trial.trial_id)  # a resumed trial's run logs again
-        super().log_trial_start(trial)
+        if trial.trial_id in self._open:
+            return  # a trial retried after a failure keeps its run
+        config = {k: v for k, v in trial.config.items() if k not in self.excludes}
+        init_kwargs = {
+            "id": trial.trial_id,
+            "name": str(trial),
+            "group": self.group or trial.experiment_dir_name,
+            "project": self.project,
+            "config": config,
+            "allow_val_change": True,
+            **self.kwargs,  # job_type, mode, dir
+        }
+        self._runs.start.remote(trial.trial_id, init_kwargs)
+        self._open[trial.trial_id] = trial
+
+    def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
+        if trial.trial_id not in self._open:
+            self.log_trial_start(trial)
+        skip = [*self._exclude_results, *self.excludes, "config"]  # as Ray's: config once
+        data, config = {}, {}
+        for key, value in flatten_dict(result, delimiter="/").items():
+            if any(key == item or key.startswith(f"{item}/") for item in skip):
+                continue
+            if key in self.AUTO_CONFIG_KEYS:  # trial_id, hostname, pid, ...
+                config[key] = value
+            elif isinstance(value, Number):
+                data[key] = value
+        self._runs.log.remote(trial.trial_id, data, config, result[TRAINING_ITERATION])
+
+    def _end_run(self, trial: Trial, reason: str) -> None:
+        epochs = int((trial.last_result or {}).get(metrics.EPOCH, 0))
+        self._runs.end.remote(trial.trial_id, {"epochs": epochs, "stop_reason": reason})
+        del self._open[trial.trial_id]
 
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
-        epochs = int((trial.last_result or {}).get(metrics.EPOCH, 0))
-        self._end_run(trial, stop_reason(failed, True, epochs, self.max_epochs))
-        self._cleanup_logging_actors()
+        if trial.trial_id in self._open:
+            epochs = int((trial.last_result or {}).get(metrics.EPOCH, 0))
+            self._end_run(trial, stop_reason(failed, True, epochs, self.max_epochs))
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        # After Ctrl-C, Ray would kill the runs still open once the timeout passed.
-        for trial in list(self._trial_queues):
+        for trial in list(self._open.values()):  # cut off by Ctrl-C or SIGTERM
             self._end_run(trial, "interrupted")
-        super().on_experiment_end(trials, **info)
+        try:
+            left, errors = ray.get(self._runs.pending.remote(), timeout=WANDB_FINISH_TIMEOUT_S)
+        except GetTimeoutError:
+            left, errors = ["some"], []
+        for error in errors:
+            print(f"Warning: W&B: {error}", file=sys.stderr)
+        if left:
+            print(
+                f"Warning: W&B runs did not finish within {WANDB_FINISH_TIMEOUT_S} s; their "
+                "local files are kept for `wandb sync`",
+                file=sys.stderr,
+            )
+        ray.kill(self._runs)
 
 
 def build_wandb_callback(settings: SearchSettings, wandb_mode: str) -> TrialRunsCallback:
