@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from search.loggers import build_callbacks
 from search.progress import ProgressReporter
 from search.resume import grow_search_state, record_extension
 from search.settings import SETTINGS_FILE, SearchSettings
-from search.summary import ENDED, build_summary, format_report, write_summary
+from search.summary import ENDED, build_summary, format_report, read_summary, write_summary
 from search.tensorboard import mark_interrupted, write_experiment_board
 from search.wandb_mode import resolve_wandb_mode
 from search.wandb_runs import log_best_model
@@ -130,6 +131,7 @@ def run_search(
     root = settings.experiment_dir
     shown = shown_path(root)
     left = settings.num_samples
+    previous = read_summary(root) if resume else {}
     if resume:
         added = record_extension(settings)
         left = _unfinished(settings)
@@ -161,7 +163,10 @@ def run_search(
             mark_interrupted(root / trial["path"], trial["epochs"])
     finished = len(summary["trials"]) == settings.num_samples and not unfinished
     if finished and wandb_mode != "disabled" and summary["best"]:
-        summary["wandb_model"] = _log_best_model(settings, summary, wandb_mode)
+        if left > 0:  # trials ran: the best may be new
+            summary["wandb_model"] = _log_best_model(settings, summary, wandb_mode)
+        else:  # a finished experiment resumed: its summary is rebuilt, its artifact stands
+            summary["wandb_model"] = previous.get("wandb_model")
     summary["wall_seconds"] = round(time.monotonic() - began, 1)
     write_summary(settings, summary)
     if not finished:
@@ -180,7 +185,7 @@ def _log_best_model(settings: SearchSettings, summary: dict, wandb_mode: str) ->
     try:
         return log_best_model(settings, summary, wandb_mode)
     except Exception as error:  # W&B's own errors vary by version; the search result stands
-        print(f"Warning: the best model was not logged to W&B: {error}")
+        print(f"Warning: the best model was not logged to W&B: {error}", file=sys.stderr)
         return None
 
 

@@ -122,6 +122,14 @@ def build_summary(settings: SearchSettings, searched: list[str], wandb_mode: str
     }
 
 
+def read_summary(root: Path) -> dict:
+    """The experiment's summary.json; {} when it is missing or unreadable (it is rebuilt)."""
+    try:
+        return json.loads((root / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def write_summary(settings: SearchSettings, summary: dict) -> Path:
     """Write summary.json into the experiment folder; return its path."""
     path = settings.experiment_dir / SUMMARY_FILE

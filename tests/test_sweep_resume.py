@@ -25,6 +25,7 @@ from readers import Board, WandbRun, read_board, read_wandb_run
 from tensorboard.plugins.hparams import api_pb2
 
 from search.tensorboard import STOP_CODES
+from search.wandb_runs import BEST_MODEL_JOB
 
 # No ASHA stops (grace period = max epochs): a stopped trial still has 3 epochs to run when the
 # signal comes after its first, so it is cut off, not finished.
@@ -210,6 +211,16 @@ def test_resuming_a_finished_experiment_only_rebuilds_its_summary(lifetime: Life
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"0 of {NUM_SAMPLES} trials to finish" in again.stdout
     assert lifetime.dirs_after_finished == lifetime.dirs_before_finished
+
+
+def test_the_best_model_is_logged_once_per_search_that_ran_trials(lifetime: Lifetime) -> None:
+    runs = [read_wandb_run(f) for f in sorted(lifetime.root.glob("wandb/offline-run-*"))]
+    # One when the resumed search finished, one when the extension did; none for the resume
+    # that found the experiment finished (it kept the artifact's name in its summary).
+    assert [run.job_type for run in runs].count(BEST_MODEL_JOB) == 2
+    summary = json.loads((lifetime.root / "summary.json").read_text())
+    assert summary["wandb_model"] == "r-best"
+    assert "W&B model artifact: r-best:best" in lifetime.resumed_finished.stdout
 
 
 def test_extend_adds_trials_and_sigterm_stops_it_like_ctrl_c(lifetime: Lifetime) -> None:
