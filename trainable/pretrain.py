@@ -20,7 +20,7 @@ from trainable.data import DIGITS_VERSION, SOURCE_CLASSES, Split, digits_source
 from trainable.engine import evaluate, train_one_epoch
 
 # Source-task training of the digits backbone: from scratch, 15 epochs reach ~95 % held-out
-# accuracy on digits 0-4 in about 70 s on 2 CPU cores.
+# accuracy on digits 0-4 in 15-70 s on 2 CPU cores (measured on two machines).
 SOURCE_RECIPE = {
     "version": 1,  # bump when the training code below changes what it produces
     "epochs": 15,
