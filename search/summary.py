@@ -36,6 +36,11 @@ def stop_reason(failed: bool, ended: bool, epochs: int, max_epochs: int) -> str:
     return "completed" if epochs >= max_epochs else "asha"
 
 
+def epochs_run(trial: Any) -> int:
+    """Epochs a live Tune trial has reported (0 before its first result)."""
+    return int((trial.last_result or {}).get(metrics.EPOCH, 0))
+
+
 def error_reason(trial: Any) -> str:
     """The last line of a failed trial's traceback: the exception and its message."""
     # While Ray runs, the driver's staged copy is the fresh one; afterwards (and when read

@@ -33,7 +33,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
-from search.summary import STOP_REASONS, stop_reason
+from search.summary import STOP_REASONS, epochs_run, stop_reason
 from trainable import metrics
 from trainable.backbones import build_model
 from trainable.data import build_data
@@ -160,8 +160,7 @@ class TrialBoardCallback(TBXLoggerCallback):
         writer = self._writer(trial)  # the session opens as the trial starts, before any result
         # At the step it resumes from (0 for a new trial): a lower step would make TensorBoard
         # drop the later points of the tag.
-        epochs = int((trial.last_result or {}).get(metrics.EPOCH, 0))
-        writer.add_scalar(STOP_REASON, STOP_CODES["running"], global_step=epochs)
+        writer.add_scalar(STOP_REASON, STOP_CODES["running"], global_step=epochs_run(trial))
         writer.flush()
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
@@ -173,7 +172,7 @@ class TrialBoardCallback(TBXLoggerCallback):
 
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         writer = self._writer(trial)
-        epochs = int((trial.last_result or {}).get(metrics.EPOCH, 0))
+        epochs = epochs_run(trial)
         reason = stop_reason(failed, True, epochs, self.max_epochs)
         # At the last epoch's step, replacing its `running`: the table shows the final reason.
         writer.add_scalar(STOP_REASON, STOP_CODES[reason], global_step=epochs)

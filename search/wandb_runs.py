@@ -26,7 +26,7 @@ from ray.tune.experiment import Trial
 from ray.tune.utils import flatten_dict
 
 from search.settings import SearchSettings
-from search.summary import stop_reason
+from search.summary import epochs_run, stop_reason
 from search.wandb_actor import WandbRuns
 from trainable import metrics
 from trainable.checkpoint import CHECKPOINT_FILE
@@ -98,14 +98,13 @@ class TrialRunsCallback(WandbLoggerCallback):
         self._runs.log.remote(trial.trial_id, data, config, result[TRAINING_ITERATION])
 
     def _end_run(self, trial: Trial, reason: str) -> None:
-        epochs = int((trial.last_result or {}).get(metrics.EPOCH, 0))
-        self._runs.end.remote(trial.trial_id, {"epochs": epochs, "stop_reason": reason})
+        summary = {"epochs": epochs_run(trial), "stop_reason": reason}
+        self._runs.end.remote(trial.trial_id, summary)
         del self._open[trial.trial_id]
 
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         if trial.trial_id in self._open:
-            epochs = int((trial.last_result or {}).get(metrics.EPOCH, 0))
-            self._end_run(trial, stop_reason(failed, True, epochs, self.max_epochs))
+            self._end_run(trial, stop_reason(failed, True, epochs_run(trial), self.max_epochs))
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         for trial in list(self._open.values()):  # cut off by Ctrl-C or SIGTERM
