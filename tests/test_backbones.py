@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -115,3 +117,66 @@ def test_weights_that_do_not_fit_name_the_keys() -> None:
     state["extra.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match=r"missing \['layer1.0.conv1.weight'\].*'extra.weight'"):
         load_backbone_state(build_model("resnet18", 5), "resnet18", state)
+
+
+# Every registered family: the properties `freeze_depth` relies on.
+FAMILIES = sorted(BACKBONES)
+
+
+def _stage_tensors(model: nn.Module, stage: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Parameters and buffers (BatchNorm statistics) of a stage, by full name."""
+    return {
+        f"{name}.{key}": tensor.detach().clone()
+        for name in stage
+        for key, tensor in model.get_submodule(name).state_dict().items()
+    }
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_stage_map_covers_every_parameter_but_the_head_once(name: str) -> None:
+    spec, model = BACKBONES[name], build_model(name, 5)
+    staged = [
+        f"{module}.{key}"
+        for stage in spec.stages
+        for module in stage
+        for key, _ in model.get_submodule(module).named_parameters()
+    ]
+    head = [key for key, _ in model.named_parameters() if key.startswith(f"{spec.head}.")]
+    assert len(staged) == len(set(staged)), "a parameter is in two stages"
+    assert sorted(staged + head) == sorted(key for key, _ in model.named_parameters())
+    assert model.get_submodule(spec.head).out_features == 5  # the head fits the classes
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_trainable_parameters_fall_with_each_frozen_stage(name: str) -> None:
+    model = build_model(name, 5)
+    counts = []
+    for depth in range(BACKBONES[name].max_freeze_depth + 1):
+        freeze_stages(model, name, depth)  # freezing deeper keeps the earlier stages frozen
+        counts.append(count_trainable(model))
+    assert all(a > b for a, b in itertools.pairwise(counts)), counts
+    head = BACKBONES[name].head
+    assert counts[-1] == sum(p.numel() for p in model.get_submodule(head).parameters())
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_one_training_step_moves_no_frozen_weight_or_statistic(name: str) -> None:
+    spec = BACKBONES[name]
+    depth = spec.max_freeze_depth // 2
+    model = build_model(name, 3)
+    freeze_stages(model, name, depth)
+    frozen = {
+        k: v for stage in spec.stages[:depth] for k, v in _stage_tensors(model, stage).items()
+    }
+    trained = _stage_tensors(model, spec.stages[-1])
+    optimizer = torch.optim.SGD(parameter_groups(model, name, 0.1, 0.1), momentum=0.9)
+    model.train()
+    logits = model(torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    assert logits.shape == (4, 3)
+    F.cross_entropy(logits, torch.tensor([0, 1, 2, 0])).backward()
+    optimizer.step()
+    after = {**_stage_tensors(model, spec.stages[-1])}
+    for stage in spec.stages[:depth]:
+        after.update(_stage_tensors(model, stage))
+    assert all(torch.equal(after[k], v) for k, v in frozen.items())  # BatchNorm stats included
+    assert any(not torch.equal(after[k], v) for k, v in trained.items())

@@ -24,7 +24,7 @@ class BackboneSpec:
 
     build: Callable[[int], nn.Module]  # num_classes -> randomly initialised model
     stages: tuple[tuple[str, ...], ...]  # module names of each stage, from the input
-    head: str  # attribute holding the classifier, replaced for the target classes
+    head: str  # module path of the classifier's last Linear, replaced for the target classes
 
     @property
     def max_freeze_depth(self) -> int:
@@ -34,12 +34,59 @@ class BackboneSpec:
 
 _RESNET_STAGES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
 
-# Backbones a space picks by name (its constant "backbone" key).
+
+def _features(*groups: tuple[int, ...]) -> tuple[tuple[str, ...], ...]:
+    """Stages made of `features.<i>` blocks, one group of block indices each."""
+    return tuple(tuple(f"features.{i}" for i in group) for group in groups)
+
+
+# MobileNetV3-Large: the stem, then the blocks grouped by resolution (/2, /4, /8, /16, /32), then
+# the last 1x1 conv with the pretrained 960->1280 layer before the classifier.
+_MOBILENET_V3_STAGES = (
+    *_features((0,), (1,), (2, 3), (4, 5, 6), tuple(range(7, 13)), (13, 14, 15)),
+    ("features.16", "classifier.0"),
+)
+# EfficientNet-B0: the stem, its seven MBConv stages, the last 1x1 conv.
+_EFFICIENTNET_B0_STAGES = _features(*((i,) for i in range(9)))
+# ConvNeXt-Tiny: the stem, then each of its four stages with the downsampling layer before it;
+# the last one with the LayerNorm before the classifier.
+_CONVNEXT_STAGES = (
+    *_features((0,), (1,), (2, 3), (4, 5)),
+    ("features.6", "features.7", "classifier.0"),
+)
+
+# Backbones a space picks by name (its constant "backbone" key). The head is the last Linear,
+# replaced for the target classes; every other parameter belongs to exactly one stage.
 BACKBONES: dict[str, BackboneSpec] = {
     "resnet18": BackboneSpec(
         build=lambda n: torchvision.models.resnet18(num_classes=n),
         stages=_RESNET_STAGES,
         head="fc",
+    ),
+    "resnet34": BackboneSpec(
+        build=lambda n: torchvision.models.resnet34(num_classes=n),
+        stages=_RESNET_STAGES,
+        head="fc",
+    ),
+    "resnet50": BackboneSpec(
+        build=lambda n: torchvision.models.resnet50(num_classes=n),
+        stages=_RESNET_STAGES,
+        head="fc",
+    ),
+    "mobilenet_v3_large": BackboneSpec(
+        build=lambda n: torchvision.models.mobilenet_v3_large(num_classes=n),
+        stages=_MOBILENET_V3_STAGES,
+        head="classifier.3",
+    ),
+    "efficientnet_b0": BackboneSpec(
+        build=lambda n: torchvision.models.efficientnet_b0(num_classes=n),
+        stages=_EFFICIENTNET_B0_STAGES,
+        head="classifier.1",
+    ),
+    "convnext_tiny": BackboneSpec(
+        build=lambda n: torchvision.models.convnext_tiny(num_classes=n),
+        stages=_CONVNEXT_STAGES,
+        head="classifier.2",
     ),
 }
 
