@@ -55,39 +55,22 @@ _CONVNEXT_STAGES = (
     ("features.6", "features.7", "classifier.0"),
 )
 
+
+def _torchvision(name: str, stages: tuple[tuple[str, ...], ...], head: str) -> BackboneSpec:
+    """The spec of torchvision's model `name`, built with a `num_classes` head."""
+    constructor = getattr(torchvision.models, name)
+    return BackboneSpec(build=lambda n: constructor(num_classes=n), stages=stages, head=head)
+
+
 # Backbones a space picks by name (its constant "backbone" key). The head is the last Linear,
 # replaced for the target classes; every other parameter belongs to exactly one stage.
 BACKBONES: dict[str, BackboneSpec] = {
-    "resnet18": BackboneSpec(
-        build=lambda n: torchvision.models.resnet18(num_classes=n),
-        stages=_RESNET_STAGES,
-        head="fc",
-    ),
-    "resnet34": BackboneSpec(
-        build=lambda n: torchvision.models.resnet34(num_classes=n),
-        stages=_RESNET_STAGES,
-        head="fc",
-    ),
-    "resnet50": BackboneSpec(
-        build=lambda n: torchvision.models.resnet50(num_classes=n),
-        stages=_RESNET_STAGES,
-        head="fc",
-    ),
-    "mobilenet_v3_large": BackboneSpec(
-        build=lambda n: torchvision.models.mobilenet_v3_large(num_classes=n),
-        stages=_MOBILENET_V3_STAGES,
-        head="classifier.3",
-    ),
-    "efficientnet_b0": BackboneSpec(
-        build=lambda n: torchvision.models.efficientnet_b0(num_classes=n),
-        stages=_EFFICIENTNET_B0_STAGES,
-        head="classifier.1",
-    ),
-    "convnext_tiny": BackboneSpec(
-        build=lambda n: torchvision.models.convnext_tiny(num_classes=n),
-        stages=_CONVNEXT_STAGES,
-        head="classifier.2",
-    ),
+    "resnet18": _torchvision("resnet18", _RESNET_STAGES, "fc"),
+    "resnet34": _torchvision("resnet34", _RESNET_STAGES, "fc"),
+    "resnet50": _torchvision("resnet50", _RESNET_STAGES, "fc"),
+    "mobilenet_v3_large": _torchvision("mobilenet_v3_large", _MOBILENET_V3_STAGES, "classifier.3"),
+    "efficientnet_b0": _torchvision("efficientnet_b0", _EFFICIENTNET_B0_STAGES, "classifier.1"),
+    "convnext_tiny": _torchvision("convnext_tiny", _CONVNEXT_STAGES, "classifier.2"),
 }
 
 
