@@ -6,12 +6,14 @@ time. One long-lived actor with a run per trial (W&B's `reinit="create_new"`) pa
 This module imports nothing heavy (no torch): the actor's process imports it.
 
 Errors are kept, not raised: a failed call on an actor nobody waits for would print Ray's
-"unhandled error" traceback in the user's console. `pending()` returns them.
+"unhandled error" traceback in the user's console. `take_errors()` returns them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -26,44 +28,37 @@ class WandbRuns:
         self._runs: dict[str, Any] = {}
         self._errors: list[str] = []
 
-    def _guard(self, what: str, action: Any) -> None:
+    @contextlib.contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """Keep an error of the block, as `what`, instead of raising it."""
         try:
-            action()
+            yield
         except Exception as error:  # W&B's errors vary by version and mode
             self._errors.append(f"{what}: {type(error).__name__}: {error}")
 
     def start(self, trial_id: str, init_kwargs: dict[str, Any]) -> None:
         """Open the trial's run (a retried trial keeps the run it has)."""
         if trial_id not in self._runs:
-
-            def init() -> None:
+            with self._guard(f"starting the run of {trial_id}"):
                 self._runs[trial_id] = self._wandb.init(**init_kwargs, reinit="create_new")
-
-            self._guard(f"starting the run of {trial_id}", init)
 
     def log(self, trial_id: str, data: dict[str, Any], config: dict[str, Any], step: int) -> None:
         """One reported result: history row `data` at `step`, and `config` additions."""
         run = self._runs.get(trial_id)
         if run is not None:
-
-            def log() -> None:
+            with self._guard(f"logging to the run of {trial_id}"):
                 run.config.update(config, allow_val_change=True)
                 run.log(data, step=step)
-
-            self._guard(f"logging to the run of {trial_id}", log)
 
     def end(self, trial_id: str, summary: dict[str, Any]) -> None:
         """Add `summary` to the trial's run and finish it."""
         run = self._runs.pop(trial_id, None)
         if run is not None:
-
-            def finish() -> None:
+            with self._guard(f"finishing the run of {trial_id}"):
                 run.summary.update(summary)
                 run.finish()
 
-            self._guard(f"finishing the run of {trial_id}", finish)
-
-    def pending(self) -> tuple[list[str], list[str]]:
-        """Runs still open, and the errors so far (emptied)."""
+    def take_errors(self) -> list[str]:
+        """The errors so far (emptied); it returns after every call sent before it."""
         errors, self._errors = self._errors, []
-        return list(self._runs), errors
+        return errors

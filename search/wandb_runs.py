@@ -109,18 +109,15 @@ class TrialRunsCallback(WandbLoggerCallback):
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         for trial in list(self._open.values()):  # cut off by Ctrl-C or SIGTERM
             self._end_run(trial, "interrupted")
-        try:
-            left, errors = ray.get(self._runs.pending.remote(), timeout=WANDB_FINISH_TIMEOUT_S)
+        try:  # the actor runs calls in order: this returns once every run has finished
+            errors = ray.get(self._runs.take_errors.remote(), timeout=self._upload_timeout)
         except GetTimeoutError:
-            left, errors = ["some"], []
+            errors = [
+                f"runs did not finish within {self._upload_timeout} s; their local files are "
+                "kept for `wandb sync`"
+            ]
         for error in errors:
             print(f"Warning: W&B: {error}", file=sys.stderr)
-        if left:
-            print(
-                f"Warning: W&B runs did not finish within {WANDB_FINISH_TIMEOUT_S} s; their "
-                "local files are kept for `wandb sync`",
-                file=sys.stderr,
-            )
         ray.kill(self._runs)
 
 
