@@ -27,7 +27,7 @@ import torch
 from search.run import run_search
 from search.settings import SearchSettings
 from trainable.config import TrialConfig
-from trainable.data import build_data
+from trainable.datasets import build_data
 from trainable.loop import run_trial
 from trainable.pretrain import ensure_source_weights
 
@@ -72,7 +72,7 @@ def trial_logging_overhead(budget: Budget, cache_dir: str, work: Path) -> dict[s
     ]
     base = configs[0]
     ensure_source_weights(base.backbone, base.data, base.image_size, cache_dir, log=lambda _: None)
-    data = build_data(base.data, base.image_size, base.shots, base.seed)
+    data = build_data(base)
     torch.set_num_threads(1)
 
     def measure(name: str, logs: bool, repeat: int) -> float:

@@ -34,6 +34,11 @@ def build_param_space(settings: SearchSettings) -> dict[str, Any]:
         **constants,
         "data": settings.data,
         "weights": settings.weights,
+        "backbone": settings.backbone,
+        "image_size": settings.image_size,
+        "shots": settings.shots,
+        "val_fraction": settings.val_fraction,
+        "augment": settings.augment,
         "max_epochs": settings.max_epochs,  # the trial's epochs and ASHA's max_t: one value
         "seed": settings.seed,
         "num_threads": max(1, int(settings.cpus_per_trial)),
@@ -44,8 +49,7 @@ def build_param_space(settings: SearchSettings) -> dict[str, Any]:
 def build_space(settings: SearchSettings) -> ConditionalSpace:
     """The searched part of the space, sampling backbone_lr only when a backbone stage trains."""
     space = get_space(settings.space)
-    backbone = space.get("backbone", TrialConfig.backbone)
-    return ConditionalSpace.from_space(space, BACKBONES[backbone].max_freeze_depth)
+    return ConditionalSpace.from_space(space, BACKBONES[settings.backbone].max_freeze_depth)
 
 
 def build_searcher(settings: SearchSettings) -> BudgetAwareOptunaSearch:
@@ -78,7 +82,9 @@ def trial_dirname(trial: tune.experiment.Trial) -> str:
 
 def build_trainable(settings: SearchSettings) -> Any:
     """The trial function with its resources: the same for a new and a restored experiment."""
-    return tune.with_resources(train_transfer, {"cpu": settings.cpus_per_trial})
+    return tune.with_resources(
+        train_transfer, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    )
 
 
 def restore_tuner(settings: SearchSettings) -> tune.Tuner:

@@ -18,7 +18,7 @@ import optuna
 from ray import cloudpickle
 
 from search.optuna_bridge import STUDY_FILE, study_url
-from search.settings import SETTINGS_FILE, SearchSettings, UsageError, given_flags
+from search.settings import SETTINGS_FILE, SearchSettings, UsageError, given_flags, resolve
 from trainable.checkpoint import write_atomically
 
 TUNER_FILE = "tuner.pkl"
@@ -47,7 +47,7 @@ def load_settings(root: Path) -> SearchSettings:
     if not isinstance(saved, dict) or not {"name", "space"} <= set(saved) <= fields:
         keys = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
         raise UsageError(f"--resume: {path} does not hold transfer-tune settings (got {keys})")
-    return SearchSettings(**saved)
+    return resolve(SearchSettings(**saved))
 
 
 def _newest(root: Path, pattern: str) -> Path | None:

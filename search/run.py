@@ -17,6 +17,7 @@ from ray.tune import ExperimentAnalysis
 from ray.tune.search import Searcher
 
 from search.builders import build_param_space, build_tuner, restore_tuner
+from search.inputs import describe_data, prepare_inputs
 from search.loggers import build_callbacks
 from search.progress import ProgressReporter
 from search.resume import grow_search_state, record_extension
@@ -27,7 +28,6 @@ from search.wandb_mode import resolve_wandb_mode
 from search.wandb_runs import log_best_model
 from spaces import get_space, searched_keys
 from trainable.config import TrialConfig
-from trainable.pretrain import ensure_source_weights
 
 
 def shown_path(path: Path) -> Path:
@@ -133,6 +133,7 @@ def run_search(
     left = settings.num_samples
     previous = read_summary(root) if resume else {}
     if resume:
+        data = prepare_inputs(settings, fixed)  # before anything is written
         added = record_extension(settings)
         left = _unfinished(settings)
         if added:
@@ -143,18 +144,19 @@ def run_search(
         else:
             print(f"Resuming experiment {shown}: {left} of {settings.num_samples} trials to finish")
     else:
-        root.mkdir(parents=True)
-        (root / SETTINGS_FILE).write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
-        write_experiment_board(root, get_space(settings.space), searched, fixed.to_dict())
         print(
             f"Experiment {shown}: {settings.num_samples} trials of up to {settings.max_epochs} "
             f"epochs, {settings.concurrency} at a time, space {settings.space!r}, "
-            f"data {settings.data!r}, weights {settings.weights!r}, sampler {settings.sampler}, "
-            f"W&B {wandb_mode}"
+            f"backbone {settings.backbone}, weights {settings.weights!r}, "
+            f"sampler {settings.sampler}, W&B {wandb_mode}"
         )
+        data = prepare_inputs(settings, fixed)  # a problem here leaves no experiment folder
+        print(f"Data {settings.data}: {describe_data(data)}")
+        root.mkdir(parents=True)
+        (root / SETTINGS_FILE).write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
+        classes = len(data.classes)
+        write_experiment_board(root, get_space(settings.space), searched, fixed.to_dict(), classes)
     if left > 0:
-        if fixed.weights == "source":  # pretrain once here, not in several trials at once
-            ensure_source_weights(fixed.backbone, fixed.data, fixed.image_size, fixed.cache_dir)
         _fit(settings, searched, wandb_mode, searcher, resume)
     summary = build_summary(settings, searched, wandb_mode)
     unfinished = [t for t in summary["trials"] if t["stop_reason"] == "interrupted"]

@@ -14,19 +14,46 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from search.optuna_bridge import SAMPLERS
 from search.wandb_mode import WANDB_MODES, wandb_mode_problems
 from spaces import SPACES, get_space, validate_space, value_range
+from trainable import weights as w
 from trainable.backbones import BACKBONES
 from trainable.config import TrialConfig, default_cache_dir, lookup
-from trainable.data import DATASETS
+from trainable.datasets import CHOICES as DATA_CHOICES
+from trainable.datasets import (
+    DIGITS,
+    IMAGE_FOLDER,
+    DataSpec,
+    missing_files,
+    prepare_torchvision_set,
+)
+from trainable.images import DataError, index_image_folder
 from trainable.metrics import VAL_ACC
-from trainable.pretrain import SOURCES, WEIGHTS_CHOICES
+from trainable.pretrain import SOURCES
 
 SETTINGS_FILE = "settings.json"  # the resolved settings, in the experiment folder
 METRIC, MODE = VAL_ACC, "max"  # the search metric and its direction, set once in TuneConfig
 # Trial settings the harness sets from flags; a space may not define them.
-HARNESS_KEYS = ("data", "weights", "max_epochs", "seed", "num_threads", "cache_dir")
+HARNESS_KEYS = (
+    "data",
+    "weights",
+    "backbone",
+    "image_size",
+    "shots",
+    "val_fraction",
+    "augment",
+    "max_epochs",
+    "seed",
+    "num_threads",
+    "cache_dir",
+)
+DATASETS_FOLDER = "datasets"  # torchvision data sets without :ROOT live in <cache-dir>/datasets
+# Image sizes: digits are 8x8, drawn on 32 px; other data at the 224 px ImageNet backbones saw.
+DIGITS_IMAGE_SIZE, IMAGE_SIZE = 32, 224
+DIGITS_SHOTS = 20  # digits' few-shot target task; other data sets train on all their images
 
 
 class UsageError(ValueError):
@@ -39,13 +66,21 @@ class SearchSettings:
 
     space: str = "resnet_small"
     data: str = "digits"  # the embedded default: runs offline in minutes
-    weights: str = "source"  # digits' own default: the backbone pretrained on digits 0-4
+    # digits' own default: the backbone pretrained on digits 0-4; other data sets: "imagenet"
+    weights: str = "source"
+    backbone: str = ""  # "": the space's
+    image_size: int = 0  # 0: the data set's own (32 px digits, else 224 px)
+    shots: int = -1  # training images per class; -1: the data set's own (digits 20), 0: all
+    val_fraction: float = 0.2  # per class, when the data set has no validation split
+    augment: bool = True  # random resized crops and flips of training images (not digits)
+    download: bool = False  # may fetch torchvision data sets and ImageNet weights
     num_samples: int = 16  # enough for TPE to leave its 10 random start-up trials
     max_epochs: int = 9  # ASHA rungs at epochs 1, 3, 9 for grace_period=1, reduction_factor=3
     grace_period: int = 1  # one epoch already separates diverging from learning trials
     reduction_factor: int = 3  # keep the best third at every rung (ASHA's usual value)
     max_concurrent: int = 0  # 0: as many trials as the CPUs hold (cpu_count / cpus_per_trial)
     cpus_per_trial: float = 1.0  # one torch thread per trial: 2 trials in parallel on 2 cores
+    gpus_per_trial: float = 0.0  # CPU by default; 0.5 puts two trials on one GPU
     # Retries of a failed trial from its checkpoint: a worker that died (OOM, killed) gets one
     # more chance (a diverged trial's retry fails at once: see trainable.ray_entry).
     max_failures: int = 1
@@ -105,15 +140,47 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
         default=d.space,
         help=f"search space: {', '.join(sorted(SPACES))}" + DEFAULT,
     )
-    p.add_argument(
-        "--data",
-        default=d.data,
-        help=f"data set: {', '.join(sorted(DATASETS))}" + DEFAULT,
-    )
+    p.add_argument("--data", default=d.data, help=f"data set: {DATA_CHOICES}" + DEFAULT)
     p.add_argument(
         "--weights",
         default=None,
-        help=f"starting weights ({', '.join(WEIGHTS_CHOICES)}); default: the data set's own",
+        help=f"starting weights: {w.CHOICES} (default: source for digits, else imagenet)",
+    )
+    p.add_argument(
+        "--backbone",
+        default=d.backbone,
+        help=f"backbone in place of the space's: {', '.join(sorted(BACKBONES))}",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=d.image_size,
+        metavar="PX",
+        help="crop size the model sees (default: 32 for digits, else 224)",
+    )
+    p.add_argument(
+        "--shots",
+        type=int,
+        default=d.shots,
+        metavar="N",
+        help="training images per class, 0 = all (default: 20 for digits, else all)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=d.val_fraction,
+        help="validation share of each class when the data has no val split" + DEFAULT,
+    )
+    p.add_argument(
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        help="no random crops and flips of training images",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch a missing torchvision data set or ImageNet weights (default: never)",
     )
     p.add_argument(
         "--num-samples",
@@ -150,6 +217,12 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
         type=float,
         default=d.cpus_per_trial,
         help="CPUs and torch threads" + DEFAULT,
+    )
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=d.gpus_per_trial,
+        help="GPUs per trial; fractions share one" + DEFAULT,
     )
     p.add_argument(
         "--max-failures",
@@ -213,22 +286,49 @@ def parse_settings(argv: list[str] | None) -> SearchSettings:
     """Parse and validate the command line; raise UsageError listing every problem."""
     args = build_parser().parse_args(argv)
     del args.resume, args.extend  # not settings of the experiment: see search.resume
-    weights = args.weights or ("source" if args.data in SOURCES else "none")
     name = args.name or f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
     cache_dir = str(Path(args.cache_dir).expanduser().resolve()) if args.cache_dir else ""
-    # Flags and fields share their names; the derived defaults are filled in here.
+    # Flags and fields share their names; the derived defaults are filled in by `resolve`.
     settings = SearchSettings(
         **{
             **vars(args),
-            "weights": weights,
+            "weights": args.weights or "",
             "name": name,
             "cache_dir": cache_dir or default_cache_dir(),
         }
     )
+    try:
+        settings = resolve(settings)
+    except DataError as error:
+        raise UsageError(str(error)) from None
     problems = validate_settings(settings)
     if problems:
         raise UsageError("; ".join(problems))
     return settings
+
+
+def resolve(s: SearchSettings) -> SearchSettings:
+    """Fill in the defaults that depend on other settings, and make paths absolute, so that
+    settings.json and each trial's params.json say exactly what ran."""
+    spec = DataSpec.parse(s.data)
+    if spec.name == IMAGE_FOLDER:
+        spec = DataSpec(spec.name, str(Path(spec.root).expanduser().resolve()))
+    elif spec.name != DIGITS:
+        root = Path(spec.root).expanduser() if spec.root else Path(s.cache_dir) / DATASETS_FOLDER
+        spec = DataSpec(spec.name, str(root.resolve()))
+    digits = spec.name == DIGITS
+    weights = s.weights or (w.SOURCE if spec.name in SOURCES else w.IMAGENET)
+    if weights not in w.NAMED:
+        weights = str(Path(weights).expanduser().resolve())
+    space = get_space(s.space) if s.space in SPACES else {}
+    return dataclasses.replace(
+        s,
+        data=str(spec),
+        weights=weights,
+        backbone=s.backbone or space.get("backbone", TrialConfig.backbone),
+        image_size=s.image_size or (DIGITS_IMAGE_SIZE if digits else IMAGE_SIZE),
+        shots=s.shots if s.shots >= 0 else (DIGITS_SHOTS if digits else 0),
+    )
 
 
 def _choice_problems(registry: dict[str, Any], kind: str, name: str) -> list[str]:
@@ -240,42 +340,100 @@ def _choice_problems(registry: dict[str, Any], kind: str, name: str) -> list[str
     return []
 
 
-def _space_problems(name: str) -> list[str]:
-    """Problems of the named space: structure, known keys, freeze_depth within the backbone."""
+def _space_problems(name: str, backbone: str) -> list[str]:
+    """Problems of the named space with `backbone`: structure, known keys, freeze_depth range."""
     try:
         space = get_space(name)
     except ValueError as error:
         return [str(error)]
     problems = [f"space {name!r}: {p}" for p in validate_space(space)]
-    known = {f.name for f in dataclasses.fields(TrialConfig)} - set(HARNESS_KEYS)
+    known = {f.name for f in dataclasses.fields(TrialConfig)} - set(HARNESS_KEYS) | {"backbone"}
     for key in sorted(set(space) - known):
         problems.append(
             f"space {name!r}: unknown setting {key!r}; a space may set: {', '.join(sorted(known))}"
         )
-    backbone = space.get("backbone", TrialConfig.backbone)
     backbone_problems = _choice_problems(BACKBONES, "backbone", backbone)
-    problems += [f"space {name!r}: {p}" for p in backbone_problems]
+    problems += backbone_problems
     bounds = value_range(space.get("freeze_depth"))
     if not backbone_problems and bounds is not None:
         top = BACKBONES[backbone].max_freeze_depth
         if bounds[1] > top:
             problems.append(
-                f"space {name!r}: `freeze_depth <= {top}` must hold for {backbone}, "
-                f"but the space reaches freeze_depth={int(bounds[1])}"
+                f"`freeze_depth <= {top}` must hold for {backbone}, "
+                f"but space {name!r} reaches freeze_depth={int(bounds[1])}"
             )
     return problems
 
 
+def _data_problems(s: SearchSettings) -> list[str]:
+    """Problems of --data found without decoding images: folders, classes, missing files."""
+    spec = DataSpec.parse(s.data)
+    try:
+        if spec.name == IMAGE_FOLDER:
+            index_image_folder(Path(spec.root))
+        elif spec.name != DIGITS and not s.download:
+            missing = missing_files(spec.name, Path(spec.root))
+            if missing:
+                prepare_torchvision_set(spec.name, Path(spec.root), download=False)
+    except DataError as error:
+        return [str(error)]
+    return []
+
+
+def _weights_problems(s: SearchSettings) -> list[str]:
+    """Problems of --weights: a name it does not fit, a missing or unfitting file."""
+    if s.weights == w.SOURCE:
+        if DataSpec.parse(s.data).name not in SOURCES:
+            return [
+                f"--weights source needs a data set with a source task ({', '.join(SOURCES)}), "
+                f"not {s.data!r}; choose imagenet, none or a state-dict file"
+            ]
+        return []
+    if s.backbone not in BACKBONES or s.weights == w.NONE:
+        return []
+    if s.weights == w.IMAGENET:
+        if s.download:
+            return []
+        try:
+            w.prepare_imagenet(s.backbone, download=False)
+        except w.WeightsError as error:
+            return [str(error)]
+        return []
+    return w.weights_file_problems(Path(s.weights), s.backbone)
+
+
+def _gpu_problems(gpus_per_trial: float) -> list[str]:
+    """--gpus-per-trial beyond this machine's GPUs: Ray would wait for them forever."""
+    if gpus_per_trial < 0:
+        return [f"`--gpus-per-trial >= 0` must hold, but got {gpus_per_trial:g}"]
+    if gpus_per_trial == 0:
+        return []
+    available = torch.cuda.device_count()
+    if available == 0:
+        return [
+            f"--gpus-per-trial {gpus_per_trial:g} needs a GPU, but torch sees none on this "
+            "machine; leave it at 0 to train on the CPU"
+        ]
+    if gpus_per_trial > available:
+        return [
+            f"`--gpus-per-trial <= {available}` (this machine's GPUs) must hold, "
+            f"but got {gpus_per_trial:g}"
+        ]
+    return []
+
+
 def validate_settings(s: SearchSettings) -> list[str]:
     """Every problem with the settings, each a sentence stating the rule and the value."""
-    problems = _space_problems(s.space)
-    problems += _choice_problems(DATASETS, "data set", s.data)
-    if s.weights not in WEIGHTS_CHOICES:
-        problems.append(
-            f"unknown weights {s.weights!r}; choose one of: {', '.join(WEIGHTS_CHOICES)}"
-        )
-    elif s.weights == "source" and s.data not in SOURCES:
-        problems.append(f"--weights source needs a data set with a source task, not {s.data!r}")
+    problems = _space_problems(s.space, s.backbone)
+    problems += _data_problems(s)
+    problems += _weights_problems(s)
+    problems += _gpu_problems(s.gpus_per_trial)
+    if s.image_size < 16:
+        problems.append(f"`--image-size >= 16` must hold, but got {s.image_size}")
+    if s.shots < 0:
+        problems.append(f"`--shots >= 0` must hold, but got {s.shots}")
+    if not 0 < s.val_fraction < 1:
+        problems.append(f"`0 < --val-fraction < 1` must hold, but got {s.val_fraction:g}")
     for flag, value in [
         ("num_samples", s.num_samples),
         ("max_epochs", s.max_epochs),

@@ -36,7 +36,6 @@ from torch.utils.tensorboard import SummaryWriter
 from search.summary import STOP_REASONS, epochs_run, stop_reason
 from trainable import metrics
 from trainable.backbones import build_model
-from trainable.data import build_data
 
 STOP_REASON = "stop_reason"
 # stop_reason as a number: HParams metric columns are numbers (its hyperparameters are fixed at
@@ -95,7 +94,7 @@ def _session_values(config: dict[str, Any], searched: list[str]) -> dict[str, An
 
 
 def write_experiment_board(
-    root: Path, space: dict[str, Any], searched: list[str], fixed: dict[str, Any]
+    root: Path, space: dict[str, Any], searched: list[str], fixed: dict[str, Any], classes: int
 ) -> None:
     """Declare the HParams columns and draw the model graph in the experiment folder `root`."""
     metric_columns = [hp.Metric(tag, display_name=title, description=tip)
@@ -104,7 +103,6 @@ def write_experiment_board(
         writer.file_writer.add_summary(
             hp.hparams_config_pb(hparam_columns(space, searched), metric_columns)
         )
-        classes = len(build_data(fixed["data"], fixed["image_size"], fixed["shots"], 0).classes)
         model = build_model(fixed["backbone"], classes).eval()
         example = torch.zeros(1, 3, fixed["image_size"], fixed["image_size"])
         with warnings.catch_warnings():  # torch.jit.trace's deprecation notice, twice

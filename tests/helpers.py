@@ -69,3 +69,24 @@ def run_sweep(work: Path, cache_dir: Path) -> Sweep:
     summary_file = root / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     return Sweep(done.returncode, done.stdout, done.stderr, root, summary)
+
+
+# Colours of the generated classes: a sweep can tell them apart in an epoch or two.
+CLASS_COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (50, 70, 210)}
+
+
+def make_image_folder(root: Path, per_class: int = 10, size: int = 24, seed: int = 0) -> Path:
+    """ROOT/<class>/<n>.png: small noisy images, a bright square of the class's colour on each."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name, colour in CLASS_COLOURS.items():
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in range(per_class):
+            pixels = rng.integers(0, 90, (size, size, 3), dtype=np.uint8)
+            top, left = rng.integers(0, size // 2, 2)
+            pixels[top : top + size // 2, left : left + size // 2] = colour
+            Image.fromarray(pixels).save(folder / f"{n:03d}.png")
+    return root

@@ -115,7 +115,12 @@ def test_weights_that_do_not_fit_name_the_keys() -> None:
     state = build_model("resnet18", 5).state_dict()
     state.pop("layer1.0.conv1.weight")
     state["extra.weight"] = torch.zeros(1)
-    with pytest.raises(ValueError, match=r"missing \['layer1.0.conv1.weight'\].*'extra.weight'"):
+    state["layer2.0.bn1.weight"] = torch.zeros(3)
+    with pytest.raises(
+        ValueError,
+        match=r"missing layer1.0.conv1.weight; unexpected extra.weight; "
+        r"shapes layer2.0.bn1.weight \(3,\) != \(128,\)",
+    ):
         load_backbone_state(build_model("resnet18", 5), "resnet18", state)
 
 

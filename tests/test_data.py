@@ -3,7 +3,6 @@ import torch
 
 from trainable.data import (
     VAL_PER_CLASS,
-    build_data,
     digits_source,
     digits_target,
     stratified_split,
@@ -52,8 +51,3 @@ def test_training_batches_are_full_and_cover_a_shuffled_epoch() -> None:
 def test_too_many_shots_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"`1 <= shots < \d+` must hold for digits, but got"):
         digits_target(16, 500, 0)
-
-
-def test_unknown_data_set_lists_the_choices() -> None:
-    with pytest.raises(ValueError, match=r"unknown data set 'mnist'; choose one of: digits"):
-        build_data("mnist", 16, 5, 0)

@@ -37,9 +37,3 @@ def test_the_cache_key_changes_with_everything_that_determines_the_weights(
     assert pretrain.source_weights_path("resnet18", "digits", 16, str(tmp_path)) != base
     monkeypatch.setitem(pretrain.SOURCE_RECIPE, "lr", 0.01)
     assert pretrain.source_weights_path("resnet18", "digits", 32, str(tmp_path)) != base
-
-
-def test_weights_none_trains_from_scratch_and_unknown_weights_list_choices() -> None:
-    assert pretrain.load_weights("none", "resnet18", "digits", 16, "/nonexistent") is None
-    with pytest.raises(ValueError, match=r"unknown weights 'imagenet'; choose one of: source"):
-        pretrain.load_weights("imagenet", "resnet18", "digits", 16, "/nonexistent")

@@ -26,7 +26,10 @@ def test_defaults_are_a_valid_search(tmp_path: Path) -> None:
     [
         (["--space", "huge"], r"unknown search space 'huge'; choose one of: resnet_small"),
         (["--data", "mnist"], r"unknown data set 'mnist'; choose one of: digits"),
-        (["--weights", "imagenet1k"], r"unknown weights 'imagenet1k'; choose one of: source"),
+        (
+            ["--weights", "imagenet1k"],
+            r"weights file \S*imagenet1k does not exist; --weights takes source, imagenet, none",
+        ),
         (["--num-samples", "0"], r"`--num-samples >= 1` must hold, but got 0"),
         (["--max-epochs", "0"], r"`--max-epochs >= 1` must hold, but got 0"),
         (

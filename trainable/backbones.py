@@ -84,17 +84,35 @@ def build_model(name: str, num_classes: int) -> nn.Module:
     return get_backbone(name).build(num_classes)
 
 
+def backbone_state_problems(
+    model: nn.Module, name: str, state: dict[str, torch.Tensor]
+) -> list[str]:
+    """How `state` fails to fit the backbone of `model` (its head ignored): missing and
+    unexpected keys, and shapes that differ; [] when it fits."""
+    head = f"{get_backbone(name).head}."
+    wanted = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
+    given = {k: v for k, v in state.items() if not k.startswith(head)}
+    missing, unexpected = sorted(set(wanted) - set(given)), sorted(set(given) - set(wanted))
+    shapes = [
+        f"{k} {tuple(given[k].shape)} != {tuple(wanted[k].shape)}"
+        for k in sorted(set(wanted) & set(given))
+        if given[k].shape != wanted[k].shape
+    ]
+    problems = []
+    for title, items in [("missing", missing), ("unexpected", unexpected), ("shapes", shapes)]:
+        if items:
+            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+            problems.append(f"{title} {', '.join(items[:3])}{more}")
+    return problems
+
+
 def load_backbone_state(model: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
     """Load every backbone tensor from `state`, keeping the model's own (new) head."""
-    head = get_backbone(name).head
-    wanted = {k for k in model.state_dict() if not k.startswith(f"{head}.")}
-    given = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
-    missing, unexpected = sorted(wanted - set(given)), sorted(set(given) - wanted)
-    if missing or unexpected:
-        raise ValueError(
-            f"weights do not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    model.load_state_dict(given, strict=False)
+    problems = backbone_state_problems(model, name, state)
+    if problems:
+        raise ValueError(f"weights do not fit {name}: {'; '.join(problems)}")
+    head = f"{get_backbone(name).head}."
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith(head)}, strict=False)
 
 
 def _frozen_copy(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:

@@ -25,7 +25,7 @@ def lookup(registry: dict[str, Any], kind: str, name: str) -> Any:
     return registry[name]
 
 
-_SCALARS = {"int": int, "float": float, "str": str}
+_SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
 
 
 def _parse_type(annotation: str) -> tuple[str, bool]:
@@ -44,14 +44,18 @@ class TrialConfig:
     head_lr: float = 1e-2
     # fixed per search
     backbone: str = "resnet18"
-    data: str = "digits"
-    weights: str = "source"  # "source": pretrained on the data set's source task; "none": scratch
+    data: str = "digits"  # or "imagefolder:/abs/path", or a torchvision set: "cifar10:/abs/root"
+    # "source": pretrained on the data set's source task; "imagenet": torchvision's weights;
+    # an absolute path: a state-dict file; "none": from scratch
+    weights: str = "source"
     max_epochs: int = 9
     batch_size: int = 16  # 100 training images (20 shots x 5 classes): 7 steps per epoch
     momentum: float = 0.9
     weight_decay: float = 5e-4
     image_size: int = 32  # digits are 8x8; 32x32 keeps ResNet-18's stride-32 output at 1x1
-    shots: int = 20  # labelled training images per target class
+    shots: int = 20  # labelled training images per target class; 0: all (image data sets)
+    val_fraction: float = 0.2  # per class, when an image data set has no validation split
+    augment: bool = True  # random resized crops and flips on image data sets (not digits)
     seed: int = 0
     num_threads: int = 1  # torch threads; the search sets it to the trial's CPU allotment
     # TensorBoard histograms and images at epoch 1, every 3rd epoch and the last: 4 of 9 epochs
@@ -78,6 +82,8 @@ class TrialConfig:
                 continue
             kind = _SCALARS[kind_name]
             # Optuna and numpy hand back numpy scalars; store plain Python values.
+            if kind is bool and not isinstance(value, bool):
+                raise ValueError(f"`{name}` must be true or false, but got {name}={value!r}")
             if kind is int and float(value) != int(value):
                 raise ValueError(f"`{name}` must be an integer, but got {name}={value!r}")
             kwargs[name] = kind(value)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
-
-from trainable.config import lookup
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
 TARGET_CLASSES = (5, 6, 7, 8, 9)
@@ -27,9 +26,38 @@ VAL_PER_CLASS = 50  # 250 validation images: val_acc moves in steps of 0.4 %
 # The rest of digits 5-9 (about 900 - 5 x (shots + 50), ~550 images) is the test split.
 
 
+def batch_indices(
+    size: int, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[torch.Tensor]:
+    """Sample indices of each mini-batch: for training (a generator given) shuffled, full
+    batches only; else all samples in order. A tail batch of 2 would corrupt BatchNorm's
+    running statistics."""
+    if generator is None:
+        order, stop = torch.arange(size), size
+    else:
+        order = torch.randperm(size, generator=generator)
+        stop = max(size - size % batch_size, min(batch_size, size))
+    for start in range(0, stop, batch_size):
+        yield order[start : start + batch_size]
+
+
+class SplitLike(Protocol):
+    """What training and evaluation need of a split: its labels, batches and single images."""
+
+    labels: torch.Tensor
+
+    def __len__(self) -> int: ...
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def image(self, index: int) -> torch.Tensor: ...
+
+
 @dataclass(frozen=True)
 class Split:
-    """Images (N, 3, H, W), normalised, and integer labels (N,)."""
+    """Images (N, 3, H, W) held in memory, normalised, and integer labels (N,)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -40,25 +68,52 @@ class Split:
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Mini-batches: for training (a generator given) shuffled, full batches only; else all
-        samples in order. A tail batch of 2 would corrupt BatchNorm's running statistics."""
-        if generator is None:
-            order, stop = torch.arange(len(self)), len(self)
-        else:
-            order = torch.randperm(len(self), generator=generator)
-            stop = max(len(self) - len(self) % batch_size, min(batch_size, len(self)))
-        for start in range(0, stop, batch_size):
-            index = order[start : start + batch_size]
+        """Mini-batches of (images, labels); see `batch_indices`."""
+        for index in batch_indices(len(self), batch_size, generator):
             yield self.images[index], self.labels[index]
+
+    def image(self, index: int) -> torch.Tensor:
+        """One image (3, H, W), as the model sees it."""
+        return self.images[index]
+
+
+@dataclass(frozen=True)
+class ImageSplit:
+    """Images decoded and transformed on demand: `source[indices[i]]` is (PIL image, label).
+
+    Training transforms are random (torch's generator: seeded per epoch by the trial loop).
+    """
+
+    source: Any  # indexable: a torchvision data set, or trainable.images.ImageFiles
+    indices: list[int]
+    labels: torch.Tensor
+    transform: Callable[[Any], torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Mini-batches of (images, labels); see `batch_indices`."""
+        for index in batch_indices(len(self), batch_size, generator):
+            yield torch.stack([self.image(int(i)) for i in index]), self.labels[index]
+
+    def image(self, index: int) -> torch.Tensor:
+        """One image (3, H, W), transformed."""
+        return self.transform(self.source[self.indices[index]][0])
 
 
 @dataclass(frozen=True)
 class TransferData:
-    """The target task: train / validation / test splits and the class names in label order."""
+    """The target task: train / validation / test splits and the class names in label order.
 
-    train: Split
-    val: Split
-    test: Split
+    `test` is empty when the data set has none (an image folder without `test/`).
+    """
+
+    train: SplitLike
+    val: SplitLike
+    test: SplitLike
     classes: tuple[str, ...]
 
 
@@ -86,19 +141,31 @@ def load_digits_tensors(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return images.expand(-1, 3, -1, -1).contiguous(), torch.as_tensor(digits.target)
 
 
-def stratified_split(labels: torch.Tensor, counts: list[int], seed: int) -> list[torch.Tensor]:
-    """Indices for consecutive splits taking `counts[i]` per class (-1: the rest), by seed."""
+def stratified_split(
+    labels: torch.Tensor, counts: list[int] | Callable[[int], list[int]], seed: int
+) -> list[torch.Tensor]:
+    """Indices for consecutive splits taking `counts[i]` per class (-1: the rest), by seed.
+
+    `counts` may be a function of a class's size, for splits by fraction.
+    """
     generator = torch.Generator().manual_seed(seed)
-    parts: list[list[torch.Tensor]] = [[] for _ in counts]
+    parts: list[list[torch.Tensor]] = []
     for label in labels.unique(sorted=True):
         members = torch.nonzero(labels == label).flatten()
         members = members[torch.randperm(len(members), generator=generator)]
+        sizes = counts(len(members)) if callable(counts) else counts
+        parts = parts or [[] for _ in sizes]
         start = 0
-        for part, count in zip(parts, counts, strict=True):
+        for part, count in zip(parts, sizes, strict=True):
             stop = len(members) if count < 0 else start + count
             part.append(members[start:stop])
             start = stop
     return [torch.cat(part).sort().values for part in parts]
+
+
+def validation_count(size: int, fraction: float) -> int:
+    """Validation images of a class of `size`: the fraction, rounded, at least 1."""
+    return max(1, round(size * fraction))
 
 
 def _subset(
@@ -133,12 +200,3 @@ def digits_target(image_size: int, shots: int, seed: int) -> TransferData:
         test=Split(images[test], labels[test]),
         classes=tuple(str(c) for c in TARGET_CLASSES),
     )
-
-
-# Data sets a user picks by name with `--data`; each builds the target task.
-DATASETS: dict[str, Callable[[int, int, int], TransferData]] = {"digits": digits_target}
-
-
-def build_data(name: str, image_size: int, shots: int, seed: int) -> TransferData:
-    """The target task of the named data set, split by `seed`."""
-    return lookup(DATASETS, "data set", name)(image_size, shots, seed)

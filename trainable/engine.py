@@ -8,20 +8,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainable.data import Split
+from trainable.data import SplitLike
 
 
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    split: Split,
+    split: SplitLike,
     batch_size: int,
     generator: torch.Generator,
 ) -> float:
     """One pass over `split` in a shuffled order; returns the mean training loss."""
     model.train()
+    device = next(model.parameters()).device
     total, seen = 0.0, 0
     for images, labels in split.batches(batch_size, generator):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         loss = F.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -40,14 +42,15 @@ class Evaluation(NamedTuple):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int = 256) -> Evaluation:
+def evaluate(model: nn.Module, split: SplitLike, batch_size: int = 256) -> Evaluation:
     """Loss, accuracy and predictions of `model` on `split`."""
     model.eval()
+    device = next(model.parameters()).device
     loss, predicted = 0.0, []
     for images, labels in split.batches(batch_size):
-        logits = model(images)
-        loss += F.cross_entropy(logits, labels, reduction="sum").item()
-        predicted.append(logits.argmax(dim=1))
+        logits = model(images.to(device))
+        loss += F.cross_entropy(logits, labels.to(device), reduction="sum").item()
+        predicted.append(logits.argmax(dim=1).cpu())
     labels_hat = torch.cat(predicted)
     acc = int((labels_hat == split.labels).sum()) / len(split)
     return Evaluation(loss / len(split), acc, labels_hat)

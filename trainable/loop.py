@@ -21,10 +21,11 @@ from trainable.backbones import (
     parameter_groups,
 )
 from trainable.config import TrialConfig
-from trainable.data import TransferData, build_data
+from trainable.data import TransferData
+from trainable.datasets import build_data
 from trainable.engine import evaluate, train_one_epoch
-from trainable.pretrain import load_weights
 from trainable.summaries import TrialSummaries
+from trainable.weights import load_weights
 
 
 class DivergedError(RuntimeError):
@@ -66,8 +67,10 @@ def run_trial(
     references live tensors, so save it before advancing the generator.
     """
     torch.set_num_threads(cfg.num_threads)
-    data = data or build_data(cfg.data, cfg.image_size, cfg.shots, cfg.seed)
-    model = build_trial_model(cfg, len(data.classes))
+    # Ray hides the GPUs from a trial that asked for none (--gpus-per-trial 0).
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = data or build_data(cfg)
+    model = build_trial_model(cfg, len(data.classes)).to(device)
     optimizer = build_optimizer(model, cfg)
     start, best_val_acc = 0, -math.inf
     if resume is not None:
@@ -81,8 +84,11 @@ def run_trial(
     try:
         for epoch in range(start + 1, cfg.max_epochs + 1):
             began = time.perf_counter()
-            # One generator per (seed, epoch): a resumed trial sees the same batches it would have.
-            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            # Seeded per (seed, epoch): a resumed trial sees the batches (and the augmentations,
+            # drawn from torch's global generator) it would have seen.
+            epoch_seed = cfg.seed * 1_000_003 + epoch
+            generator = torch.Generator().manual_seed(epoch_seed)
+            torch.manual_seed(epoch_seed)
             train_loss = train_one_epoch(model, optimizer, data.train, cfg.batch_size, generator)
             if not math.isfinite(train_loss):
                 raise DivergedError(

@@ -33,7 +33,6 @@ SOURCE_RECIPE = {
 
 # Data sets with a source task, by name: image_size, seed -> (train, held-out) splits.
 SOURCES: dict[str, Callable[[int, int], tuple[Split, Split]]] = {"digits": digits_source}
-WEIGHTS_CHOICES = ("source", "none")
 
 
 def source_weights_path(backbone: str, data: str, image_size: int, cache_dir: str) -> Path:
@@ -91,15 +90,3 @@ def ensure_source_weights(
     write_atomically(path, lambda f: torch.save(payload, f))
     log(f"Pretrained: held-out accuracy on the source task {acc:.3f}")
     return path
-
-
-def load_weights(
-    spec: str, backbone: str, data: str, image_size: int, cache_dir: str
-) -> dict[str, torch.Tensor] | None:
-    """The backbone state dict a trial starts from; None trains from scratch."""
-    if spec == "none":
-        return None
-    if spec == "source":
-        path = ensure_source_weights(backbone, data, image_size, cache_dir)
-        return torch.load(path, weights_only=True)["model"]
-    raise ValueError(f"unknown weights {spec!r}; choose one of: {', '.join(WEIGHTS_CHOICES)}")

@@ -22,7 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from trainable.backbones import get_backbone
 from trainable.config import TrialConfig
-from trainable.data import Split
+from trainable.data import SplitLike
 
 HISTOGRAM_BINS = 64
 HISTOGRAM_SAMPLE = 65_536  # values a weight histogram is computed from (see histogram())
@@ -88,7 +88,7 @@ def render_confusion(counts: torch.Tensor, classes: tuple[str, ...]) -> np.ndarr
 
 
 def render_misclassified(
-    split: Split, predicted: torch.Tensor, classes: tuple[str, ...]
+    split: SplitLike, predicted: torch.Tensor, classes: tuple[str, ...]
 ) -> np.ndarray | None:
     """Up to MAX_MISCLASSIFIED wrong validation images, each captioned `true -> predicted`, as
     one RGB image (H, W, 3); None when every image is right."""
@@ -101,7 +101,7 @@ def render_misclassified(
     mosaic = Image.new("RGB", (columns * TILE, rows * (TILE + caption)), "white")
     draw, font = ImageDraw.Draw(mosaic), _font(11)
     for k, index in enumerate(wrong.tolist()):
-        pixels = split.images[index]
+        pixels = split.image(index)
         pixels = (pixels - pixels.min()) / (pixels.max() - pixels.min()).clamp(min=1e-8)
         tile = Image.fromarray((pixels.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
         x, y = (k % columns) * TILE, (k // columns) * (TILE + caption)
@@ -157,7 +157,9 @@ class TrialSummaries:
             global_step=epoch,
         )
 
-    def epoch_end(self, epoch: int, model: nn.Module, val: Split, predicted: torch.Tensor) -> None:
+    def epoch_end(
+        self, epoch: int, model: nn.Module, val: SplitLike, predicted: torch.Tensor
+    ) -> None:
         """Write this epoch's histograms and images when they are due."""
         if not self.due(epoch):
             return

@@ -1,0 +1,52 @@
+"""What the trials will read, fetched and checked once in the driver before Ray starts.
+
+Downloads (with --download) happen here, never in several trials at once; the user's images
+are decoded once (cached) and unreadable ones skipped with a count; the data set is split as
+every trial will split it, so a class too small for the splits stops the search here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from search.settings import SearchSettings, UsageError
+from trainable.config import TrialConfig
+from trainable.data import TransferData
+from trainable.datasets import DIGITS, IMAGE_FOLDER, DataSpec, build_data, prepare_torchvision_set
+from trainable.images import DataError, describe_unreadable, find_unreadable, index_image_folder
+from trainable.pretrain import ensure_source_weights
+from trainable.weights import IMAGENET, SOURCE, WeightsError, prepare_imagenet
+
+
+def prepare_inputs(settings: SearchSettings, fixed: TrialConfig) -> TransferData:
+    """Fetch and check the data and weights of the search; return the data as trials split it.
+
+    Raises UsageError for a problem the user must fix (one line).
+    """
+    spec = DataSpec.parse(settings.data)
+    try:
+        if spec.name not in (DIGITS, IMAGE_FOLDER):
+            prepare_torchvision_set(spec.name, Path(spec.root), settings.download)
+        if spec.name == IMAGE_FOLDER:
+            index = index_image_folder(Path(spec.root))
+            paths = [path for samples in index.splits.values() for path, _ in samples]
+            unreadable = find_unreadable(paths, fixed.cache_dir, log=print)
+            if unreadable:
+                print(f"Warning: {describe_unreadable(unreadable)}")
+        if settings.weights == IMAGENET:
+            prepare_imagenet(settings.backbone, settings.download)
+        data = build_data(fixed)
+    except (DataError, WeightsError) as error:
+        raise UsageError(str(error)) from None
+    if fixed.weights == SOURCE:  # pretrain once here, not in several trials at once
+        ensure_source_weights(fixed.backbone, fixed.data, fixed.image_size, fixed.cache_dir)
+    return data
+
+
+def describe_data(data: TransferData) -> str:
+    """'3 classes (cat, dog, fox), 120 train / 30 val / 0 test images' for the console."""
+    names = ", ".join(data.classes[:5]) + (", ..." if len(data.classes) > 5 else "")
+    return (
+        f"{len(data.classes)} classes ({names}), {len(data.train)} train / {len(data.val)} val / "
+        f"{len(data.test)} test images"
+    )

@@ -1,0 +1,282 @@
+"""The data sets a user picks with `--data`, and how a trial builds its target task from one.
+
+digits                 the embedded default (trainable.data), no files needed
+imagefolder:PATH       the user's own images (trainable.images)
+NAME[:ROOT]            a torchvision data set read from ROOT (see TORCHVISION_SETS);
+                       downloaded there only when the search is run with --download
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torchvision import datasets as tv
+
+from trainable.config import TrialConfig, lookup
+from trainable.data import (
+    ImageSplit,
+    Split,
+    TransferData,
+    digits_target,
+    stratified_split,
+    validation_count,
+)
+from trainable.images import (
+    IMAGE_EXTENSIONS,
+    DataError,
+    ImageFiles,
+    find_unreadable,
+    image_transforms,
+    index_image_folder,
+)
+
+DIGITS, IMAGE_FOLDER = "digits", "imagefolder"
+
+
+@dataclass(frozen=True)
+class TorchvisionSet:
+    """A torchvision data set: the files it reads below ROOT, where they come from, its splits."""
+
+    make: Callable[[str, str, bool], Any]  # (root, split, download) -> the torchvision data set
+    files: tuple[str, ...]  # what must exist below ROOT (folders end in "/")
+    url: str  # the page or archive the files come from
+    train: str
+    val: str | None  # its own validation split; None: split from `train` by --seed
+    test: str
+    labels: Callable[[Any], list[int]]
+    classes: Callable[[Any], list[str]]
+
+
+def _cifar(kind: type[tv.CIFAR10]) -> Callable[[str, str, bool], Any]:
+    return lambda root, split, download: kind(root, train=split == "train", download=download)
+
+
+def _split_kind(kind: type) -> Callable[[str, str, bool], Any]:
+    return lambda root, split, download: kind(root, split=split, download=download)
+
+
+def _cifar_files(kind: type[tv.CIFAR10]) -> tuple[str, ...]:
+    """The files torchvision's CIFAR class reads, below ROOT."""
+    names = [name for name, _ in [*kind.train_list, *kind.test_list]] + [kind.meta["filename"]]
+    return tuple(f"{kind.base_folder}/{name}" for name in names)
+
+
+# Data sets that suit transfer learning; their labels are read without decoding any image
+# (Flowers-102 and Pets keep them in attributes torchvision does not document).
+TORCHVISION_SETS: dict[str, TorchvisionSet] = {
+    "cifar10": TorchvisionSet(
+        make=_cifar(tv.CIFAR10),
+        files=_cifar_files(tv.CIFAR10),
+        url=tv.CIFAR10.url,
+        train="train",
+        val=None,
+        test="test",
+        labels=lambda d: list(d.targets),
+        classes=lambda d: list(d.classes),
+    ),
+    "cifar100": TorchvisionSet(
+        make=_cifar(tv.CIFAR100),
+        files=_cifar_files(tv.CIFAR100),
+        url=tv.CIFAR100.url,
+        train="train",
+        val=None,
+        test="test",
+        labels=lambda d: list(d.targets),
+        classes=lambda d: list(d.classes),
+    ),
+    "flowers102": TorchvisionSet(
+        make=_split_kind(tv.Flowers102),
+        files=("flowers-102/jpg/", "flowers-102/imagelabels.mat", "flowers-102/setid.mat"),
+        url=tv.Flowers102._download_url_prefix,
+        train="train",
+        val="val",
+        test="test",
+        labels=lambda d: list(d._labels),
+        classes=lambda d: [str(i) for i in range(1, 103)],  # torchvision names none
+    ),
+    "oxford_iiit_pet": TorchvisionSet(
+        make=lambda root, split, download: tv.OxfordIIITPet(root, split=split, download=download),
+        files=(
+            "oxford-iiit-pet/images/",
+            "oxford-iiit-pet/annotations/trainval.txt",
+            "oxford-iiit-pet/annotations/test.txt",
+        ),
+        url="https://www.robots.ox.ac.uk/~vgg/data/pets/",
+        train="trainval",
+        val=None,
+        test="test",
+        labels=lambda d: list(d._labels),
+        classes=lambda d: list(d.classes),
+    ),
+}
+DATASETS = (DIGITS, IMAGE_FOLDER, *TORCHVISION_SETS)  # the names --data accepts
+CHOICES = ", ".join([DIGITS, f"{IMAGE_FOLDER}:PATH", *(f"{n}[:ROOT]" for n in TORCHVISION_SETS)])
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """`--data NAME[:ROOT]` parsed: `name` is one of DATASETS, `root` "" when not given."""
+
+    name: str
+    root: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> DataSpec:
+        """Split `NAME[:ROOT]` and check the name; raise DataError naming the choices."""
+        name, _, root = text.partition(":")
+        if name not in DATASETS:
+            raise DataError(f"unknown data set {name!r}; choose one of: {CHOICES}")
+        if name == DIGITS and root:
+            raise DataError(f"digits is embedded and reads no folder, but got --data {text!r}")
+        if name == IMAGE_FOLDER and not root:
+            raise DataError("--data imagefolder needs a folder: --data imagefolder:PATH")
+        return cls(name, root)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.root}" if self.root else self.name
+
+
+def missing_files(name: str, root: Path) -> list[str]:
+    """The files of torchvision data set `name` not found below `root`."""
+    files = lookup(TORCHVISION_SETS, "data set", name).files
+    return [f for f in files if not (root / f).exists()]
+
+
+def prepare_torchvision_set(
+    name: str, root: Path, download: bool, log: Callable[[str], None] = print
+) -> None:
+    """Make sure data set `name` is readable below `root`, downloading it there if allowed."""
+    entry = TORCHVISION_SETS[name]
+    missing = missing_files(name, root)
+    if missing and not download:
+        raise DataError(
+            f"{name} is not in {root}: missing {', '.join(missing[:4])}"
+            f"{f' and {len(missing) - 4} more' if len(missing) > 4 else ''}; "
+            f"put its files there (from {entry.url}) or add --download to fetch them"
+        )
+    if missing:
+        log(f"Downloading {name} into {root} (from {entry.url})")
+    for split in dict.fromkeys(s for s in (entry.train, entry.val, entry.test) if s):
+        try:
+            entry.make(str(root), split, bool(missing))
+        except RuntimeError as error:  # torchvision's checksum or layout check failed
+            raise DataError(
+                f"{name} in {root} cannot be read ({error}); its files may be corrupt or of "
+                f"another version: delete them and add --download, or fetch them from {entry.url}"
+            ) from None
+        except OSError as error:  # a download that failed (offline) or a file it cannot read
+            raise DataError(f"cannot get {name} into {root}: {error}") from None
+
+
+def _preset(cfg: TrialConfig) -> Callable[..., torch.nn.Module] | None:
+    """The preprocessing preset of the trial's torchvision weights (None: not torchvision's)."""
+    if cfg.weights != "imagenet":
+        return None
+    return torchvision.models.get_model_weights(cfg.backbone).DEFAULT.transforms
+
+
+def _take(labels: list[int], counts: Callable[[int], list[int]], seed: int) -> list[list[int]]:
+    """Stratified index lists per split, `counts(class size)` images of each class."""
+    return [part.tolist() for part in stratified_split(torch.tensor(labels), counts, seed)]
+
+
+def _shots(count: int, shots: int) -> int:
+    return min(count, shots) if shots > 0 else count
+
+
+def _assemble(
+    cfg: TrialConfig,
+    sources: dict[str, tuple[Any, list[int]]],
+    classes: tuple[str, ...],
+    where: str,
+) -> TransferData:
+    """Train/val/test ImageSplits from (source, labels) per split name ("all" or "train",
+    optionally "val", "test"); val is split from train by the seed when it is absent."""
+    train_set, train_labels = sources["train"]
+    sizes = torch.bincount(torch.tensor(train_labels), minlength=len(classes))
+    if "val" in sources:
+        small = [c for c, n in zip(classes, sizes.tolist(), strict=True) if n < 1]
+        if small:
+            raise DataError(f"class {small[0]!r} has no training images in {where}")
+        (train,) = _take(train_labels, lambda n: [_shots(n, cfg.shots)], cfg.seed)
+        val_set, val_labels = sources["val"]
+        val = list(range(len(val_labels)))
+    else:
+        smallest = int(sizes.argmin())
+        if sizes[smallest] < 2:
+            raise DataError(
+                f"class {classes[smallest]!r} has {int(sizes[smallest])} image(s) in {where}, "
+                "but each class needs at least 2: one to train on and one to validate"
+            )
+        val, train = _take(
+            train_labels,
+            lambda n: [validation_count(n, cfg.val_fraction),
+                       _shots(n - validation_count(n, cfg.val_fraction), cfg.shots)],
+            cfg.seed,
+        )  # fmt: skip
+        val_set, val_labels = train_set, train_labels
+    train_tf, eval_tf = image_transforms(cfg.image_size, cfg.augment, _preset(cfg))
+
+    def split(source: Any, labels: list[int], indices: list[int], tf: Callable) -> ImageSplit:
+        chosen = torch.tensor([labels[i] for i in indices], dtype=torch.long)
+        return ImageSplit(source, indices, chosen, tf)
+
+    if "test" in sources:
+        test_set, test_labels = sources["test"]
+        test = split(test_set, test_labels, list(range(len(test_labels))), eval_tf)
+    else:
+        empty = torch.empty(0, 3, cfg.image_size, cfg.image_size)
+        test = Split(empty, torch.empty(0, dtype=torch.long))
+    return TransferData(
+        train=split(train_set, train_labels, train, train_tf),
+        val=split(val_set, val_labels, val, eval_tf),
+        test=test,
+        classes=classes,
+    )
+
+
+def image_folder_data(cfg: TrialConfig, root: str) -> TransferData:
+    """The user's image folder; unreadable images are skipped (see trainable.images)."""
+    index = index_image_folder(Path(root))
+    every = [path for samples in index.splits.values() for path, _ in samples]
+    unreadable = find_unreadable(every, cfg.cache_dir)
+    sources = {}
+    for name, samples in index.splits.items():
+        kept = [(path, label) for path, label in samples if path not in unreadable]
+        if not kept and name in ("all", "train"):
+            where = index.root / name if name != "all" else index.root
+            kinds = ", ".join(IMAGE_EXTENSIONS[:4])
+            raise DataError(f"{where} has no readable images ({kinds}, ...) in its class folders")
+        if kept:
+            sources["train" if name == "all" else name] = (
+                ImageFiles(kept),
+                [label for _, label in kept],
+            )
+    return _assemble(cfg, sources, index.classes, str(index.root))
+
+
+def torchvision_data(cfg: TrialConfig, name: str, root: str) -> TransferData:
+    """Torchvision data set `name` from `root` (never downloaded here: see prepare_*)."""
+    entry = TORCHVISION_SETS[name]
+    made = {
+        role: entry.make(root, split, False)
+        for role, split in (("train", entry.train), ("val", entry.val), ("test", entry.test))
+        if split
+    }
+    sources = {role: (data, entry.labels(data)) for role, data in made.items()}
+    return _assemble(cfg, sources, tuple(entry.classes(made["train"])), f"{name} ({root})")
+
+
+def build_data(cfg: TrialConfig) -> TransferData:
+    """The trial's target task, split by its seed."""
+    spec = DataSpec.parse(cfg.data)
+    if spec.name == DIGITS:
+        return digits_target(cfg.image_size, cfg.shots, cfg.seed)
+    if spec.name == IMAGE_FOLDER:
+        return image_folder_data(cfg, spec.root)
+    return torchvision_data(cfg, spec.name, spec.root)

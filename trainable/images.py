@@ -1,0 +1,229 @@
+"""Users' own images: a folder of class sub-folders, indexed, checked, split and decoded.
+
+Layouts (as torchvision's ImageFolder, one sub-folder per class):
+    ROOT/<class>/**/<image>                      split into train and val by --seed
+    ROOT/train/<class>/..., ROOT/val/<class>/... [, ROOT/test/<class>/...]   used as given
+Hidden files and folders (".name") are ignored. A sample whose real path (symlinks resolved)
+lies outside ROOT is refused. Unreadable images are skipped, with a count: every image is
+decoded once per folder state and the result is cached (see `find_unreadable`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from PIL import Image
+from torchvision import transforms
+
+from trainable.checkpoint import write_atomically
+
+IMAGE_EXTENSIONS = tuple(torchvision.datasets.folder.IMG_EXTENSIONS)  # .jpg .png .webp ...
+SPLIT_FOLDERS = ("train", "val", "test")
+# torchvision's ImageNet statistics: the normalisation of every backbone it ships.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+RESIZE_RATIO = 256 / 224  # resize the shorter side to this times the crop (ImageNet's recipe)
+# Light augmentation: crops of 35-100 % of the image (ImageNet training uses 8-100 %, too
+# strong for a few epochs of fine-tuning) and horizontal flips.
+CROP_SCALE = (0.35, 1.0)
+CHECK_VERSION = 1  # bump when `_decode_error` changes what counts as unreadable
+
+
+class DataError(ValueError):
+    """A problem with the user's data: one line saying what is wrong, where, and what to do."""
+
+
+@dataclass(frozen=True)
+class ImageFolderIndex:
+    """The classes of a folder and its samples, (path, label) sorted, per split folder found."""
+
+    root: Path
+    classes: tuple[str, ...]
+    splits: dict[str, list[tuple[str, int]]]  # "train" [, "val", "test"]; or "all" when flat
+
+
+def _visible(entries: Iterable[Path]) -> list[Path]:
+    return sorted(p for p in entries if not p.name.startswith("."))
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    try:
+        return [p for p in _visible(folder.iterdir()) if p.is_dir()]
+    except OSError as error:
+        raise DataError(f"cannot read folder {folder}: {error.strerror}") from None
+
+
+def _images_below(folder: Path, root: Path) -> list[str]:
+    """Image files below `folder`, sorted; a file whose real path leaves `root` is refused."""
+    found = []
+    for parent, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            path = Path(parent) / name
+            target = path.resolve()
+            if not target.is_relative_to(root):
+                raise DataError(
+                    f"image {path} resolves to {target}, outside the data folder {root}; "
+                    "samples must lie inside it (copy the file in instead of linking it)"
+                )
+            found.append(str(path))
+    return found
+
+
+def _index_classes(folder: Path, root: Path) -> dict[str, list[str]]:
+    return {c.name: _images_below(c, root) for c in _class_folders(folder)}
+
+
+def index_image_folder(root: Path) -> ImageFolderIndex:
+    """Index a folder of class sub-folders (or of train/val/test folders of such)."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"image folder {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"image folder {root} is a file; --data imagefolder:PATH needs a folder")
+    root = root.resolve()
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise DataError(f"cannot read folder {root}: permission denied")
+    if (root / "train").is_dir():
+        present = [split for split in SPLIT_FOLDERS if (root / split).is_dir()]
+        per_split = {split: _index_classes(root / split, root) for split in present}
+        classes = tuple(per_split["train"])
+        for split, found in per_split.items():
+            extra = sorted(set(found) - set(classes))
+            if extra:
+                raise DataError(
+                    f"{root / split} has class folder(s) {', '.join(extra)} that "
+                    f"{root / 'train'} lacks; every class must have training images"
+                )
+    else:
+        per_split = {"all": _index_classes(root, root)}
+        classes = tuple(per_split["all"])
+    where = root / "train" if "train" in per_split else root
+    if len(classes) < 2:
+        raise DataError(
+            f"`classes >= 2` must hold, but {where} has {len(classes)} class folder(s)"
+            f"{': ' + classes[0] if classes else ''}; put each class's images in a sub-folder"
+        )
+    label = {name: i for i, name in enumerate(classes)}
+    splits = {
+        split: [(path, label[name]) for name, paths in found.items() for path in paths]
+        for split, found in per_split.items()
+    }
+    return ImageFolderIndex(root, classes, splits)
+
+
+def _decode_error(path: str) -> str | None:
+    """Why the image at `path` cannot be used, or None when it decodes."""
+    try:
+        with Image.open(path) as image:
+            image.convert("RGB").load()  # full decode: a truncated JPEG passes Image.verify()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+    return None
+
+
+def find_unreadable(
+    paths: list[str], cache_dir: str, log: Callable[[str], None] | None = None
+) -> dict[str, str]:
+    """{path: reason} of the images that do not decode.
+
+    Every image is decoded once, in threads (Pillow releases the GIL); the answer is cached in
+    `cache_dir`, keyed by each file's path, size and modification time, so later searches and
+    every trial of this one read it back in milliseconds.
+    """
+    stats = [(p, *_size_and_mtime(p)) for p in paths]
+    digest = hashlib.sha256(json.dumps([CHECK_VERSION, stats]).encode()).hexdigest()[:16]
+    cached = Path(cache_dir) / "image-checks" / f"{digest}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    if log is not None:
+        log(f"Checking that {len(paths):,} images decode (once; cached in {cached.parent})")
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        errors = pool.map(_decode_error, paths, chunksize=64)
+        unreadable = {path: error for path, error in zip(paths, errors, strict=True) if error}
+    write_atomically(cached, lambda f: f.write(json.dumps(unreadable, indent=1).encode()))
+    return unreadable
+
+
+def _size_and_mtime(path: str) -> tuple[int, int]:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return -1, -1  # vanished or unreadable: _decode_error reports it
+    return stat.st_size, stat.st_mtime_ns
+
+
+def describe_unreadable(unreadable: dict[str, str], listed: int = 3) -> str:
+    """'2 unreadable images skipped: a.png (reason), b.jpg (reason)' for the console."""
+    items = [f"{path} ({reason})" for path, reason in list(unreadable.items())[:listed]]
+    more = len(unreadable) - listed
+    tail = f" and {more} more" if more > 0 else ""
+    count = len(unreadable)
+    return f"{count} unreadable image{'s' if count != 1 else ''} skipped: {', '.join(items)}{tail}"
+
+
+def image_transforms(
+    image_size: int, augment: bool, preset: Callable[..., torch.nn.Module] | None = None
+) -> tuple[Callable[[Image.Image], torch.Tensor], Callable[[Image.Image], torch.Tensor]]:
+    """The training and evaluation transforms of PIL images, for `image_size` crops.
+
+    `preset` is a torchvision weights' `transforms` (resize, centre crop and normalisation as
+    the weights were trained with); None uses ImageNet's statistics with a bilinear resize.
+    """
+    resize = round(image_size * RESIZE_RATIO)
+    if preset is not None:
+        defaults = preset()
+        resize = round(image_size * defaults.resize_size[0] / defaults.crop_size[0])
+        evaluate = preset(crop_size=image_size, resize_size=resize)
+        mean, std, interpolation = defaults.mean, defaults.std, defaults.interpolation
+    else:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        interpolation = transforms.InterpolationMode.BILINEAR
+        evaluate = transforms.Compose(
+            [
+                transforms.Resize(resize, interpolation=interpolation),
+                transforms.CenterCrop(image_size),
+                transforms.ToTensor(),
+                transforms.Normalize(mean, std),
+            ]
+        )
+    if not augment:
+        return evaluate, evaluate
+    train = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(image_size, scale=CROP_SCALE, interpolation=interpolation),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
+    return train, evaluate
+
+
+class ImageFiles:
+    """Image files read on demand: `files[i]` is (RGB PIL image, label); greyscale, RGBA and
+    palette images are converted."""
+
+    def __init__(self, samples: list[tuple[str, int]]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB"), label
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            # It decoded when the search started: the file changed since.
+            raise DataError(f"cannot read image {path}: {error}") from None
