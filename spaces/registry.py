@@ -7,11 +7,16 @@ from typing import Any
 
 from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform
 
-from spaces.resnet import resnet_small
+from spaces.families import convnext, efficientnet, mobilenet
+from spaces.resnet import resnet_large, resnet_small
 
 # Adding a space: write a function returning a flat dict, and register it here.
 SPACES: dict[str, Callable[[], dict[str, Any]]] = {
     "resnet_small": resnet_small,
+    "resnet_large": resnet_large,
+    "mobilenet": mobilenet,
+    "efficientnet": efficientnet,
+    "convnext": convnext,
 }
 
 SEARCHED = ("freeze_depth", "backbone_lr", "head_lr")  # every space must define these

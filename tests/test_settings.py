@@ -24,7 +24,10 @@ def test_defaults_are_a_valid_search(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--space", "huge"], r"unknown search space 'huge'; choose one of: resnet_small"),
+        (
+            ["--space", "huge"],
+            r"unknown search space 'huge'; choose one of: convnext, efficientnet, mobilenet, resnet_large, resnet_small$",
+        ),
         (["--data", "mnist"], r"unknown data set 'mnist'; choose one of: digits"),
         (
             ["--weights", "imagenet1k"],
