@@ -327,7 +327,7 @@ def resolve(s: SearchSettings) -> SearchSettings:
         weights=weights,
         backbone=s.backbone or space.get("backbone", TrialConfig.backbone),
         image_size=s.image_size or (DIGITS_IMAGE_SIZE if digits else IMAGE_SIZE),
-        shots=s.shots if s.shots >= 0 else (DIGITS_SHOTS if digits else 0),
+        shots=s.shots if s.shots != -1 else (DIGITS_SHOTS if digits else 0),
     )
 
 

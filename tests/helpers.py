@@ -12,7 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*flags: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_cli(
+    *flags: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """scripts/search.py in a fresh process, as a user runs it."""
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "search.py"), *flags],
@@ -20,7 +22,8 @@ def run_cli(*flags: str, cwd: Path) -> subprocess.CompletedProcess:
         text=True,
         timeout=600,
         cwd=cwd,
-        env={**os.environ, "WANDB_MODE": ""},  # the flag decides, not the environment
+        # The flag decides W&B's mode, not the environment.
+        env={**os.environ, "WANDB_MODE": "", **(env or {})},
     )
 
 

@@ -26,7 +26,8 @@ def test_defaults_are_a_valid_search(tmp_path: Path) -> None:
     [
         (
             ["--space", "huge"],
-            r"unknown search space 'huge'; choose one of: convnext, efficientnet, mobilenet, resnet_large, resnet_small$",
+            r"unknown search space 'huge'; choose one of: "
+            r"convnext, efficientnet, mobilenet, resnet_large, resnet_small$",
         ),
         (["--data", "mnist"], r"unknown data set 'mnist'; choose one of: digits"),
         (

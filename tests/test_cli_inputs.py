@@ -1,0 +1,136 @@
+"""Every bad input a user is likely to give, through the real CLI: exit code 2, one line that
+says what to fix, no traceback, nothing written. The runs go concurrently, once per module."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import make_image_folder, run_cli
+from PIL import Image
+
+from trainable.backbones import build_model
+
+# name: (flags, the message the one line must match)
+CASES: dict[str, tuple[list[str], str]] = {
+    "missing folder": (
+        ["--data", "imagefolder:nowhere", "--weights", "none"],
+        r"image folder \S+/nowhere does not exist$",
+    ),
+    "file, not a folder": (
+        ["--data", "imagefolder:notes.txt", "--weights", "none"],
+        r"image folder \S+notes.txt is a file; --data imagefolder:PATH needs a folder$",
+    ),
+    "one class": (
+        ["--data", "imagefolder:one_class", "--weights", "none"],
+        r"`classes >= 2` must hold, but \S+one_class has 1 class folder\(s\): cats; put each",
+    ),
+    "class too small to split": (
+        ["--data", "imagefolder:tiny_class", "--weights", "none"],
+        r"class 'green' has 1 image\(s\) in \S+tiny_class, but each class needs at least 2",
+    ),
+    "symlink out of the root": (
+        ["--data", "imagefolder:linked", "--weights", "none"],
+        r"image \S+escape.png resolves to \S+outside.png, outside the data folder \S+linked;",
+    ),
+    "unknown data set": (
+        ["--data", "mnist"],
+        r"unknown data set 'mnist'; choose one of: digits, imagefolder:PATH, cifar10\[:ROOT\], "
+        r"cifar100\[:ROOT\], flowers102\[:ROOT\], oxford_iiit_pet\[:ROOT\]$",
+    ),
+    "torchvision files missing": (
+        ["--data", "flowers102:flowers", "--weights", "none"],
+        r"flowers102 is not in \S+flowers: missing flowers-102/jpg/, flowers-102/imagelabels.mat"
+        r", flowers-102/setid.mat; put its files there \(from https://\S+\) or add --download",
+    ),
+    "unknown backbone": (
+        ["--backbone", "resnet101"],
+        r"unknown backbone 'resnet101'; choose one of: convnext_tiny, efficientnet_b0, "
+        r"mobilenet_v3_large, resnet18, resnet34, resnet50$",
+    ),
+    "freeze_depth beyond the backbone": (
+        ["--space", "efficientnet", "--backbone", "resnet18"],
+        r"`freeze_depth <= 5` must hold for resnet18, but space 'efficientnet' reaches "
+        r"freeze_depth=9$",
+    ),
+    "weights file missing": (
+        ["--weights", "nope.pt"],
+        r"weights file \S+nope.pt does not exist; --weights takes source, imagenet, none, or a",
+    ),
+    "weights file not a state dict": (
+        ["--weights", "notes.txt"],
+        r"weights file \S+notes.txt is not a state dict torch.load reads with weights_only=True",
+    ),
+    "weights of another backbone": (
+        ["--weights", "mobilenet.pt"],
+        r"weights file \S+mobilenet.pt does not fit resnet18: missing bn1.bias, .+ and 117 more; "
+        r"unexpected classifier.0.bias, .+ and 309 more$",
+    ),
+    "imagenet weights not cached": (
+        ["--data", "imagefolder:three", "--backbone", "resnet34"],
+        r"ImageNet weights of resnet34 are not in torch's hub cache: put https://download.pytorch"
+        r".org/models/resnet34-b627a593.pth at \S+/resnet34-b627a593.pth, or add --download",
+    ),
+    "grace period beyond the epochs": (
+        ["--grace-period", "5", "--max-epochs", "3"],
+        r"`--grace-period <= --max-epochs` must hold, but got \(grace_period=5, max_epochs=3\)$",
+    ),
+    "no trials": (["--num-samples", "0"], r"`--num-samples >= 1` must hold, but got 0$"),
+    "negative shots": (["--shots", "-4"], r"`--shots >= 0` must hold, but got -4$"),
+    "no CPUs": (["--cpus-per-trial", "0"], r"`0 < --cpus-per-trial <= \d+` .*but got 0$"),
+    "val fraction": (["--val-fraction", "1.5"], r"`0 < --val-fraction < 1` must hold, but got 1.5"),
+    "unknown flag": (["--learning-rate", "3"], r"unrecognized arguments: --learning-rate 3"),
+}
+if not torch.cuda.is_available():  # where a GPU exists the flag is valid
+    CASES["GPU without a GPU"] = (
+        ["--gpus-per-trial", "1"],
+        r"--gpus-per-trial 1 needs a GPU, but torch sees none on this machine; leave it at 0",
+    )
+
+
+def _make_inputs(work: Path) -> None:
+    """The user's files the cases point at, each wrong in one way."""
+    (work / "notes.txt").write_text("not a folder, not weights")
+    make_image_folder(work / "three", per_class=3)
+    (work / "one_class" / "cats").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(work / "one_class" / "cats" / "a.png")
+    make_image_folder(work / "tiny_class", per_class=3)
+    for extra in sorted((work / "tiny_class" / "green").iterdir())[1:]:
+        extra.unlink()
+    make_image_folder(work / "linked", per_class=2)
+    Image.new("RGB", (8, 8)).save(work / "outside.png")
+    (work / "linked" / "red" / "escape.png").symlink_to(work / "outside.png")
+    torch.save(build_model("mobilenet_v3_large", 3).state_dict(), work / "mobilenet.pt")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess]:
+    work = tmp_path_factory.mktemp("inputs")
+    _make_inputs(work)
+    common = ["--storage-path", "runs", "--cache-dir", str(work / "cache"), "--wandb", "disabled"]
+    env = {"TORCH_HOME": str(work / "torch")}  # an empty hub cache: no ImageNet weights
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {
+            name: pool.submit(run_cli, *flags, *common, cwd=work, env=env)
+            for name, (flags, _) in CASES.items()
+        }
+        done = {name: future.result() for name, future in futures.items()}
+    assert not (work / "runs").exists(), "a rejected search wrote an experiment"
+    return done
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_bad_input_is_one_line_and_exit_code_2(
+    runs: dict[str, subprocess.CompletedProcess], case: str
+) -> None:
+    done, (_, message) = runs[case], CASES[case]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("search.py: error: ")
+    assert re.search(message, lines[0]), lines[0]

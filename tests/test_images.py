@@ -1,0 +1,144 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import CLASS_COLOURS, make_image_folder
+from PIL import Image
+
+from trainable.config import TrialConfig
+from trainable.datasets import build_data
+from trainable.images import (
+    DataError,
+    ImageFiles,
+    describe_unreadable,
+    find_unreadable,
+    image_transforms,
+    index_image_folder,
+)
+
+CLASSES = tuple(sorted(CLASS_COLOURS))
+
+
+def _cfg(root: Path, cache: Path, **changes: object) -> TrialConfig:
+    base = {"data": f"imagefolder:{root}", "weights": "none", "image_size": 16, "shots": 0}
+    return TrialConfig.from_dict({**base, "cache_dir": str(cache), **changes})
+
+
+def test_a_flat_folder_is_indexed_by_class_in_sorted_order(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "imgs", per_class=4)
+    (root / "red" / ".DS_Store").write_text("x")  # hidden: ignored
+    (root / "red" / "notes.txt").write_text("x")  # not an image: ignored
+    (root / ".cache").mkdir()  # hidden folder: not a class
+    index = index_image_folder(root)
+    assert index.classes == CLASSES
+    assert list(index.splits) == ["all"]
+    assert [label for _, label in index.splits["all"]] == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_a_folder_without_a_val_split_is_split_stratified_by_the_seed(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "imgs", per_class=10)
+    data = build_data(_cfg(root, tmp_path))
+    assert data.classes == CLASSES
+    assert torch.bincount(data.val.labels).tolist() == [2, 2, 2]  # 20 % of each class
+    assert torch.bincount(data.train.labels).tolist() == [8, 8, 8]
+    assert len(data.test) == 0
+    assert not set(data.train.indices) & set(data.val.indices)
+    same = build_data(_cfg(root, tmp_path))
+    other = build_data(_cfg(root, tmp_path, seed=1))
+    assert same.val.indices == data.val.indices and other.val.indices != data.val.indices
+    shots = build_data(_cfg(root, tmp_path, shots=3))
+    assert torch.bincount(shots.train.labels).tolist() == [3, 3, 3]
+
+
+def test_train_val_test_folders_are_used_as_given(tmp_path: Path) -> None:
+    for split, count in [("train", 6), ("val", 2), ("test", 3)]:
+        make_image_folder(tmp_path / "imgs" / split, per_class=count, seed=len(split))
+    data = build_data(_cfg(tmp_path / "imgs", tmp_path))
+    assert (len(data.train), len(data.val), len(data.test)) == (18, 6, 9)
+    images, labels = next(data.train.batches(4, torch.Generator().manual_seed(0)))
+    assert images.shape == (4, 3, 16, 16) and labels.shape == (4,)
+    assert data.test.image(0).shape == (3, 16, 16)
+
+
+def test_a_val_class_the_training_folder_lacks_is_refused(tmp_path: Path) -> None:
+    make_image_folder(tmp_path / "imgs" / "train", per_class=2)
+    make_image_folder(tmp_path / "imgs" / "val", per_class=1)
+    (tmp_path / "imgs" / "val" / "zebra").mkdir()
+    with pytest.raises(DataError, match=r"val has class folder\(s\) zebra that .*train lacks"):
+        index_image_folder(tmp_path / "imgs")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: None, r"image folder \S+ does not exist"),
+        (lambda root: root.write_text("x"), r"image folder \S+ is a file"),
+        (
+            lambda root: (root / "only").mkdir(parents=True),
+            r"`classes >= 2` must hold, but \S+ has 1",
+        ),
+    ],
+)
+def test_a_folder_that_cannot_be_a_data_set_is_a_clear_error(tmp_path, make, message) -> None:
+    root = tmp_path / "imgs"
+    make(root)
+    with pytest.raises(DataError, match=message):
+        index_image_folder(root)
+
+
+def test_a_class_too_small_to_split_is_named(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "imgs", per_class=3)
+    for extra in sorted((root / "green").iterdir())[1:]:
+        extra.unlink()
+    with pytest.raises(DataError, match=r"class 'green' has 1 image\(s\) .* at least 2"):
+        build_data(_cfg(root, tmp_path))
+
+
+def test_a_symlink_leaving_the_root_is_refused(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "imgs", per_class=2)
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(outside)
+    (root / "red" / "link.png").symlink_to(outside)
+    with pytest.raises(DataError, match=r"link.png resolves to \S+secret.png, outside the data"):
+        index_image_folder(root)
+
+
+def test_a_symlink_inside_the_root_is_kept(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "imgs", per_class=2)
+    os.symlink(root / "red" / "000.png", root / "blue" / "alias.png")
+    assert len(index_image_folder(root).splits["all"]) == 7
+
+
+def test_unreadable_images_are_found_once_and_skipped(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "imgs", per_class=4)
+    (root / "red" / "broken.png").write_bytes(b"not a png")
+    good = root / "blue" / "000.png"
+    truncated = root / "blue" / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:-40])  # its header reads, its pixels do not
+    paths = [p for samples in index_image_folder(root).splits.values() for p, _ in samples]
+    lines: list[str] = []
+    unreadable = find_unreadable(paths, str(tmp_path / "cache"), lines.append)
+    assert sorted(unreadable) == sorted([str(root / "red" / "broken.png"), str(truncated)])
+    assert len(lines) == 1 and "Checking that 14 images decode" in lines[0]
+    assert find_unreadable(paths, str(tmp_path / "cache"), lines.append) == unreadable
+    assert len(lines) == 1  # the second check read the cache
+    assert describe_unreadable(unreadable).startswith("2 unreadable images skipped: ")
+    data = build_data(_cfg(root, tmp_path / "cache"))
+    assert len(data.train) + len(data.val) == 12
+
+
+def test_transforms_crop_to_the_size_and_augment_only_training(tmp_path: Path) -> None:
+    train, evaluate = image_transforms(24, augment=True)
+    image = Image.new("RGB", (50, 30), (255, 0, 0))
+    assert train(image).shape == evaluate(image).shape == (3, 24, 24)
+    torch.manual_seed(0)
+    noisy = Image.effect_noise((50, 30), 60).convert("RGB")
+    assert not torch.equal(train(noisy), train(noisy))  # random crops
+    assert torch.equal(evaluate(noisy), evaluate(noisy))
+    plain_train, _ = image_transforms(24, augment=False)
+    assert torch.equal(plain_train(noisy), evaluate(noisy))
+    # Greyscale and RGBA files become 3-channel images.
+    Image.new("L", (20, 20), 128).save(tmp_path / "grey.png")
+    files = ImageFiles([(str(tmp_path / "grey.png"), 0)])
+    assert evaluate(files[0][0]).shape == (3, 24, 24)
