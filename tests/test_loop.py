@@ -1,6 +1,12 @@
-import pytest
+from pathlib import Path
 
+import pytest
+from helpers import make_image_folder
+from ray.tune.search.sample import Domain
+
+from spaces import SPACES, get_space
 from trainable import metrics
+from trainable.backbones import BACKBONES
 from trainable.config import TrialConfig
 from trainable.loop import DivergedError, run_trial
 
@@ -28,3 +34,28 @@ def test_a_diverging_trial_fails_with_the_reason() -> None:
     with pytest.raises(DivergedError, match=r"train_loss is (nan|inf) at epoch \d: diverged"):
         for _ in run_trial(cfg):
             pass
+
+
+@pytest.mark.parametrize("space", sorted(SPACES))
+def test_every_space_trains_an_epoch_on_an_image_folder(space: str, tmp_path: Path) -> None:
+    """Each registered space's backbone, at its middle freeze depth, on the user's images."""
+    constants = {k: v for k, v in get_space(space).items() if not isinstance(v, Domain)}
+    depth = BACKBONES[constants["backbone"]].max_freeze_depth // 2
+    cfg = TrialConfig.from_dict(
+        {
+            **constants,
+            "freeze_depth": depth,
+            "backbone_lr": 1e-3,
+            "head_lr": 1e-2,
+            "data": f"imagefolder:{make_image_folder(tmp_path / 'imgs', per_class=5)}",
+            "weights": "none",
+            "image_size": 32,
+            "shots": 0,
+            "batch_size": 4,
+            "max_epochs": 1,
+            "cache_dir": str(tmp_path / "cache"),
+        }
+    )
+    ((result, state),) = list(run_trial(cfg))
+    assert result[metrics.EPOCH] == 1 and result[metrics.TRAIN_LOSS] > 0
+    assert state["classes"] == ["blue", "green", "red"]
