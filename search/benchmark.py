@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from search.run import run_search
-from search.settings import SearchSettings
+from search.settings import SearchSettings, resolve
 from trainable.config import TrialConfig
 from trainable.datasets import build_data
 from trainable.loop import run_trial
@@ -91,12 +91,14 @@ def trial_logging_overhead(budget: Budget, cache_dir: str, work: Path) -> dict[s
 
 def wandb_sweep_overhead(budget: Budget, cache_dir: str, work: Path) -> dict[str, Any]:
     """A search with W&B offline vs the same search with W&B disabled."""
-    base = SearchSettings(
-        num_samples=budget.sweep_samples,
-        max_epochs=budget.sweep_epochs,
-        max_concurrent=1,  # one at a time: the same trials in both variants
-        cache_dir=cache_dir,
-        storage_path=str(work),
+    base = resolve(  # the defaults that depend on the data set, as the CLI fills them in
+        SearchSettings(
+            num_samples=budget.sweep_samples,
+            max_epochs=budget.sweep_epochs,
+            max_concurrent=1,  # one at a time: the same trials in both variants
+            cache_dir=cache_dir,
+            storage_path=str(work),
+        )
     )
 
     def measure(name: str, mode: str, repeat: int) -> float:

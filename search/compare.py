@@ -26,7 +26,14 @@ from ray.tune.search.optuna import OptunaSearch
 from search.builders import build_space
 from search.optuna_bridge import build_sampler
 from search.run import run_search, start_ray
-from search.settings import METRIC, MODE, SearchSettings, UsageError, validate_settings
+from search.settings import (
+    METRIC,
+    MODE,
+    SearchSettings,
+    UsageError,
+    resolve,
+    validate_settings,
+)
 from trainable import metrics
 
 METHODS = ("bridge", "stock", "random")
@@ -34,11 +41,13 @@ METHODS = ("bridge", "stock", "random")
 
 def method_settings(method: str, base: SearchSettings, seed: int) -> SearchSettings:
     """The settings of one run: its own experiment name, seed and sampler."""
-    return dataclasses.replace(
-        base,
-        name=f"{method}-seed{seed}",
-        seed=seed,
-        sampler="random" if method == "random" else "tpe",
+    return resolve(
+        dataclasses.replace(
+            base,
+            name=f"{method}-seed{seed}",
+            seed=seed,
+            sampler="random" if method == "random" else "tpe",
+        )
     )
 
 
