@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from helpers import CLASS_COLOURS, make_image_folder
 from PIL import Image
 
@@ -142,3 +143,13 @@ def test_transforms_crop_to_the_size_and_augment_only_training(tmp_path: Path) -
     Image.new("L", (20, 20), 128).save(tmp_path / "grey.png")
     files = ImageFiles([(str(tmp_path / "grey.png"), 0)])
     assert evaluate(files[0][0]).shape == (3, 24, 24)
+
+
+def test_torchvision_weights_bring_their_own_preprocessing_scaled_to_the_size() -> None:
+    preset = torchvision.models.get_model_weights("efficientnet_b0").DEFAULT.transforms
+    train, evaluate = image_transforms(32, augment=True, preset=preset)
+    assert evaluate.crop_size == [32] and evaluate.resize_size == [37]  # 256/224 of the crop
+    assert evaluate.interpolation == torchvision.transforms.InterpolationMode.BICUBIC
+    crop = train.transforms[0]
+    assert crop.size == (32, 32) and crop.interpolation == evaluate.interpolation
+    assert train.transforms[-1].mean == list(evaluate.mean)

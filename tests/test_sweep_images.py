@@ -15,7 +15,9 @@ from trainable.backbones import build_model
 pytestmark = pytest.mark.sweep
 
 
-def _sweep(work: Path, name: str, *flags: str) -> tuple[object, Path]:
+def _sweep(
+    work: Path, name: str, *flags: str, env: dict[str, str] | None = None
+) -> tuple[object, Path]:
     done = run_cli(
         "--data", "imagefolder:photos",
         "--image-size", "32",
@@ -28,6 +30,7 @@ def _sweep(work: Path, name: str, *flags: str) -> tuple[object, Path]:
         "--wandb", "disabled",
         *flags,
         cwd=work,
+        env=env,
     )  # fmt: skip
     return done, work / "runs" / name
 
@@ -74,3 +77,22 @@ def test_a_sweep_from_a_state_dict_file(work: Path) -> None:
             assert torch.equal(state["model"]["conv1.weight"], given["conv1.weight"])
             frozen_stems += 1
     assert frozen_stems  # seed 0: TPE's first suggestions freeze 3 stages
+
+
+def test_a_sweep_from_imagenet_weights_in_torchs_hub_cache(work: Path) -> None:
+    """The real torchvision loading path, in every trial's process, from a file the test puts
+    where torchvision keeps ImageNet weights ($TORCH_HOME/hub/checkpoints)."""
+    hub = work / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    torch.manual_seed(1)
+    given = build_model("resnet18", 1000).state_dict()
+    torch.save(given, hub / "resnet18-f37072fd.pth")
+    done, root = _sweep(work, "imagenet", env={"TORCH_HOME": str(work / "torch")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "weights 'imagenet'" in done.stdout  # the default for a user's images
+    checkpoints = list(root.glob("train_transfer_*/checkpoint_*/checkpoint.pt"))
+    stems = [torch.load(path, weights_only=True) for path in checkpoints]
+    frozen = [s for s in stems if s["config"]["freeze_depth"] >= 1]
+    assert frozen and all(
+        torch.equal(s["model"]["conv1.weight"], given["conv1.weight"]) for s in frozen
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ RESIZE_RATIO = 256 / 224  # resize the shorter side to this times the crop (Imag
 # Light augmentation: crops of 35-100 % of the image (ImageNet training uses 8-100 %, too
 # strong for a few epochs of fine-tuning) and horizontal flips.
 CROP_SCALE = (0.35, 1.0)
+PROGRESS_SECONDS = 10  # a progress line this often while checking a large folder
 CHECK_VERSION = 1  # bump when `_decode_error` changes what counts as unreadable
 
 
@@ -145,11 +147,17 @@ def find_unreadable(
     cached = Path(cache_dir) / "image-checks" / f"{digest}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    if log is not None:
-        log(f"Checking that {len(paths):,} images decode (once; cached in {cached.parent})")
+    say = log or (lambda line: None)
+    say(f"Checking that {len(paths):,} images decode (once; cached in {cached.parent})")
+    unreadable, last = {}, time.monotonic()
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         errors = pool.map(_decode_error, paths, chunksize=64)
-        unreadable = {path: error for path, error in zip(paths, errors, strict=True) if error}
+        for done, (path, error) in enumerate(zip(paths, errors, strict=True), start=1):
+            if error:
+                unreadable[path] = error
+            if time.monotonic() - last >= PROGRESS_SECONDS:
+                say(f"  {done:,} of {len(paths):,} images checked, {len(unreadable)} unreadable")
+                last = time.monotonic()
     write_atomically(cached, lambda f: f.write(json.dumps(unreadable, indent=1).encode()))
     return unreadable
 
