@@ -42,6 +42,7 @@ def build_param_space(settings: SearchSettings) -> dict[str, Any]:
         "max_epochs": settings.max_epochs,  # the trial's epochs and ASHA's max_t: one value
         "seed": settings.seed,
         "num_threads": max(1, int(settings.cpus_per_trial)),
+        "device": "cuda" if settings.gpus_per_trial > 0 else "cpu",
         "cache_dir": settings.cache_dir,
     }
 

@@ -12,10 +12,17 @@ from pathlib import Path
 from search.settings import SearchSettings, UsageError
 from trainable.config import TrialConfig
 from trainable.data import TransferData
-from trainable.datasets import DIGITS, IMAGE_FOLDER, DataSpec, build_data, prepare_torchvision_set
-from trainable.images import DataError, describe_unreadable, find_unreadable, index_image_folder
+from trainable.datasets import (
+    DIGITS,
+    IMAGE_FOLDER,
+    DataSpec,
+    build_data,
+    image_paths,
+    prepare_torchvision_set,
+)
+from trainable.images import DataError, describe_unreadable, find_unreadable
 from trainable.pretrain import ensure_source_weights
-from trainable.weights import IMAGENET, SOURCE, WeightsError, prepare_imagenet
+from trainable.weights import IMAGENET, SOURCE, WeightsError, check_imagenet, prepare_imagenet
 
 
 def prepare_inputs(settings: SearchSettings, fixed: TrialConfig) -> TransferData:
@@ -27,14 +34,14 @@ def prepare_inputs(settings: SearchSettings, fixed: TrialConfig) -> TransferData
     try:
         if spec.name not in (DIGITS, IMAGE_FOLDER):
             prepare_torchvision_set(spec.name, Path(spec.root), settings.download)
-        if spec.name == IMAGE_FOLDER:
-            index = index_image_folder(Path(spec.root))
-            paths = [path for samples in index.splits.values() for path, _ in samples]
+        paths = image_paths(fixed)
+        if paths:
             unreadable = find_unreadable(paths, fixed.cache_dir, log=print)
             if unreadable:
                 print(f"Warning: {describe_unreadable(unreadable)}")
         if settings.weights == IMAGENET:
             prepare_imagenet(settings.backbone, settings.download)
+            check_imagenet(settings.backbone)
         data = build_data(fixed)
     except (DataError, WeightsError) as error:
         raise UsageError(str(error)) from None

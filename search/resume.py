@@ -167,6 +167,10 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
         )
     if "cache_dir" in given:  # compared as a new search would store it
         given["cache_dir"] = str(Path(given["cache_dir"]).expanduser().resolve())
+    # Relative paths and defaults as a new search would resolve them: `--data
+    # imagefolder:./photos` is the experiment's `imagefolder:/home/me/photos`.
+    as_given = resolve(dataclasses.replace(saved, **given))
+    given = {key: getattr(as_given, key) for key in given}
     differences = setting_differences(saved, given)
     if differences:
         raise UsageError(

@@ -26,6 +26,7 @@ from trainable.datasets import CHOICES as DATA_CHOICES
 from trainable.datasets import (
     DIGITS,
     IMAGE_FOLDER,
+    TORCHVISION_SETS,
     DataSpec,
     missing_files,
     prepare_torchvision_set,
@@ -48,11 +49,13 @@ HARNESS_KEYS = (
     "max_epochs",
     "seed",
     "num_threads",
+    "device",
     "cache_dir",
 )
 DATASETS_FOLDER = "datasets"  # torchvision data sets without :ROOT live in <cache-dir>/datasets
 # Image sizes: digits are 8x8, drawn on 32 px; other data at the 224 px ImageNet backbones saw.
 DIGITS_IMAGE_SIZE, IMAGE_SIZE = 32, 224
+MAX_IMAGE_SIZE = 2048  # one 2048 px image is 50 MB of float activations per ResNet stem layer
 DIGITS_SHOTS = 20  # digits' few-shot target task; other data sets train on all their images
 
 
@@ -66,8 +69,8 @@ class SearchSettings:
 
     space: str = "resnet_small"
     data: str = "digits"  # the embedded default: runs offline in minutes
-    # digits' own default: the backbone pretrained on digits 0-4; other data sets: "imagenet"
-    weights: str = "source"
+    # "": the data set's own: "source" for digits (pretrained on digits 0-4), else "imagenet"
+    weights: str = ""
     backbone: str = ""  # "": the space's
     image_size: int = 0  # 0: the data set's own (32 px digits, else 224 px)
     shots: int = -1  # training images per class; -1: the data set's own (digits 20), 0: all
@@ -297,10 +300,7 @@ def parse_settings(argv: list[str] | None) -> SearchSettings:
             "cache_dir": cache_dir or default_cache_dir(),
         }
     )
-    try:
-        settings = resolve(settings)
-    except DataError as error:
-        raise UsageError(str(error)) from None
+    settings = resolve(settings)
     problems = validate_settings(settings)
     if problems:
         raise UsageError("; ".join(problems))
@@ -309,11 +309,15 @@ def parse_settings(argv: list[str] | None) -> SearchSettings:
 
 def resolve(s: SearchSettings) -> SearchSettings:
     """Fill in the defaults that depend on other settings, and make paths absolute, so that
-    settings.json and each trial's params.json say exactly what ran."""
-    spec = DataSpec.parse(s.data)
+    settings.json and each trial's params.json say exactly what ran. An unknown data set is
+    left as given, for `validate_settings` to report with every other problem."""
+    try:
+        spec = DataSpec.parse(s.data)
+    except DataError:
+        spec = DataSpec(s.data)
     if spec.name == IMAGE_FOLDER:
         spec = DataSpec(spec.name, str(Path(spec.root).expanduser().resolve()))
-    elif spec.name != DIGITS:
+    elif spec.name in TORCHVISION_SETS:
         root = Path(spec.root).expanduser() if spec.root else Path(s.cache_dir) / DATASETS_FOLDER
         spec = DataSpec(spec.name, str(root.resolve()))
     digits = spec.name == DIGITS
@@ -367,8 +371,8 @@ def _space_problems(name: str, backbone: str) -> list[str]:
 
 def _data_problems(s: SearchSettings) -> list[str]:
     """Problems of --data found without decoding images: folders, classes, missing files."""
-    spec = DataSpec.parse(s.data)
     try:
+        spec = DataSpec.parse(s.data)
         if spec.name == IMAGE_FOLDER:
             index_image_folder(Path(spec.root))
         elif spec.name != DIGITS and not s.download:
@@ -383,7 +387,7 @@ def _data_problems(s: SearchSettings) -> list[str]:
 def _weights_problems(s: SearchSettings) -> list[str]:
     """Problems of --weights: a name it does not fit, a missing or unfitting file."""
     if s.weights == w.SOURCE:
-        if DataSpec.parse(s.data).name not in SOURCES:
+        if s.data not in SOURCES:
             return [
                 f"--weights source needs a data set with a source task ({', '.join(SOURCES)}), "
                 f"not {s.data!r}; choose imagenet, none or a state-dict file"
@@ -428,8 +432,12 @@ def validate_settings(s: SearchSettings) -> list[str]:
     problems += _data_problems(s)
     problems += _weights_problems(s)
     problems += _gpu_problems(s.gpus_per_trial)
-    if s.image_size < 16:
-        problems.append(f"`--image-size >= 16` must hold, but got {s.image_size}")
+    least = BACKBONES[s.backbone].min_image_size if s.backbone in BACKBONES else 16
+    if not least <= s.image_size <= MAX_IMAGE_SIZE:
+        problems.append(
+            f"`{least} <= --image-size <= {MAX_IMAGE_SIZE}` must hold for {s.backbone}, "
+            f"but got {s.image_size}"
+        )
     if s.shots < 0:
         problems.append(f"`--shots >= 0` must hold, but got {s.shots}")
     if not 0 < s.val_fraction < 1:

@@ -38,7 +38,7 @@ CASES: dict[str, tuple[list[str], str]] = {
         r"image \S+escape.png resolves to \S+outside.png, outside the data folder \S+linked;",
     ),
     "unknown data set": (
-        ["--data", "mnist"],
+        ["--data", "mnist", "--weights", "none"],
         r"unknown data set 'mnist'; choose one of: digits, imagefolder:PATH, cifar10\[:ROOT\], "
         r"cifar100\[:ROOT\], flowers102\[:ROOT\], oxford_iiit_pet\[:ROOT\]$",
     ),
@@ -74,6 +74,10 @@ CASES: dict[str, tuple[list[str], str]] = {
         ["--data", "imagefolder:three", "--backbone", "resnet34"],
         r"ImageNet weights of resnet34 are not in torch's hub cache: put https://download.pytorch"
         r".org/models/resnet34-b627a593.pth at \S+/resnet34-b627a593.pth, or add --download",
+    ),
+    "image too small for the backbone": (
+        ["--space", "convnext", "--image-size", "24"],
+        r"`32 <= --image-size <= 2048` must hold for convnext_tiny, but got 24$",
     ),
     "grace period beyond the epochs": (
         ["--grace-period", "5", "--max-epochs", "3"],

@@ -10,10 +10,11 @@ from trainable.datasets import (
     TORCHVISION_SETS,
     DataSpec,
     build_data,
+    image_paths,
     missing_files,
     prepare_torchvision_set,
 )
-from trainable.images import DataError
+from trainable.images import DataError, find_unreadable
 
 BREEDS = {"Abyssinian": 1, "basset_hound": 2, "Bengal": 3}  # Pets names image files by breed
 
@@ -100,3 +101,22 @@ def test_oxford_pets_from_local_files_is_read_with_its_own_splits(tmp_path: Path
     assert len(data.test) == 6
     images, labels = next(data.train.batches(4, torch.Generator().manual_seed(0)))
     assert images.shape == (4, 3, 16, 16) and labels.dtype == torch.long
+
+
+def test_a_malformed_annotation_file_is_a_clear_error(tmp_path: Path) -> None:
+    root = make_pets(tmp_path, {"trainval": 2, "test": 1})
+    (root / "oxford-iiit-pet" / "annotations" / "test.txt").write_text("Bengal_test0\n")
+    with pytest.raises(DataError, match=r"oxford_iiit_pet in \S+ cannot be read \(ValueError: "):
+        prepare_torchvision_set("oxford_iiit_pet", root, download=False)
+
+
+def test_unreadable_images_of_a_torchvision_set_are_skipped(tmp_path: Path) -> None:
+    root = make_pets(tmp_path, {"trainval": 5, "test": 2})
+    (root / "oxford-iiit-pet" / "images" / "Bengal_trainval0.jpg").write_bytes(b"broken")
+    cfg = _cfg(f"oxford_iiit_pet:{root}", cache_dir=str(tmp_path / "cache"))
+    unreadable = find_unreadable(image_paths(cfg), cfg.cache_dir)
+    assert [Path(p).name for p in unreadable] == ["Bengal_trainval0.jpg"]
+    data = build_data(cfg)
+    assert len(data.train) + len(data.val) == 14 and len(data.test) == 6
+    images, _ = next(data.val.batches(8))
+    assert images.shape[1:] == (3, 16, 16)

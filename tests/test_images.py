@@ -105,10 +105,31 @@ def test_a_symlink_leaving_the_root_is_refused(tmp_path: Path) -> None:
         index_image_folder(root)
 
 
-def test_a_symlink_inside_the_root_is_kept(tmp_path: Path) -> None:
+def test_symlinks_inside_the_root_are_followed_once(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "imgs", per_class=2)
+    store = make_image_folder(root / ".store", per_class=3)  # hidden: not a class itself
+    (root / "grey").symlink_to(store / "red", target_is_directory=True)
+    (root / "grey" / "loop").symlink_to(root / "grey", target_is_directory=True)  # a cycle
+    index = index_image_folder(root)
+    assert index.classes == ("blue", "green", "grey", "red")
+    assert len(index.splits["all"]) == 2 * 3 + 3
+
+
+def test_an_image_reached_twice_through_a_symlink_is_refused(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "imgs", per_class=2)
     os.symlink(root / "red" / "000.png", root / "blue" / "alias.png")
-    assert len(index_image_folder(root).splits["all"]) == 7
+    with pytest.raises(
+        DataError, match=r"red/000.png is the same file as \S+blue/alias.png \(a symlink\)"
+    ):
+        index_image_folder(root)
+
+
+def test_a_flat_folder_may_have_a_class_called_train(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "imgs", per_class=2)
+    make_image_folder(tmp_path / "trains", per_class=2)
+    (tmp_path / "trains" / "red").rename(root / "train")
+    index = index_image_folder(root)
+    assert index.classes == ("blue", "green", "red", "train") and list(index.splits) == ["all"]
 
 
 def test_unreadable_images_are_found_once_and_skipped(tmp_path: Path) -> None:
@@ -153,3 +174,10 @@ def test_torchvision_weights_bring_their_own_preprocessing_scaled_to_the_size() 
     crop = train.transforms[0]
     assert crop.size == (32, 32) and crop.interpolation == evaluate.interpolation
     assert train.transforms[-1].mean == list(evaluate.mean)
+
+
+def test_a_large_val_fraction_still_leaves_each_class_one_training_image(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "imgs", per_class=2)
+    data = build_data(_cfg(root, tmp_path, val_fraction=0.9))
+    assert torch.bincount(data.train.labels).tolist() == [1, 1, 1]
+    assert torch.bincount(data.val.labels).tolist() == [1, 1, 1]

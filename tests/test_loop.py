@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import make_image_folder
 from ray.tune.search.sample import Domain
 
@@ -59,3 +60,10 @@ def test_every_space_trains_an_epoch_on_an_image_folder(space: str, tmp_path: Pa
     ((result, state),) = list(run_trial(cfg))
     assert result[metrics.EPOCH] == 1 and result[metrics.TRAIN_LOSS] > 0
     assert state["classes"] == ["blue", "green", "red"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU exists here")
+def test_a_cuda_trial_without_a_gpu_says_so() -> None:
+    cfg = TrialConfig(freeze_depth=5, head_lr=1e-2, device="cuda", **SMALL)
+    with pytest.raises(RuntimeError, match=r"device='cuda', but torch sees no GPU"):
+        next(run_trial(cfg))

@@ -64,6 +64,19 @@ def test_changed_settings_are_refused_naming_each(tmp_path: Path) -> None:
     assert "--space" not in message  # the same value as saved is no difference
 
 
+def test_a_relative_data_path_that_is_the_same_folder_is_no_difference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "photos").mkdir()
+    _experiment(tmp_path, data=f"imagefolder:{tmp_path / 'photos'}", weights="none")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as error:
+        _resume(tmp_path, "--name", "exp", "--data", "imagefolder:photos", "--weights", "none")
+    assert "incomplete or damaged" in str(error.value)  # past the settings check: it matched
+    with pytest.raises(UsageError, match=r"--data 'imagefolder:\S+/other' \(the experiment has"):
+        _resume(tmp_path, "--name", "exp", "--data", "imagefolder:other")
+
+
 def test_missing_state_is_reported_file_by_file_and_nothing_is_written(tmp_path: Path) -> None:
     settings = _experiment(tmp_path)
     before = sorted(p.name for p in settings.experiment_dir.iterdir())

@@ -1,10 +1,13 @@
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import make_image_folder
 
-from search.settings import SearchSettings, UsageError, parse_settings
+from search.builders import build_param_space
+from search.settings import SearchSettings, UsageError, parse_settings, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,3 +94,20 @@ def test_the_cli_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
     assert "--num-samples >= 1" in lines[0]
     assert "Traceback" not in done.stderr + done.stdout
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_user_data_settings_resolve_to_an_absolute_re_runnable_recipe(tmp_path: Path) -> None:
+    make_image_folder(tmp_path / "photos", per_class=2)
+    settings = resolve(
+        SearchSettings(data=f"imagefolder:{tmp_path}/photos/../photos", storage_path=str(tmp_path))
+    )
+    assert settings.data == f"imagefolder:{tmp_path / 'photos'}"
+    assert (settings.weights, settings.image_size, settings.shots) == ("imagenet", 224, 0)
+    params = build_param_space(settings)
+    assert params["device"] == "cpu" and params["backbone"] == "resnet18"
+    gpu = build_param_space(dataclasses.replace(settings, gpus_per_trial=0.5, backbone="resnet50"))
+    assert gpu["device"] == "cuda" and gpu["backbone"] == "resnet50"
+    digits = resolve(SearchSettings())
+    assert (digits.weights, digits.image_size, digits.shots) == ("source", 32, 20)
+    cifar = resolve(SearchSettings(data="cifar10", cache_dir=str(tmp_path)))
+    assert cifar.data == f"cifar10:{tmp_path / 'datasets'}"

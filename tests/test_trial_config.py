@@ -29,3 +29,9 @@ def test_backbone_lr_may_be_absent_but_other_fields_may_not_be_none() -> None:
     assert TrialConfig.from_dict({"freeze_depth": 5, "backbone_lr": None}).backbone_lr is None
     with pytest.raises(ValueError, match=r"`head_lr` must be a float, but got head_lr=None"):
         TrialConfig.from_dict({"head_lr": None})
+
+
+def test_a_flag_must_be_a_real_boolean() -> None:
+    assert TrialConfig.from_dict({"augment": False}).augment is False
+    with pytest.raises(ValueError, match=r"`augment` must be true or false, but got augment=1"):
+        TrialConfig.from_dict({"augment": 1})

@@ -89,3 +89,14 @@ def test_a_state_dict_of_another_backbone_names_the_mismatches(tmp_path: Path) -
     assert problem.startswith(f"weights file {tmp_path / 'r50.pt'} does not fit resnet18: ")
     assert "unexpected layer1.0.bn3.bias" in problem
     assert "shapes layer1.0.conv1.weight (64, 64, 1, 1) != (64, 64, 3, 3)" in problem
+
+
+def test_a_damaged_imagenet_file_in_the_cache_is_named(hub: Path) -> None:
+    path = weights.imagenet_file("resnet18")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"half a download")
+    with pytest.raises(WeightsError, match=r"ImageNet weights file \S+-f37072fd.pth cannot"):
+        weights.check_imagenet("resnet18")
+    torch.save(build_model("resnet34", 1000).state_dict(), path)
+    with pytest.raises(WeightsError, match=r"\S+resnet18-f37072fd.pth does not fit resnet18: "):
+        weights.check_imagenet("resnet18")

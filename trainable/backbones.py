@@ -25,6 +25,7 @@ class BackboneSpec:
     build: Callable[[int], nn.Module]  # num_classes -> randomly initialised model
     stages: tuple[tuple[str, ...], ...]  # module names of each stage, from the input
     head: str  # module path of the classifier's last Linear, replaced for the target classes
+    min_image_size: int = 16  # smaller inputs shrink to nothing before the head
 
     @property
     def max_freeze_depth(self) -> int:
@@ -56,10 +57,12 @@ _CONVNEXT_STAGES = (
 )
 
 
-def _torchvision(name: str, stages: tuple[tuple[str, ...], ...], head: str) -> BackboneSpec:
+def _torchvision(
+    name: str, stages: tuple[tuple[str, ...], ...], head: str, min_image_size: int = 16
+) -> BackboneSpec:
     """The spec of torchvision's model `name`, built with a `num_classes` head."""
     constructor = getattr(torchvision.models, name)
-    return BackboneSpec(build=lambda n: constructor(num_classes=n), stages=stages, head=head)
+    return BackboneSpec(lambda n: constructor(num_classes=n), stages, head, min_image_size)
 
 
 # Backbones a space picks by name (its constant "backbone" key). The head is the last Linear,
@@ -70,7 +73,8 @@ BACKBONES: dict[str, BackboneSpec] = {
     "resnet50": _torchvision("resnet50", _RESNET_STAGES, "fc"),
     "mobilenet_v3_large": _torchvision("mobilenet_v3_large", _MOBILENET_V3_STAGES, "classifier.3"),
     "efficientnet_b0": _torchvision("efficientnet_b0", _EFFICIENTNET_B0_STAGES, "classifier.1"),
-    "convnext_tiny": _torchvision("convnext_tiny", _CONVNEXT_STAGES, "classifier.2"),
+    # Unpadded 4x4 then three 2x2 stride-2 convolutions: 32 px is the least that reaches the head.
+    "convnext_tiny": _torchvision("convnext_tiny", _CONVNEXT_STAGES, "classifier.2", 32),
 }
 
 

@@ -58,6 +58,9 @@ class TrialConfig:
     augment: bool = True  # random resized crops and flips on image data sets (not digits)
     seed: int = 0
     num_threads: int = 1  # torch threads; the search sets it to the trial's CPU allotment
+    # "cuda" only when the search gave the trial a GPU (--gpus-per-trial): Ray 2.60 no longer
+    # hides the GPUs from a trial that asked for none, so the trial must not guess.
+    device: str = "cpu"
     # TensorBoard histograms and images at epoch 1, every 3rd epoch and the last: 4 of 9 epochs
     summary_every: int = 3
     cache_dir: str = field(default_factory=default_cache_dir)

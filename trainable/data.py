@@ -164,8 +164,9 @@ def stratified_split(
 
 
 def validation_count(size: int, fraction: float) -> int:
-    """Validation images of a class of `size`: the fraction, rounded, at least 1."""
-    return max(1, round(size * fraction))
+    """Validation images of a class of `size` (>= 2): the fraction, rounded, at least 1 and
+    leaving at least 1 to train on."""
+    return min(size - 1, max(1, round(size * fraction)))
 
 
 def _subset(

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import torchvision
+from torch.utils.data import Subset
 from torchvision import datasets as tv
 
 from trainable.config import TrialConfig, lookup
@@ -50,6 +51,8 @@ class TorchvisionSet:
     test: str
     labels: Callable[[Any], list[int]]
     classes: Callable[[Any], list[str]]
+    # The image file of each sample, for sets kept as files: checked like an image folder's.
+    paths: Callable[[Any], list[str]] | None = None
 
 
 def _cifar(kind: type[tv.CIFAR10]) -> Callable[[str, str, bool], Any]:
@@ -66,8 +69,8 @@ def _cifar_files(kind: type[tv.CIFAR10]) -> tuple[str, ...]:
     return tuple(f"{kind.base_folder}/{name}" for name in names)
 
 
-# Data sets that suit transfer learning; their labels are read without decoding any image
-# (Flowers-102 and Pets keep them in attributes torchvision does not document).
+# Data sets that suit transfer learning; their labels and files are read without decoding any
+# image (Flowers-102 and Pets keep them in attributes torchvision does not document).
 TORCHVISION_SETS: dict[str, TorchvisionSet] = {
     "cifar10": TorchvisionSet(
         make=_cifar(tv.CIFAR10),
@@ -98,6 +101,7 @@ TORCHVISION_SETS: dict[str, TorchvisionSet] = {
         test="test",
         labels=lambda d: list(d._labels),
         classes=lambda d: [str(i) for i in range(1, 103)],  # torchvision names none
+        paths=lambda d: [str(p) for p in d._image_files],
     ),
     "oxford_iiit_pet": TorchvisionSet(
         make=lambda root, split, download: tv.OxfordIIITPet(root, split=split, download=download),
@@ -112,6 +116,7 @@ TORCHVISION_SETS: dict[str, TorchvisionSet] = {
         test="test",
         labels=lambda d: list(d._labels),
         classes=lambda d: list(d.classes),
+        paths=lambda d: [str(p) for p in d._images],
     ),
 }
 DATASETS = (DIGITS, IMAGE_FOLDER, *TORCHVISION_SETS)  # the names --data accepts
@@ -164,13 +169,15 @@ def prepare_torchvision_set(
     for split in dict.fromkeys(s for s in (entry.train, entry.val, entry.test) if s):
         try:
             entry.make(str(root), split, bool(missing))
-        except RuntimeError as error:  # torchvision's checksum or layout check failed
-            raise DataError(
-                f"{name} in {root} cannot be read ({error}); its files may be corrupt or of "
-                f"another version: delete them and add --download, or fetch them from {entry.url}"
-            ) from None
         except OSError as error:  # a download that failed (offline) or a file it cannot read
             raise DataError(f"cannot get {name} into {root}: {error}") from None
+        except Exception as error:  # a failed checksum, or a malformed annotation file
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise DataError(
+                f"{name} in {root} cannot be read ({type(error).__name__}: {reason}); its files "
+                f"may be corrupt or of another version: delete them and add --download, or "
+                f"fetch them from {entry.url}"
+            ) from None
 
 
 def _preset(cfg: TrialConfig) -> Callable[..., torch.nn.Module] | None:
@@ -268,8 +275,32 @@ def torchvision_data(cfg: TrialConfig, name: str, root: str) -> TransferData:
         for role, split in (("train", entry.train), ("val", entry.val), ("test", entry.test))
         if split
     }
-    sources = {role: (data, entry.labels(data)) for role, data in made.items()}
+    paths = {role: entry.paths(data) for role, data in made.items()} if entry.paths else {}
+    # One check over every split, in image_paths' order: the search's check is cached under it.
+    every = [path for role_paths in paths.values() for path in role_paths]
+    unreadable = find_unreadable(every, cfg.cache_dir) if every else {}
+    sources = {}
+    for role, data in made.items():
+        labels = entry.labels(data)
+        if unreadable and role in paths:  # skip the images that do not decode, as in a folder
+            kept = [i for i, path in enumerate(paths[role]) if path not in unreadable]
+            data, labels = Subset(data, kept), [labels[i] for i in kept]
+        sources[role] = (data, labels)
     return _assemble(cfg, sources, tuple(entry.classes(made["train"])), f"{name} ({root})")
+
+
+def image_paths(cfg: TrialConfig) -> list[str]:
+    """Every image file the trial's data set reads (none for digits and CIFAR, kept in
+    arrays), for the search to check once before any trial."""
+    spec = DataSpec.parse(cfg.data)
+    if spec.name == IMAGE_FOLDER:
+        index = index_image_folder(Path(spec.root))
+        return [path for samples in index.splits.values() for path, _ in samples]
+    entry = TORCHVISION_SETS.get(spec.name)
+    if entry is None or entry.paths is None:
+        return []
+    splits = dict.fromkeys(s for s in (entry.train, entry.val, entry.test) if s)
+    return [path for split in splits for path in entry.paths(entry.make(spec.root, split, False))]
 
 
 def build_data(cfg: TrialConfig) -> TransferData:

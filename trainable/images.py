@@ -63,10 +63,15 @@ def _class_folders(folder: Path) -> list[Path]:
 
 
 def _images_below(folder: Path, root: Path) -> list[str]:
-    """Image files below `folder`, sorted; a file whose real path leaves `root` is refused."""
-    found = []
+    """Image files below `folder`, sorted; a file whose real path leaves `root` is refused.
+
+    Linked folders are followed once each: a link back to a parent cannot loop.
+    """
+    found, visited = [], {folder.resolve()}
     for parent, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = [d for d in sorted(dirs) if not d.startswith(".")]
+        dirs[:] = [d for d in dirs if (Path(parent) / d).resolve() not in visited]
+        visited.update((Path(parent) / d).resolve() for d in dirs)
         for name in sorted(files):
             if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
@@ -95,8 +100,10 @@ def index_image_folder(root: Path) -> ImageFolderIndex:
     root = root.resolve()
     if not os.access(root, os.R_OK | os.X_OK):
         raise DataError(f"cannot read folder {root}: permission denied")
-    if (root / "train").is_dir():
-        present = [split for split in SPLIT_FOLDERS if (root / split).is_dir()]
+    folders = {p.name for p in _class_folders(root)}
+    # Split folders only when they are all there is: a flat folder may have a class "train".
+    if "train" in folders and folders <= set(SPLIT_FOLDERS):
+        present = [split for split in SPLIT_FOLDERS if split in folders]
         per_split = {split: _index_classes(root / split, root) for split in present}
         classes = tuple(per_split["train"])
         for split, found in per_split.items():
@@ -116,10 +123,19 @@ def index_image_folder(root: Path) -> ImageFolderIndex:
             f"{': ' + classes[0] if classes else ''}; put each class's images in a sub-folder"
         )
     label = {name: i for i, name in enumerate(classes)}
-    splits = {
-        split: [(path, label[name]) for name, paths in found.items() for path in paths]
-        for split, found in per_split.items()
-    }
+    splits: dict[str, list[tuple[str, int]]] = {split: [] for split in per_split}
+    owner: dict[Path, str] = {}  # real file -> the path it was first found at
+    for split, found in per_split.items():
+        for name, paths in found.items():
+            for path in paths:
+                target = Path(path).resolve()
+                if target in owner:  # a symlink to an image already indexed
+                    raise DataError(
+                        f"image {path} is the same file as {owner[target]} (a symlink); each "
+                        "image must appear once, or it trains and validates on itself"
+                    )
+                owner[target] = path
+                splits[split].append((path, label[name]))
     return ImageFolderIndex(root, classes, splits)
 
 

@@ -67,8 +67,11 @@ def run_trial(
     references live tensors, so save it before advancing the generator.
     """
     torch.set_num_threads(cfg.num_threads)
-    # Ray hides the GPUs from a trial that asked for none (--gpus-per-trial 0).
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device not in ("cpu", "cuda"):
+        raise ValueError(f"`device` must be 'cpu' or 'cuda', but got device={cfg.device!r}")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda', but torch sees no GPU in this trial's process")
+    device = torch.device(cfg.device)  # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU
     data = data or build_data(cfg)
     model = build_trial_model(cfg, len(data.classes)).to(device)
     optimizer = build_optimizer(model, cfg)

@@ -57,9 +57,28 @@ def prepare_imagenet(backbone: str, download: bool, log: Callable[[str], None] =
         raise WeightsError(f"cannot download {url} to {path}: {error}") from None
 
 
+def check_imagenet(backbone: str) -> None:
+    """Load the cached ImageNet weights of `backbone` once, so that a damaged file stops the
+    search here, named, instead of failing every trial."""
+    path = imagenet_file(backbone)
+    try:
+        state = imagenet_weights(backbone).get_state_dict(progress=False, weights_only=True)
+    except Exception as error:  # a truncated download raises anything torch.load can
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise WeightsError(
+            f"ImageNet weights file {path} cannot be read ({type(error).__name__}: {reason}); "
+            "delete it and add --download, or put a fresh copy there"
+        ) from None
+    problems = backbone_state_problems(build_model(backbone, 2), backbone, state)
+    if problems:
+        raise WeightsError(f"ImageNet weights file {path} does not fit {backbone}: {problems[0]}")
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The state dict in `path`: a dict of tensors, or one under "model" or "state_dict" (a
     transfer-tune or Lightning checkpoint); DataParallel's "module." prefix is dropped."""
+    if path.is_dir():
+        raise WeightsError(f"weights file {path} is a folder; --weights takes {CHOICES}")
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist; --weights takes {CHOICES}")
     try:
