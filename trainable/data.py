@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,44 +41,43 @@ def batch_indices(
         yield order[start : start + batch_size]
 
 
-class SplitLike(Protocol):
-    """What training and evaluation need of a split: its labels, batches and single images."""
+class SplitLike:
+    """What training and evaluation need of a split: its labels, and its images by index."""
 
-    labels: torch.Tensor
-
-    def __len__(self) -> int: ...
-
-    def batches(
-        self, batch_size: int, generator: torch.Generator | None = None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
-
-    def image(self, index: int) -> torch.Tensor: ...
-
-
-@dataclass(frozen=True)
-class Split:
-    """Images (N, 3, H, W) held in memory, normalised, and integer labels (N,)."""
-
-    images: torch.Tensor
     labels: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        """The images (len(index), 3, H, W) at `index`, as the model sees them."""
+        raise NotImplementedError
 
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Mini-batches of (images, labels); see `batch_indices`."""
         for index in batch_indices(len(self), batch_size, generator):
-            yield self.images[index], self.labels[index]
+            yield self.take(index), self.labels[index]
 
     def image(self, index: int) -> torch.Tensor:
-        """One image (3, H, W), as the model sees it."""
+        """One image (3, H, W)."""
+        return self.take(torch.tensor([index]))[0]
+
+
+@dataclass(frozen=True)
+class Split(SplitLike):
+    """Images (N, 3, H, W) held in memory, normalised, and integer labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
         return self.images[index]
 
 
 @dataclass(frozen=True)
-class ImageSplit:
+class ImageSplit(SplitLike):
     """Images decoded and transformed on demand: `source[indices[i]]` is (PIL image, label).
 
     Training transforms are random (torch's generator: seeded per epoch by the trial loop).
@@ -89,19 +88,8 @@ class ImageSplit:
     labels: torch.Tensor
     transform: Callable[[Any], torch.Tensor]
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batches(
-        self, batch_size: int, generator: torch.Generator | None = None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Mini-batches of (images, labels); see `batch_indices`."""
-        for index in batch_indices(len(self), batch_size, generator):
-            yield torch.stack([self.image(int(i)) for i in index]), self.labels[index]
-
-    def image(self, index: int) -> torch.Tensor:
-        """One image (3, H, W), transformed."""
-        return self.transform(self.source[self.indices[index]][0])
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.transform(self.source[self.indices[i]][0]) for i in index])
 
 
 @dataclass(frozen=True)

@@ -55,43 +55,30 @@ class TorchvisionSet:
     paths: Callable[[Any], list[str]] | None = None
 
 
-def _cifar(kind: type[tv.CIFAR10]) -> Callable[[str, str, bool], Any]:
-    return lambda root, split, download: kind(root, train=split == "train", download=download)
-
-
 def _split_kind(kind: type) -> Callable[[str, str, bool], Any]:
     return lambda root, split, download: kind(root, split=split, download=download)
 
 
-def _cifar_files(kind: type[tv.CIFAR10]) -> tuple[str, ...]:
-    """The files torchvision's CIFAR class reads, below ROOT."""
+def _cifar(kind: type[tv.CIFAR10]) -> TorchvisionSet:
+    """CIFAR-10 or -100: arrays in pickled batches, a train and a test split."""
     names = [name for name, _ in [*kind.train_list, *kind.test_list]] + [kind.meta["filename"]]
-    return tuple(f"{kind.base_folder}/{name}" for name in names)
+    return TorchvisionSet(
+        make=lambda root, split, download: kind(root, train=split == "train", download=download),
+        files=tuple(f"{kind.base_folder}/{name}" for name in names),
+        url=kind.url,
+        train="train",
+        val=None,
+        test="test",
+        labels=lambda d: list(d.targets),
+        classes=lambda d: list(d.classes),
+    )
 
 
 # Data sets that suit transfer learning; their labels and files are read without decoding any
 # image (Flowers-102 and Pets keep them in attributes torchvision does not document).
 TORCHVISION_SETS: dict[str, TorchvisionSet] = {
-    "cifar10": TorchvisionSet(
-        make=_cifar(tv.CIFAR10),
-        files=_cifar_files(tv.CIFAR10),
-        url=tv.CIFAR10.url,
-        train="train",
-        val=None,
-        test="test",
-        labels=lambda d: list(d.targets),
-        classes=lambda d: list(d.classes),
-    ),
-    "cifar100": TorchvisionSet(
-        make=_cifar(tv.CIFAR100),
-        files=_cifar_files(tv.CIFAR100),
-        url=tv.CIFAR100.url,
-        train="train",
-        val=None,
-        test="test",
-        labels=lambda d: list(d.targets),
-        classes=lambda d: list(d.classes),
-    ),
+    "cifar10": _cifar(tv.CIFAR10),
+    "cifar100": _cifar(tv.CIFAR100),
     "flowers102": TorchvisionSet(
         make=_split_kind(tv.Flowers102),
         files=("flowers-102/jpg/", "flowers-102/imagelabels.mat", "flowers-102/setid.mat"),
@@ -104,7 +91,7 @@ TORCHVISION_SETS: dict[str, TorchvisionSet] = {
         paths=lambda d: [str(p) for p in d._image_files],
     ),
     "oxford_iiit_pet": TorchvisionSet(
-        make=lambda root, split, download: tv.OxfordIIITPet(root, split=split, download=download),
+        make=_split_kind(tv.OxfordIIITPet),
         files=(
             "oxford-iiit-pet/images/",
             "oxford-iiit-pet/annotations/trainval.txt",
