@@ -155,7 +155,10 @@ def run_search(
         root.mkdir(parents=True)
         (root / SETTINGS_FILE).write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
         classes = len(data.classes)
-        write_experiment_board(root, get_space(settings.space), searched, fixed.to_dict(), classes)
+        space = get_space(settings.space)
+        missing = write_experiment_board(root, space, searched, fixed.to_dict(), classes)
+        if missing:
+            print(f"Note: no model graph in TensorBoard for {settings.backbone} ({missing})")
     if left > 0:
         _fit(settings, searched, wandb_mode, searcher, resume)
     summary = build_summary(settings, searched, wandb_mode)

@@ -432,11 +432,17 @@ def validate_settings(s: SearchSettings) -> list[str]:
     problems += _data_problems(s)
     problems += _weights_problems(s)
     problems += _gpu_problems(s.gpus_per_trial)
-    least = BACKBONES[s.backbone].min_image_size if s.backbone in BACKBONES else 16
+    spec = BACKBONES.get(s.backbone)
+    least = spec.min_image_size if spec else 16
     if not least <= s.image_size <= MAX_IMAGE_SIZE:
         problems.append(
             f"`{least} <= --image-size <= {MAX_IMAGE_SIZE}` must hold for {s.backbone}, "
             f"but got {s.image_size}"
+        )
+    elif spec and s.image_size % spec.image_multiple:
+        problems.append(
+            f"`--image-size % {spec.image_multiple} == 0` must hold for {s.backbone} (its patch "
+            f"size), but got {s.image_size}"
         )
     if s.shots < 0:
         problems.append(f"`--shots >= 0` must hold, but got {s.shots}")

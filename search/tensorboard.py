@@ -19,6 +19,8 @@ shows the last value. Histograms, images and text come from the trial itself
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 import warnings
 from pathlib import Path
@@ -95,19 +97,29 @@ def _session_values(config: dict[str, Any], searched: list[str]) -> dict[str, An
 
 def write_experiment_board(
     root: Path, space: dict[str, Any], searched: list[str], fixed: dict[str, Any], classes: int
-) -> None:
-    """Declare the HParams columns and draw the model graph in the experiment folder `root`."""
+) -> str | None:
+    """Declare the HParams columns and draw the model graph in the experiment folder `root`.
+
+    Returns why the graph is missing (torch.jit.trace cannot trace every model: ViT's graphs
+    differ between its check runs), or None when it was drawn.
+    """
     metric_columns = [hp.Metric(tag, display_name=title, description=tip)
                       for tag, title, tip in METRIC_COLUMNS]  # fmt: skip
     with SummaryWriter(str(root), filename_suffix=".experiment") as writer:
         writer.file_writer.add_summary(
             hp.hparams_config_pb(hparam_columns(space, searched), metric_columns)
         )
-        model = build_model(fixed["backbone"], classes).eval()
+        model = build_model(fixed["backbone"], classes, fixed["image_size"]).eval()
         example = torch.zeros(1, 3, fixed["image_size"], fixed["image_size"])
-        with warnings.catch_warnings():  # torch.jit.trace's deprecation notice, twice
-            warnings.simplefilter("ignore")
-            writer.add_graph(model, example, use_strict_trace=False)
+        try:
+            # torch.jit.trace warns that it is deprecated, and prints its errors before raising.
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                writer.add_graph(model, example, use_strict_trace=False)
+        except Exception as error:  # a model the tracer cannot follow: the graph is a nicety
+            lines = str(error).strip().splitlines()
+            return f"{type(error).__name__}: {lines[0] if lines else ''}"
+    return None
 
 
 def _session_end(status: int) -> summary_pb2.Summary:

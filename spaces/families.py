@@ -35,6 +35,20 @@ def efficientnet() -> dict[str, Any]:
     }
 
 
+def vit() -> dict[str, Any]:
+    """ViT-B/16: a transformer (86 M params) whose features transfer best with enough data; a
+    GPU search. Images are cut in 16 px patches: --image-size must be a multiple of 16."""
+    return {
+        "backbone": "vit_b_16",
+        # patch embedding, 4 groups of 3 encoder layers (the last with the final LayerNorm)
+        "freeze_depth": tune.randint(0, 6),
+        # ViT's own fine-tuning recipe is SGD (momentum 0.9) at 1e-3..3e-2 for batch 512
+        "backbone_lr": tune.loguniform(1e-6, 1e-2),
+        "head_lr": tune.loguniform(1e-4, 3e-1),
+        "batch_size": 32,
+    }
+
+
 def convnext() -> dict[str, Any]:
     """ConvNeXt-Tiny: the strongest features here (28 M params), for data far from ImageNet.
 

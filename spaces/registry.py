@@ -7,7 +7,7 @@ from typing import Any
 
 from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform
 
-from spaces.families import convnext, efficientnet, mobilenet
+from spaces.families import convnext, efficientnet, mobilenet, vit
 from spaces.resnet import resnet_large, resnet_small
 
 # Adding a space: write a function returning a flat dict, and register it here.
@@ -17,6 +17,7 @@ SPACES: dict[str, Callable[[], dict[str, Any]]] = {
     "mobilenet": mobilenet,
     "efficientnet": efficientnet,
     "convnext": convnext,
+    "vit": vit,
 }
 
 SEARCHED = ("freeze_depth", "backbone_lr", "head_lr")  # every space must define these

@@ -13,6 +13,7 @@ from trainable.backbones import (
     freeze_stages,
     load_backbone_state,
     parameter_groups,
+    stage_parameters,
 )
 
 SPEC = BACKBONES["resnet18"]
@@ -126,26 +127,25 @@ def test_weights_that_do_not_fit_name_the_keys() -> None:
 
 # Every registered family: the properties `freeze_depth` relies on.
 FAMILIES = sorted(BACKBONES)
+SIZE = 32  # tiny inputs: ViT's position embedding is built for them
 
 
 def _stage_tensors(model: nn.Module, stage: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """Parameters and buffers (BatchNorm statistics) of a stage, by full name."""
-    return {
-        f"{name}.{key}": tensor.detach().clone()
-        for name in stage
-        for key, tensor in model.get_submodule(name).state_dict().items()
-    }
+    tensors = {}
+    for name in stage:
+        try:
+            items = model.get_submodule(name).state_dict().items()
+        except AttributeError:  # a bare parameter (ViT's class token)
+            items = [("", model.get_parameter(name))]
+        tensors.update({f"{name}.{key}": t.detach().clone() for key, t in items})
+    return tensors
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_the_stage_map_covers_every_parameter_but_the_head_once(name: str) -> None:
-    spec, model = BACKBONES[name], build_model(name, 5)
-    staged = [
-        f"{module}.{key}"
-        for stage in spec.stages
-        for module in stage
-        for key, _ in model.get_submodule(module).named_parameters()
-    ]
+    spec, model = BACKBONES[name], build_model(name, 5, SIZE)
+    staged = [key for stage in spec.stages for key, _ in stage_parameters(model, stage)]
     head = [key for key, _ in model.named_parameters() if key.startswith(f"{spec.head}.")]
     assert len(staged) == len(set(staged)), "a parameter is in two stages"
     assert sorted(staged + head) == sorted(key for key, _ in model.named_parameters())
@@ -154,7 +154,7 @@ def test_the_stage_map_covers_every_parameter_but_the_head_once(name: str) -> No
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_trainable_parameters_fall_with_each_frozen_stage(name: str) -> None:
-    model = build_model(name, 5)
+    model = build_model(name, 5, SIZE)
     counts = []
     for depth in range(BACKBONES[name].max_freeze_depth + 1):
         freeze_stages(model, name, depth)  # freezing deeper keeps the earlier stages frozen
@@ -168,7 +168,9 @@ def test_trainable_parameters_fall_with_each_frozen_stage(name: str) -> None:
 def test_one_training_step_moves_no_frozen_weight_or_statistic(name: str) -> None:
     spec = BACKBONES[name]
     depth = spec.max_freeze_depth // 2
-    model = build_model(name, 3)
+    model = build_model(name, 3, SIZE)
+    # ViT starts its head at zero, which sends no gradient into the backbone on a first step.
+    nn.init.normal_(model.get_submodule(spec.head).weight, std=0.1)
     freeze_stages(model, name, depth)
     frozen = {
         k: v for stage in spec.stages[:depth] for k, v in _stage_tensors(model, stage).items()
@@ -176,7 +178,7 @@ def test_one_training_step_moves_no_frozen_weight_or_statistic(name: str) -> Non
     trained = _stage_tensors(model, spec.stages[-1])
     optimizer = torch.optim.SGD(parameter_groups(model, name, 0.1, 0.1), momentum=0.9)
     model.train()
-    logits = model(torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    logits = model(torch.randn(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)))
     assert logits.shape == (4, 3)
     F.cross_entropy(logits, torch.tensor([0, 1, 2, 0])).backward()
     optimizer.step()
@@ -185,3 +187,16 @@ def test_one_training_step_moves_no_frozen_weight_or_statistic(name: str) -> Non
         after.update(_stage_tensors(model, stage))
     assert all(torch.equal(after[k], v) for k, v in frozen.items())  # BatchNorm stats included
     assert any(not torch.equal(after[k], v) for k, v in trained.items())
+
+
+def test_vit_weights_of_another_image_size_are_interpolated_to_the_model() -> None:
+    """ImageNet ViT weights are for 224 px (14 x 14 patches); a 64 px model has 4 x 4."""
+    pretrained = build_model("vit_b_16", 1000, 224).state_dict()
+    model = build_model("vit_b_16", 3, 64)
+    load_backbone_state(model, "vit_b_16", pretrained)
+    assert model.encoder.pos_embedding.shape == (1, 17, 768)
+    assert torch.equal(model.class_token, pretrained["class_token"])
+    # The class token's embedding is kept, the patch grid's resampled.
+    assert torch.equal(
+        model.encoder.pos_embedding[:, :1], pretrained["encoder.pos_embedding"][:, :1]
+    )

@@ -50,7 +50,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "unknown backbone": (
         ["--backbone", "resnet101"],
         r"unknown backbone 'resnet101'; choose one of: convnext_tiny, efficientnet_b0, "
-        r"mobilenet_v3_large, resnet18, resnet34, resnet50$",
+        r"mobilenet_v3_large, resnet18, resnet34, resnet50, vit_b_16$",
     ),
     "freeze_depth beyond the backbone": (
         ["--space", "efficientnet", "--backbone", "resnet18"],
@@ -78,6 +78,10 @@ CASES: dict[str, tuple[list[str], str]] = {
     "image too small for the backbone": (
         ["--space", "convnext", "--image-size", "24"],
         r"`32 <= --image-size <= 2048` must hold for convnext_tiny, but got 24$",
+    ),
+    "image size off ViT's patch grid": (
+        ["--space", "vit", "--image-size", "40"],
+        r"`--image-size % 16 == 0` must hold for vit_b_16 \(its patch size\), but got 40$",
     ),
     "grace period beyond the epochs": (
         ["--grace-period", "5", "--max-epochs", "3"],

@@ -30,7 +30,7 @@ def test_defaults_are_a_valid_search(tmp_path: Path) -> None:
         (
             ["--space", "huge"],
             r"unknown search space 'huge'; choose one of: "
-            r"convnext, efficientnet, mobilenet, resnet_large, resnet_small$",
+            r"convnext, efficientnet, mobilenet, resnet_large, resnet_small, vit$",
         ),
         (["--data", "mnist"], r"unknown data set 'mnist'; choose one of: digits"),
         (

@@ -6,6 +6,7 @@ BatchNorm layers become `FrozenBatchNorm2d`, so `model.train()` cannot move thei
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.vision_transformer import interpolate_embeddings
 from torchvision.ops import FrozenBatchNorm2d
 
 from trainable.config import lookup
@@ -22,10 +24,15 @@ from trainable.config import lookup
 class BackboneSpec:
     """A torchvision model family: constructor, stage map and the name of its classifier."""
 
-    build: Callable[[int], nn.Module]  # num_classes -> randomly initialised model
-    stages: tuple[tuple[str, ...], ...]  # module names of each stage, from the input
+    build: Callable[[int, int], nn.Module]  # num_classes, image_size -> a random model
+    # Names of each stage's modules (or bare parameters, as ViT's class token), from the input.
+    stages: tuple[tuple[str, ...], ...]
     head: str  # module path of the classifier's last Linear, replaced for the target classes
     min_image_size: int = 16  # smaller inputs shrink to nothing before the head
+    image_multiple: int = 1  # the image size must be a multiple of this (ViT's patch size)
+    # Fits pretrained weights to the model before loading (ViT: its position embedding to the
+    # model's image size); None: loaded as they are.
+    adapt: Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
 
     @property
     def max_freeze_depth(self) -> int:
@@ -62,7 +69,37 @@ def _torchvision(
 ) -> BackboneSpec:
     """The spec of torchvision's model `name`, built with a `num_classes` head."""
     constructor = getattr(torchvision.models, name)
-    return BackboneSpec(lambda n: constructor(num_classes=n), stages, head, min_image_size)
+    return BackboneSpec(lambda n, _: constructor(num_classes=n), stages, head, min_image_size)
+
+
+# ViT-B/16: the patch embedding with the class token and position embedding, then its twelve
+# encoder layers in four groups of three, the last with the final LayerNorm.
+_VIT_LAYERS = [f"encoder.layers.encoder_layer_{i}" for i in range(12)]
+_VIT_STAGES = (
+    ("conv_proj", "class_token", "encoder.pos_embedding"),
+    tuple(_VIT_LAYERS[0:3]),
+    tuple(_VIT_LAYERS[3:6]),
+    tuple(_VIT_LAYERS[6:9]),
+    (*_VIT_LAYERS[9:12], "encoder.ln"),
+)
+
+
+def _vit_to_image_size(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ViT weights with their position embedding interpolated (bicubic) to the model's patch
+    grid, as torchvision does for fine-tuning at another resolution."""
+    wanted = model.state_dict()["encoder.pos_embedding"].shape
+    given = state.get("encoder.pos_embedding")
+    if given is None or given.shape == wanted or given.shape[-1] != wanted[-1]:
+        return state  # absent or of another width: backbone_state_problems names it
+    fitted = interpolate_embeddings(model.image_size, model.patch_size, OrderedDict(state))
+    return dict(fitted)
+
+
+def _vit_b_16() -> BackboneSpec:
+    def build(num_classes: int, image_size: int) -> nn.Module:
+        return torchvision.models.vit_b_16(num_classes=num_classes, image_size=image_size)
+
+    return BackboneSpec(build, _VIT_STAGES, "heads.head", 16, 16, _vit_to_image_size)
 
 
 # Backbones a space picks by name (its constant "backbone" key). The head is the last Linear,
@@ -75,6 +112,8 @@ BACKBONES: dict[str, BackboneSpec] = {
     "efficientnet_b0": _torchvision("efficientnet_b0", _EFFICIENTNET_B0_STAGES, "classifier.1"),
     # Unpadded 4x4 then three 2x2 stride-2 convolutions: 32 px is the least that reaches the head.
     "convnext_tiny": _torchvision("convnext_tiny", _CONVNEXT_STAGES, "classifier.2", 32),
+    # 16 px patches: the image size is a multiple of 16.
+    "vit_b_16": _vit_b_16(),
 }
 
 
@@ -83,9 +122,31 @@ def get_backbone(name: str) -> BackboneSpec:
     return lookup(BACKBONES, "backbone", name)
 
 
-def build_model(name: str, num_classes: int) -> nn.Module:
-    """A randomly initialised model of the family with a `num_classes` head."""
-    return get_backbone(name).build(num_classes)
+def build_model(name: str, num_classes: int, image_size: int = 224) -> nn.Module:
+    """A randomly initialised model of the family with a `num_classes` head; only ViT's
+    shape depends on `image_size` (its position embedding)."""
+    return get_backbone(name).build(num_classes, image_size)
+
+
+def stage_parameters(model: nn.Module, stage: tuple[str, ...]) -> list[tuple[str, nn.Parameter]]:
+    """(full name, parameter) of every parameter in `stage`, whose entries name modules or
+    bare parameters."""
+    found = []
+    for name in stage:
+        module = _module_or_none(model, name)
+        if module is None:
+            found.append((name, model.get_parameter(name)))
+        else:
+            found += [(f"{name}.{key}", p) for key, p in module.named_parameters()]
+    return found
+
+
+def _module_or_none(model: nn.Module, name: str) -> nn.Module | None:
+    """The submodule called `name`, or None when `name` is a parameter."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
 
 
 def backbone_state_problems(
@@ -93,7 +154,10 @@ def backbone_state_problems(
 ) -> list[str]:
     """How `state` fails to fit the backbone of `model` (its head ignored): missing and
     unexpected keys, and shapes that differ; [] when it fits."""
-    head = f"{get_backbone(name).head}."
+    spec = get_backbone(name)
+    if spec.adapt is not None:
+        state = spec.adapt(model, state)
+    head = f"{spec.head}."
     wanted = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
     given = {k: v for k, v in state.items() if not k.startswith(head)}
     missing, unexpected = sorted(set(wanted) - set(given)), sorted(set(given) - set(wanted))
@@ -115,7 +179,10 @@ def load_backbone_state(model: nn.Module, name: str, state: dict[str, torch.Tens
     problems = backbone_state_problems(model, name, state)
     if problems:
         raise ValueError(f"weights do not fit {name}: {'; '.join(problems)}")
-    head = f"{get_backbone(name).head}."
+    spec = get_backbone(name)
+    if spec.adapt is not None:
+        state = spec.adapt(model, state)
+    head = f"{spec.head}."
     model.load_state_dict({k: v for k, v in state.items() if not k.startswith(head)}, strict=False)
 
 
@@ -138,8 +205,11 @@ def freeze_stages(model: nn.Module, name: str, depth: int) -> None:
             f"but got freeze_depth={depth}"
         )
     for stage in spec.stages[:depth]:
+        for _, param in stage_parameters(model, stage):
+            param.requires_grad_(False)
         for module_name in stage:
-            model.get_submodule(module_name).requires_grad_(False)
+            if _module_or_none(model, module_name) is None:
+                continue  # a bare parameter: frozen above
             # named_modules(prefix=...) includes the stage itself (ResNet's stem *is* `bn1`).
             stage_modules = model.get_submodule(module_name).named_modules(prefix=module_name)
             for full_name, module in list(stage_modules):

@@ -35,7 +35,7 @@ class DivergedError(RuntimeError):
 def build_trial_model(cfg: TrialConfig, num_classes: int) -> nn.Module:
     """The backbone with its pretrained weights, a new head, and the first stages frozen."""
     torch.manual_seed(cfg.seed)  # the new head's initialisation (and the backbone's, from scratch)
-    model = build_model(cfg.backbone, num_classes)
+    model = build_model(cfg.backbone, num_classes, cfg.image_size)
     state = load_weights(cfg.weights, cfg.backbone, cfg.data, cfg.image_size, cfg.cache_dir)
     if state is not None:
         load_backbone_state(model, cfg.backbone, state)

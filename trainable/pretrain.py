@@ -56,7 +56,7 @@ def pretrain_source(
         image_size, SOURCE_RECIPE["seed"]
     )
     torch.manual_seed(SOURCE_RECIPE["seed"])
-    model = build_model(backbone, len(SOURCE_CLASSES))
+    model = build_model(backbone, len(SOURCE_CLASSES), image_size)
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=SOURCE_RECIPE["lr"],

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from trainable.backbones import get_backbone
+from trainable.backbones import get_backbone, stage_parameters
 from trainable.config import TrialConfig
 from trainable.data import SplitLike
 
@@ -167,7 +167,7 @@ class TrialSummaries:
         self.histogram(f"weights/{head}", [model.get_submodule(head).weight], epoch)
         stage = trained_stage(self.cfg)
         if stage:
-            weights = [p for name in stage for p in model.get_submodule(name).parameters()]
+            weights = [p for _, p in stage_parameters(model, stage)]
             self.histogram(f"weights/{'+'.join(stage)}", weights, epoch)
         counts = confusion_matrix(val.labels, predicted, len(self.classes))
         self.writer.add_image(
