@@ -55,7 +55,8 @@ HARNESS_KEYS = (
 DATASETS_FOLDER = "datasets"  # torchvision data sets without :ROOT live in <cache-dir>/datasets
 # Image sizes: digits are 8x8, drawn on 32 px; other data at the 224 px ImageNet backbones saw.
 DIGITS_IMAGE_SIZE, IMAGE_SIZE = 32, 224
-MAX_IMAGE_SIZE = 2048  # one 2048 px image is 50 MB of float activations per ResNet stem layer
+# A 2048 px image is 50 MB as floats, and ResNet's stem turns it into 270 MB of activations.
+MAX_IMAGE_SIZE = 2048
 DIGITS_SHOTS = 20  # digits' few-shot target task; other data sets train on all their images
 
 

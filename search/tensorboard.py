@@ -37,7 +37,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from search.summary import STOP_REASONS, epochs_run, stop_reason
 from trainable import metrics
-from trainable.backbones import build_model
+from trainable.backbones import build_model, get_backbone
+from trainable.config import error_line
 
 STOP_REASON = "stop_reason"
 # stop_reason as a number: HParams metric columns are numbers (its hyperparameters are fixed at
@@ -109,6 +110,8 @@ def write_experiment_board(
         writer.file_writer.add_summary(
             hp.hparams_config_pb(hparam_columns(space, searched), metric_columns)
         )
+        if not get_backbone(fixed["backbone"]).traceable:
+            return "torch.jit.trace cannot follow it"
         model = build_model(fixed["backbone"], classes, fixed["image_size"]).eval()
         example = torch.zeros(1, 3, fixed["image_size"], fixed["image_size"])
         try:
@@ -117,8 +120,7 @@ def write_experiment_board(
                 warnings.simplefilter("ignore")
                 writer.add_graph(model, example, use_strict_trace=False)
         except Exception as error:  # a model the tracer cannot follow: the graph is a nicety
-            lines = str(error).strip().splitlines()
-            return f"{type(error).__name__}: {lines[0] if lines else ''}"
+            return error_line(error)
     return None
 
 

@@ -124,6 +124,14 @@ def test_an_image_reached_twice_through_a_symlink_is_refused(tmp_path: Path) -> 
         index_image_folder(root)
 
 
+def test_a_split_folder_with_another_name_is_refused_not_taken_for_a_class(tmp_path) -> None:
+    make_image_folder(tmp_path / "imgs" / "train", per_class=2)
+    make_image_folder(tmp_path / "imgs" / "valid", per_class=1)  # Kaggle's spelling
+    (tmp_path / "imgs" / "__MACOSX").mkdir()
+    with pytest.raises(DataError, match=r"has split folders \(train/\) and also __MACOSX/, valid/"):
+        index_image_folder(tmp_path / "imgs")
+
+
 def test_a_flat_folder_may_have_a_class_called_train(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "imgs", per_class=2)
     make_image_folder(tmp_path / "trains", per_class=2)

@@ -100,3 +100,11 @@ def test_a_damaged_imagenet_file_in_the_cache_is_named(hub: Path) -> None:
     torch.save(build_model("resnet34", 1000).state_dict(), path)
     with pytest.raises(WeightsError, match=r"\S+resnet18-f37072fd.pth does not fit resnet18: "):
         weights.check_imagenet("resnet18")
+
+
+def test_a_vit_file_with_a_malformed_position_embedding_is_named_not_raised(tmp_path) -> None:
+    state = build_model("vit_b_16", 3, 32).state_dict()
+    state["encoder.pos_embedding"] = torch.zeros(1, 200, 768)  # 199 patches: no square grid
+    torch.save(state, tmp_path / "vit.pt")
+    (problem,) = weights_file_problems(tmp_path / "vit.pt", "vit_b_16")
+    assert "shapes encoder.pos_embedding (1, 200, 768) != (1, 197, 768)" in problem

@@ -6,6 +6,7 @@ BatchNorm layers become `FrozenBatchNorm2d`, so `model.train()` cannot move thei
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ class BackboneSpec:
     # Fits pretrained weights to the model before loading (ViT: its position embedding to the
     # model's image size); None: loaded as they are.
     adapt: Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    traceable: bool = True  # torch.jit.trace draws its graph for TensorBoard
 
     @property
     def max_freeze_depth(self) -> int:
@@ -69,7 +71,9 @@ def _torchvision(
 ) -> BackboneSpec:
     """The spec of torchvision's model `name`, built with a `num_classes` head."""
     constructor = getattr(torchvision.models, name)
-    return BackboneSpec(lambda n, _: constructor(num_classes=n), stages, head, min_image_size)
+    return BackboneSpec(
+        lambda n, _: constructor(num_classes=n), stages, head, min_image_size=min_image_size
+    )
 
 
 # ViT-B/16: the patch embedding with the class token and position embedding, then its twelve
@@ -89,17 +93,33 @@ def _vit_to_image_size(model: nn.Module, state: dict[str, torch.Tensor]) -> dict
     grid, as torchvision does for fine-tuning at another resolution."""
     wanted = model.state_dict()["encoder.pos_embedding"].shape
     given = state.get("encoder.pos_embedding")
-    if given is None or given.shape == wanted or given.shape[-1] != wanted[-1]:
-        return state  # absent or of another width: backbone_state_problems names it
+    if given is None or given.shape == wanted or not _square_grid(given, wanted[-1]):
+        return state  # absent or of another shape: backbone_state_problems names it
     fitted = interpolate_embeddings(model.image_size, model.patch_size, OrderedDict(state))
     return dict(fitted)
+
+
+def _square_grid(embedding: torch.Tensor, width: int) -> bool:
+    """True for a (1, 1 + n*n, width) position embedding: a class token and a square grid."""
+    if embedding.ndim != 3 or embedding.shape[0] != 1 or embedding.shape[2] != width:
+        return False
+    side = math.isqrt(embedding.shape[1] - 1) if embedding.shape[1] > 1 else 0
+    return side > 0 and side * side == embedding.shape[1] - 1
 
 
 def _vit_b_16() -> BackboneSpec:
     def build(num_classes: int, image_size: int) -> nn.Module:
         return torchvision.models.vit_b_16(num_classes=num_classes, image_size=image_size)
 
-    return BackboneSpec(build, _VIT_STAGES, "heads.head", 16, 16, _vit_to_image_size)
+    return BackboneSpec(
+        build,
+        _VIT_STAGES,
+        head="heads.head",
+        min_image_size=16,  # one patch
+        image_multiple=16,  # whole patches
+        adapt=_vit_to_image_size,
+        traceable=False,  # torch.jit.trace's check finds its graphs differ between runs
+    )
 
 
 # Backbones a space picks by name (its constant "backbone" key). The head is the last Linear,
@@ -154,10 +174,19 @@ def backbone_state_problems(
 ) -> list[str]:
     """How `state` fails to fit the backbone of `model` (its head ignored): missing and
     unexpected keys, and shapes that differ; [] when it fits."""
-    spec = get_backbone(name)
-    if spec.adapt is not None:
-        state = spec.adapt(model, state)
-    head = f"{spec.head}."
+    return _fit_problems(model, name, fit_state(model, name, state))
+
+
+def fit_state(
+    model: nn.Module, name: str, state: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """`state` adapted to the model as its family allows (ViT: the position embedding)."""
+    adapt = get_backbone(name).adapt
+    return state if adapt is None else adapt(model, state)
+
+
+def _fit_problems(model: nn.Module, name: str, state: dict[str, torch.Tensor]) -> list[str]:
+    head = f"{get_backbone(name).head}."
     wanted = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
     given = {k: v for k, v in state.items() if not k.startswith(head)}
     missing, unexpected = sorted(set(wanted) - set(given)), sorted(set(given) - set(wanted))
@@ -176,13 +205,11 @@ def backbone_state_problems(
 
 def load_backbone_state(model: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
     """Load every backbone tensor from `state`, keeping the model's own (new) head."""
-    problems = backbone_state_problems(model, name, state)
+    state = fit_state(model, name, state)
+    problems = _fit_problems(model, name, state)
     if problems:
         raise ValueError(f"weights do not fit {name}: {'; '.join(problems)}")
-    spec = get_backbone(name)
-    if spec.adapt is not None:
-        state = spec.adapt(model, state)
-    head = f"{spec.head}."
+    head = f"{get_backbone(name).head}."
     model.load_state_dict({k: v for k, v in state.items() if not k.startswith(head)}, strict=False)
 
 

@@ -18,6 +18,12 @@ def default_cache_dir() -> str:
     return str(Path(base) / "transfer-tune")
 
 
+def error_line(error: BaseException) -> str:
+    """'TypeName: first line of the message', for one-line reports of foreign errors."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 def lookup(registry: dict[str, Any], kind: str, name: str) -> Any:
     """`registry[name]`, or a ValueError naming the valid choices."""
     if name not in registry:

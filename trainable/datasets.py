@@ -18,7 +18,7 @@ import torchvision
 from torch.utils.data import Subset
 from torchvision import datasets as tv
 
-from trainable.config import TrialConfig, lookup
+from trainable.config import TrialConfig, error_line, lookup
 from trainable.data import (
     ImageSplit,
     Split,
@@ -159,9 +159,8 @@ def prepare_torchvision_set(
         except OSError as error:  # a download that failed (offline) or a file it cannot read
             raise DataError(f"cannot get {name} into {root}: {error}") from None
         except Exception as error:  # a failed checksum, or a malformed annotation file
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise DataError(
-                f"{name} in {root} cannot be read ({type(error).__name__}: {reason}); its files "
+                f"{name} in {root} cannot be read ({error_line(error)}); its files "
                 f"may be corrupt or of another version: delete them and add --download, or "
                 f"fetch them from {entry.url}"
             ) from None

@@ -101,8 +101,16 @@ def index_image_folder(root: Path) -> ImageFolderIndex:
     if not os.access(root, os.R_OK | os.X_OK):
         raise DataError(f"cannot read folder {root}: permission denied")
     folders = {p.name for p in _class_folders(root)}
-    # Split folders only when they are all there is: a flat folder may have a class "train".
-    if "train" in folders and folders <= set(SPLIT_FOLDERS):
+    # train/ holding class folders means split folders; a flat folder (PASCAL VOC) may have a
+    # class "train" of images.
+    if "train" in folders and _class_folders(root / "train"):
+        extra = sorted(folders - set(SPLIT_FOLDERS))
+        if extra:
+            raise DataError(
+                f"{root} has split folders (train/) and also {', '.join(f'{e}/' for e in extra)}"
+                f"; split folders must be named {', '.join(f'{s}/' for s in SPLIT_FOLDERS)}: "
+                "rename (valid/ to val/) or move the others out"
+            )
         present = [split for split in SPLIT_FOLDERS if split in folders]
         per_split = {split: _index_classes(root / split, root) for split in present}
         classes = tuple(per_split["train"])

@@ -18,9 +18,16 @@ from trainable.loop import DivergedError, run_trial
 DIVERGED_FILE = "diverged.txt"
 
 
+def _granted_device() -> str:
+    """ "cuda" when Ray gave this trial a GPU: the device of a config without one (restored
+    from an experiment made before the search told trials their device)."""
+    resources = tune.get_context().get_trial_resources().required_resources
+    return "cuda" if resources.get("GPU", 0) > 0 else "cpu"
+
+
 def train_transfer(config: dict[str, Any]) -> None:
     """One transfer-learning trial: resume if Tune restored a checkpoint, report every epoch."""
-    cfg = TrialConfig.from_dict(config)
+    cfg = TrialConfig.from_dict({"device": _granted_device(), **config})
     # The trial's working folder: Ray copies it into the trial's folder in the experiment at
     # every report (SyncConfig(sync_artifacts=True)), its TensorBoard summaries included.
     trial_dir = Path(tune.get_context().get_trial_dir())

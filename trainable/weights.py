@@ -17,6 +17,7 @@ import torch
 import torchvision
 
 from trainable.backbones import backbone_state_problems, build_model
+from trainable.config import error_line
 from trainable.pretrain import SOURCES, ensure_source_weights
 
 SOURCE, IMAGENET, NONE = "source", "imagenet", "none"
@@ -64,9 +65,8 @@ def check_imagenet(backbone: str) -> None:
     try:
         state = imagenet_weights(backbone).get_state_dict(progress=False, weights_only=True)
     except Exception as error:  # a truncated download raises anything torch.load can
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise WeightsError(
-            f"ImageNet weights file {path} cannot be read ({type(error).__name__}: {reason}); "
+            f"ImageNet weights file {path} cannot be read ({error_line(error)}); "
             "delete it and add --download, or put a fresh copy there"
         ) from None
     problems = backbone_state_problems(build_model(backbone, 2), backbone, state)
@@ -84,10 +84,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # garbage bytes raise anything from KeyError to UnpicklingError
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise WeightsError(
             f"weights file {path} is not a state dict torch.load reads with weights_only=True: "
-            f"{reason}"
+            f"{error_line(error)}"
         ) from None
     for key in ("model", "state_dict"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
