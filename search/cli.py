@@ -9,7 +9,7 @@ import sys
 
 from search.resume import parse_resume
 from search.run import SearchInterrupted, run_search
-from search.settings import UsageError, given_flags, parse_settings
+from search.settings import UsageError, build_parser, given_flags, parse_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Every input, and on --resume the saved state, is checked before Ray starts.
         given = given_flags(argv)
+        if given.get("help"):
+            build_parser().print_help()
+            return 0
         if given.get("resume") or given.get("extend"):
             run_search(parse_resume(argv), resume=True)
         else:

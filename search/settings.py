@@ -138,20 +138,26 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
         prog="search.py",
         description="Search freeze depth and learning rates for fine-tuning a pretrained backbone.",
         allow_abbrev=False,  # a typo in a flag must fail, not match a longer flag
+        add_help=not only_given,
     )
     p.add_argument(
         "--space",
+        metavar="NAME",
         default=d.space,
         help=f"search space: {', '.join(sorted(SPACES))}" + DEFAULT,
     )
-    p.add_argument("--data", default=d.data, help=f"data set: {DATA_CHOICES}" + DEFAULT)
+    p.add_argument(
+        "--data", metavar="SPEC", default=d.data, help=f"data set: {DATA_CHOICES}" + DEFAULT
+    )
     p.add_argument(
         "--weights",
+        metavar="SPEC",
         default=None,
         help=f"starting weights: {w.CHOICES} (default: source for digits, else imagenet)",
     )
     p.add_argument(
         "--backbone",
+        metavar="NAME",
         default=d.backbone,
         help=f"backbone in place of the space's: {', '.join(sorted(BACKBONES))}",
     )
@@ -171,6 +177,7 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--val-fraction",
+        metavar="F",
         type=float,
         default=d.val_fraction,
         help="validation share of each class when the data has no val split" + DEFAULT,
@@ -188,60 +195,72 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--num-samples",
+        metavar="N",
         type=int,
         default=d.num_samples,
         help="number of trials" + DEFAULT,
     )
     p.add_argument(
         "--max-epochs",
+        metavar="E",
         type=int,
         default=d.max_epochs,
         help="epochs of a full trial" + DEFAULT,
     )
     p.add_argument(
         "--grace-period",
+        metavar="G",
         type=int,
         default=d.grace_period,
         help="ASHA's first rung" + DEFAULT,
     )
     p.add_argument(
         "--reduction-factor",
+        metavar="R",
         type=int,
         default=d.reduction_factor,
         help="ASHA's η" + DEFAULT,
     )
     p.add_argument(
         "--max-concurrent",
+        metavar="N",
         type=int,
         default=d.max_concurrent,
         help="trials at once (default: 0 = CPUs / cpus-per-trial)",
     )
     p.add_argument(
         "--cpus-per-trial",
+        metavar="C",
         type=float,
         default=d.cpus_per_trial,
         help="CPUs and torch threads" + DEFAULT,
     )
     p.add_argument(
         "--gpus-per-trial",
+        metavar="G",
         type=float,
         default=d.gpus_per_trial,
         help="GPUs per trial; fractions share one" + DEFAULT,
     )
     p.add_argument(
         "--max-failures",
+        metavar="N",
         type=int,
         default=d.max_failures,
         help="retries of a failed trial from its last checkpoint" + DEFAULT,
     )
-    p.add_argument("--name", default=d.name, help="experiment name (default: <space>-<time>)")
+    p.add_argument(
+        "--name", metavar="NAME", default=d.name, help="experiment name (default: <space>-<time>)"
+    )
     p.add_argument(
         "--storage-path",
+        metavar="DIR",
         default=d.storage_path,
         help="parent folder of experiments" + DEFAULT,
     )
     p.add_argument(
         "--seed",
+        metavar="S",
         type=int,
         default=d.seed,
         help="seeds sampler, splits and init" + DEFAULT,
@@ -260,8 +279,10 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--cache-dir",
+        metavar="DIR",
         default=d.cache_dir,
-        help="pretrained-backbone cache (default: $TRANSFER_TUNE_CACHE, else ~/.cache)",
+        help="source backbones, image checks, data sets (default: $TRANSFER_TUNE_CACHE, "
+        "else ~/.cache/transfer-tune)",
     )
     p.add_argument(
         "--resume",
@@ -276,6 +297,8 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
         help="add N trials to the experiment --storage-path/--name, warm-started from its study",
     )
     if only_given:
+        # --help is printed by the full parser (search.cli): its text shows the defaults.
+        p.add_argument("-h", "--help", action="store_true")
         for action in p._actions:
             action.default = argparse.SUPPRESS
     return p

@@ -111,3 +111,16 @@ def test_user_data_settings_resolve_to_an_absolute_re_runnable_recipe(tmp_path: 
     assert (digits.weights, digits.image_size, digits.shots) == ("source", 32, 20)
     cifar = resolve(SearchSettings(data="cifar10", cache_dir=str(tmp_path)))
     assert cifar.data == f"cifar10:{tmp_path / 'datasets'}"
+
+
+def test_help_lists_every_flag_with_its_default() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "search.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    for flag in ("--data", "--weights", "--image-size", "--no-augment", "--gpus-per-trial"):
+        assert flag in done.stdout
+    assert "number of trials (default: 16)" in done.stdout
