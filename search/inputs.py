@@ -12,15 +12,8 @@ from pathlib import Path
 from search.settings import SearchSettings, UsageError
 from trainable.config import TrialConfig
 from trainable.data import TransferData
-from trainable.datasets import (
-    DIGITS,
-    IMAGE_FOLDER,
-    DataSpec,
-    build_data,
-    image_paths,
-    prepare_torchvision_set,
-)
-from trainable.images import DataError, describe_unreadable, find_unreadable
+from trainable.datasets import DIGITS, IMAGE_FOLDER, DataSpec, build_data, prepare_torchvision_set
+from trainable.images import DataError
 from trainable.pretrain import ensure_source_weights
 from trainable.weights import IMAGENET, SOURCE, WeightsError, check_imagenet, prepare_imagenet
 
@@ -34,15 +27,10 @@ def prepare_inputs(settings: SearchSettings, fixed: TrialConfig) -> TransferData
     try:
         if spec.name not in (DIGITS, IMAGE_FOLDER):
             prepare_torchvision_set(spec.name, Path(spec.root), settings.download)
-        paths = image_paths(fixed)
-        if paths:
-            unreadable = find_unreadable(paths, fixed.cache_dir, log=print)
-            if unreadable:
-                print(f"Warning: {describe_unreadable(unreadable)}")
         if settings.weights == IMAGENET:
             prepare_imagenet(settings.backbone, settings.download)
             check_imagenet(settings.backbone)
-        data = build_data(fixed)
+        data = build_data(fixed, log=print)  # decodes each image once (cached for the trials)
     except (DataError, WeightsError) as error:
         raise UsageError(str(error)) from None
     if fixed.weights == SOURCE:  # pretrain once here, not in several trials at once

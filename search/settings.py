@@ -28,8 +28,7 @@ from trainable.datasets import (
     IMAGE_FOLDER,
     TORCHVISION_SETS,
     DataSpec,
-    missing_files,
-    prepare_torchvision_set,
+    check_present,
 )
 from trainable.images import DataError, index_image_folder
 from trainable.metrics import VAL_ACC
@@ -400,9 +399,7 @@ def _data_problems(s: SearchSettings) -> list[str]:
         if spec.name == IMAGE_FOLDER:
             index_image_folder(Path(spec.root))
         elif spec.name != DIGITS and not s.download:
-            missing = missing_files(spec.name, Path(spec.root))
-            if missing:
-                prepare_torchvision_set(spec.name, Path(spec.root), download=False)
+            check_present(spec.name, Path(spec.root))
     except DataError as error:
         return [str(error)]
     return []

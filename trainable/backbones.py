@@ -174,10 +174,10 @@ def backbone_state_problems(
 ) -> list[str]:
     """How `state` fails to fit the backbone of `model` (its head ignored): missing and
     unexpected keys, and shapes that differ; [] when it fits."""
-    return _fit_problems(model, name, fit_state(model, name, state))
+    return _fit_problems(model, name, _fit_state(model, name, state))
 
 
-def fit_state(
+def _fit_state(
     model: nn.Module, name: str, state: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """`state` adapted to the model as its family allows (ViT: the position embedding)."""
@@ -205,7 +205,7 @@ def _fit_problems(model: nn.Module, name: str, state: dict[str, torch.Tensor]) -
 
 def load_backbone_state(model: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
     """Load every backbone tensor from `state`, keeping the model's own (new) head."""
-    state = fit_state(model, name, state)
+    state = _fit_state(model, name, state)
     problems = _fit_problems(model, name, state)
     if problems:
         raise ValueError(f"weights do not fit {name}: {'; '.join(problems)}")
@@ -235,13 +235,14 @@ def freeze_stages(model: nn.Module, name: str, depth: int) -> None:
         for _, param in stage_parameters(model, stage):
             param.requires_grad_(False)
         for module_name in stage:
-            if _module_or_none(model, module_name) is None:
+            module = _module_or_none(model, module_name)
+            if module is None:
                 continue  # a bare parameter: frozen above
             # named_modules(prefix=...) includes the stage itself (ResNet's stem *is* `bn1`).
-            stage_modules = model.get_submodule(module_name).named_modules(prefix=module_name)
-            for full_name, module in list(stage_modules):
-                if isinstance(module, nn.BatchNorm2d):
-                    model.set_submodule(full_name, _frozen_copy(module))
+            stage_modules = module.named_modules(prefix=module_name)
+            for full_name, child in list(stage_modules):
+                if isinstance(child, nn.BatchNorm2d):
+                    model.set_submodule(full_name, _frozen_copy(child))
 
 
 def parameter_groups(

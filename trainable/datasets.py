@@ -31,12 +31,14 @@ from trainable.images import (
     IMAGE_EXTENSIONS,
     DataError,
     ImageFiles,
+    describe_unreadable,
     find_unreadable,
     image_transforms,
     index_image_folder,
 )
 
 DIGITS, IMAGE_FOLDER = "digits", "imagefolder"
+Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -139,18 +141,25 @@ def missing_files(name: str, root: Path) -> list[str]:
     return [f for f in files if not (root / f).exists()]
 
 
-def prepare_torchvision_set(
-    name: str, root: Path, download: bool, log: Callable[[str], None] = print
-) -> None:
-    """Make sure data set `name` is readable below `root`, downloading it there if allowed."""
-    entry = TORCHVISION_SETS[name]
+def check_present(name: str, root: Path) -> None:
+    """Raise a DataError naming the files of data set `name` missing below `root`, where they
+    go and where they come from."""
     missing = missing_files(name, root)
-    if missing and not download:
+    if missing:
         raise DataError(
             f"{name} is not in {root}: missing {', '.join(missing[:4])}"
             f"{f' and {len(missing) - 4} more' if len(missing) > 4 else ''}; "
-            f"put its files there (from {entry.url}) or add --download to fetch them"
+            f"put its files there (from {TORCHVISION_SETS[name].url}) or add --download to "
+            "fetch them"
         )
+
+
+def prepare_torchvision_set(name: str, root: Path, download: bool, log: Log = print) -> None:
+    """Make sure data set `name` is readable below `root`, downloading it there if allowed."""
+    entry = TORCHVISION_SETS[name]
+    missing = missing_files(name, root)
+    if not download:
+        check_present(name, root)
     if missing:
         log(f"Downloading {name} into {root} (from {entry.url})")
     for split in dict.fromkeys(s for s in (entry.train, entry.val, entry.test) if s):
@@ -206,12 +215,12 @@ def _assemble(
                 f"class {classes[smallest]!r} has {int(sizes[smallest])} image(s) in {where}, "
                 "but each class needs at least 2: one to train on and one to validate"
             )
-        val, train = _take(
-            train_labels,
-            lambda n: [validation_count(n, cfg.val_fraction),
-                       _shots(n - validation_count(n, cfg.val_fraction), cfg.shots)],
-            cfg.seed,
-        )  # fmt: skip
+
+        def val_then_train(size: int) -> list[int]:
+            held_out = validation_count(size, cfg.val_fraction)
+            return [held_out, _shots(size - held_out, cfg.shots)]
+
+        val, train = _take(train_labels, val_then_train, cfg.seed)
         val_set, val_labels = train_set, train_labels
     train_tf, eval_tf = image_transforms(cfg.image_size, cfg.augment, _preset(cfg))
 
@@ -233,11 +242,22 @@ def _assemble(
     )
 
 
-def image_folder_data(cfg: TrialConfig, root: str) -> TransferData:
+def _unreadable(paths: list[str], cfg: TrialConfig, log: Log | None) -> dict[str, str]:
+    """The images among `paths` that do not decode (cached); `log` hears of the check and of
+    what is skipped."""
+    if not paths:
+        return {}
+    unreadable = find_unreadable(paths, cfg.cache_dir, log)
+    if unreadable and log is not None:
+        log(f"Warning: {describe_unreadable(unreadable)}")
+    return unreadable
+
+
+def image_folder_data(cfg: TrialConfig, root: str, log: Log | None = None) -> TransferData:
     """The user's image folder; unreadable images are skipped (see trainable.images)."""
     index = index_image_folder(Path(root))
     every = [path for samples in index.splits.values() for path, _ in samples]
-    unreadable = find_unreadable(every, cfg.cache_dir)
+    unreadable = _unreadable(every, cfg, log)
     sources = {}
     for name, samples in index.splits.items():
         kept = [(path, label) for path, label in samples if path not in unreadable]
@@ -253,7 +273,9 @@ def image_folder_data(cfg: TrialConfig, root: str) -> TransferData:
     return _assemble(cfg, sources, index.classes, str(index.root))
 
 
-def torchvision_data(cfg: TrialConfig, name: str, root: str) -> TransferData:
+def torchvision_data(
+    cfg: TrialConfig, name: str, root: str, log: Log | None = None
+) -> TransferData:
     """Torchvision data set `name` from `root` (never downloaded here: see prepare_*)."""
     entry = TORCHVISION_SETS[name]
     made = {
@@ -262,9 +284,8 @@ def torchvision_data(cfg: TrialConfig, name: str, root: str) -> TransferData:
         if split
     }
     paths = {role: entry.paths(data) for role, data in made.items()} if entry.paths else {}
-    # One check over every split, in image_paths' order: the search's check is cached under it.
     every = [path for role_paths in paths.values() for path in role_paths]
-    unreadable = find_unreadable(every, cfg.cache_dir) if every else {}
+    unreadable = _unreadable(every, cfg, log)
     sources = {}
     for role, data in made.items():
         labels = entry.labels(data)
@@ -275,25 +296,12 @@ def torchvision_data(cfg: TrialConfig, name: str, root: str) -> TransferData:
     return _assemble(cfg, sources, tuple(entry.classes(made["train"])), f"{name} ({root})")
 
 
-def image_paths(cfg: TrialConfig) -> list[str]:
-    """Every image file the trial's data set reads (none for digits and CIFAR, kept in
-    arrays), for the search to check once before any trial."""
-    spec = DataSpec.parse(cfg.data)
-    if spec.name == IMAGE_FOLDER:
-        index = index_image_folder(Path(spec.root))
-        return [path for samples in index.splits.values() for path, _ in samples]
-    entry = TORCHVISION_SETS.get(spec.name)
-    if entry is None or entry.paths is None:
-        return []
-    splits = dict.fromkeys(s for s in (entry.train, entry.val, entry.test) if s)
-    return [path for split in splits for path in entry.paths(entry.make(spec.root, split, False))]
-
-
-def build_data(cfg: TrialConfig) -> TransferData:
-    """The trial's target task, split by its seed."""
+def build_data(cfg: TrialConfig, log: Log | None = None) -> TransferData:
+    """The trial's target task, split by its seed. `log` (the search's driver) hears of the
+    image check and of the images it skips; trials build the same data silently."""
     spec = DataSpec.parse(cfg.data)
     if spec.name == DIGITS:
         return digits_target(cfg.image_size, cfg.shots, cfg.seed)
     if spec.name == IMAGE_FOLDER:
-        return image_folder_data(cfg, spec.root)
-    return torchvision_data(cfg, spec.name, spec.root)
+        return image_folder_data(cfg, spec.root, log)
+    return torchvision_data(cfg, spec.name, spec.root, log)

@@ -36,6 +36,8 @@ RESIZE_RATIO = 256 / 224  # resize the shorter side to this times the crop (Imag
 CROP_SCALE = (0.35, 1.0)
 PROGRESS_SECONDS = 10  # a progress line this often while checking a large folder
 CHECK_VERSION = 1  # bump when `_decode_error` changes what counts as unreadable
+# What Pillow raises for a file that is not a (whole) image: truncated data, bad headers.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 class DataError(ValueError):
@@ -152,7 +154,7 @@ def _decode_error(path: str) -> str | None:
     try:
         with Image.open(path) as image:
             image.convert("RGB").load()  # full decode: a truncated JPEG passes Image.verify()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    except DECODE_ERRORS as error:
         return str(error).splitlines()[0] if str(error) else type(error).__name__
     return None
 
@@ -256,6 +258,6 @@ class ImageFiles:
         try:
             with Image.open(path) as image:
                 return image.convert("RGB"), label
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        except DECODE_ERRORS as error:
             # It decoded when the search started: the file changed since.
             raise DataError(f"cannot read image {path}: {error}") from None
