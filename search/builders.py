@@ -39,6 +39,7 @@ def build_param_space(settings: SearchSettings) -> dict[str, Any]:
         "shots": settings.shots,
         "val_fraction": settings.val_fraction,
         "augment": settings.augment,
+        "feature_cache": settings.feature_cache,
         "max_epochs": settings.max_epochs,  # the trial's epochs and ASHA's max_t: one value
         "seed": settings.seed,
         "num_threads": max(1, int(settings.cpus_per_trial)),

@@ -45,6 +45,7 @@ HARNESS_KEYS = (
     "shots",
     "val_fraction",
     "augment",
+    "feature_cache",
     "max_epochs",
     "seed",
     "num_threads",
@@ -76,6 +77,8 @@ class SearchSettings:
     shots: int = -1  # training images per class; -1: the data set's own (digits 20), 0: all
     val_fraction: float = 0.2  # per class, when the data set has no validation split
     augment: bool = True  # random resized crops and flips of training images (not digits)
+    # Frozen stages' output computed once and shared by epochs and trials, where valid
+    feature_cache: bool = True
     download: bool = False  # may fetch torchvision data sets and ImageNet weights
     num_samples: int = 16  # enough for TPE to leave its 10 random start-up trials
     max_epochs: int = 9  # ASHA rungs at epochs 1, 3, 9 for grace_period=1, reduction_factor=3
@@ -186,6 +189,12 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
         dest="augment",
         action="store_false",
         help="no random crops and flips of training images",
+    )
+    p.add_argument(
+        "--no-feature-cache",
+        dest="feature_cache",
+        action="store_false",
+        help="recompute the frozen stages every epoch instead of caching their output",
     )
     p.add_argument(
         "--download",

@@ -76,6 +76,12 @@ def _trial_entry(
         "best_epoch": int(best_row[metrics.EPOCH]) if best_row is not None else None,
         "config": {key: trial.config.get(key) for key in searched},
         "path": Path(trial.path).relative_to(root).as_posix(),
+        # trained on the frozen stages' output computed once (trainable.features)
+        "cached_features": bool(
+            has_rows
+            and metrics.CACHED_FEATURES in history
+            and history[metrics.CACHED_FEATURES].max() > 0
+        ),
     }
     if reason == "error":
         entry["error"] = error_reason(trial)
@@ -183,6 +189,12 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
         f"  {budget['trial_epochs_run']} of {budget['num_samples'] * budget['max_epochs']} "
         "trial-epochs run (ASHA stopped the rest)"
     )
+    cached = sum(t.get("cached_features", False) for t in summary["trials"])
+    if cached:
+        lines.append(
+            f"  {cached} of {len(summary['trials'])} trials trained on cached frozen features "
+            "(see each trial's trial.log)"
+        )
     best = summary["best"]
     if best is None:
         lines.append("\nNo trial reported a result; see the errors above.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,18 @@ def _single_thread() -> None:
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh pretrained-backbone cache for the whole session (the first user pretrains)."""
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_in_session(cache_dir: Path) -> Iterator[None]:
+    """Trials built without an explicit cache_dir use the session's, not ~/.cache."""
+    previous = os.environ.get("TRANSFER_TUNE_CACHE")
+    os.environ["TRANSFER_TUNE_CACHE"] = str(cache_dir)
+    yield
+    if previous is None:
+        del os.environ["TRANSFER_TUNE_CACHE"]
+    else:
+        os.environ["TRANSFER_TUNE_CACHE"] = previous
 
 
 @pytest.fixture(scope="session")

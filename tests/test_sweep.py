@@ -130,3 +130,17 @@ def test_the_optuna_cli_opens_the_study(sweep: Sweep) -> None:
     rows = json.loads(done.stdout)
     assert len(rows) == SWEEP_SAMPLES
     assert {row["state"] for row in rows} <= {"COMPLETE", "PRUNED", "FAIL"}
+
+
+def test_each_trial_says_whether_it_trained_on_cached_features(sweep: Sweep) -> None:
+    cached = 0
+    for trial in sweep.summary["trials"]:
+        params = json.loads((sweep.root / trial["path"] / "params.json").read_text())
+        log = (sweep.root / trial["path"] / "trial.log").read_text()
+        # Digits are never augmented: every trial with a frozen stage trains on cached features.
+        assert trial["cached_features"] == (params["freeze_depth"] > 0), trial
+        assert log.startswith("frozen-feature cache: " if trial["cached_features"] else
+                              "frozen-feature cache not used: no stage is frozen")  # fmt: skip
+        cached += trial["cached_features"]
+    assert 0 < cached < SWEEP_SAMPLES  # seed 0 draws frozen and unfrozen trials
+    assert f"{cached} of {SWEEP_SAMPLES} trials trained on cached frozen features" in sweep.stdout

@@ -2,6 +2,8 @@
 
 `freeze_depth = k` freezes the first k stages: their parameters stop training AND their
 BatchNorm layers become `FrozenBatchNorm2d`, so `model.train()` cannot move their statistics.
+Their dropout and stochastic depth (EfficientNet, ConvNeXt) are turned off too: a frozen stage
+is a fixed function of its input, which trainable.features relies on to cache its output.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models.vision_transformer import interpolate_embeddings
-from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops import FrozenBatchNorm2d, StochasticDepth
 
 from trainable.config import lookup
 
@@ -224,7 +226,7 @@ def _frozen_copy(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
 
 
 def freeze_stages(model: nn.Module, name: str, depth: int) -> None:
-    """Freeze the first `depth` stages: no gradients, and BatchNorm statistics fixed."""
+    """Freeze the first `depth` stages: no gradients, BatchNorm statistics fixed, no dropout."""
     spec = get_backbone(name)
     if not 0 <= depth <= spec.max_freeze_depth:
         raise ValueError(
@@ -243,6 +245,8 @@ def freeze_stages(model: nn.Module, name: str, depth: int) -> None:
             for full_name, child in list(stage_modules):
                 if isinstance(child, nn.BatchNorm2d):
                     model.set_submodule(full_name, _frozen_copy(child))
+                elif isinstance(child, (nn.Dropout, StochasticDepth)):
+                    child.p = 0.0
 
 
 def parameter_groups(

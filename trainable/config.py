@@ -62,6 +62,8 @@ class TrialConfig:
     shots: int = 20  # labelled training images per target class; 0: all (image data sets)
     val_fraction: float = 0.2  # per class, when an image data set has no validation split
     augment: bool = True  # random resized crops and flips on image data sets (not digits)
+    # Train on the frozen stages' output computed once (trainable.features) where valid.
+    feature_cache: bool = True
     seed: int = 0
     num_threads: int = 1  # torch threads; the search sets it to the trial's CPU allotment
     # "cuda" only when the search gave the trial a GPU (--gpus-per-trial): Ray 2.60 no longer

@@ -7,6 +7,7 @@ from a few labelled images per class.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,21 @@ class SplitLike:
         """One image (3, H, W)."""
         return self.take(torch.tensor([index]))[0]
 
+    def fingerprint(self) -> str:
+        """A hash of the images as the model sees them, and of their labels: equal for equal
+        splits (trainable.features keys its cache with it)."""
+        raise NotImplementedError
+
+
+def tensor_hash(*tensors: torch.Tensor) -> str:
+    """A SHA-256 of the tensors' dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        flat = tensor.detach().cpu().contiguous()
+        digest.update(str((flat.dtype, tuple(flat.shape))).encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
+
 
 @dataclass(frozen=True)
 class Split(SplitLike):
@@ -74,6 +90,9 @@ class Split(SplitLike):
 
     def take(self, index: torch.Tensor) -> torch.Tensor:
         return self.images[index]
+
+    def fingerprint(self) -> str:
+        return tensor_hash(self.images, self.labels)
 
 
 @dataclass(frozen=True)
@@ -87,9 +106,17 @@ class ImageSplit(SplitLike):
     indices: list[int]
     labels: torch.Tensor
     transform: Callable[[Any], torch.Tensor]
+    # Identifies the source's content (its files' paths, sizes and modification times): the
+    # fingerprint changes when a file does, without decoding any image.
+    stamp: str = ""
 
     def take(self, index: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.transform(self.source[self.indices[i]][0]) for i in index])
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(f"{self.stamp}|{self.indices}|{self.transform!r}".encode())
+        digest.update(tensor_hash(self.labels).encode())
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from trainable.images import (
     DataError,
     ImageFiles,
     describe_unreadable,
+    files_stamp,
     find_unreadable,
     image_transforms,
     index_image_folder,
@@ -196,9 +197,11 @@ def _assemble(
     sources: dict[str, tuple[Any, list[int]]],
     classes: tuple[str, ...],
     where: str,
+    stamp: str,
 ) -> TransferData:
     """Train/val/test ImageSplits from (source, labels) per split name ("all" or "train",
-    optionally "val", "test"); val is split from train by the seed when it is absent."""
+    optionally "val", "test"); val is split from train by the seed when it is absent. `stamp`
+    identifies the sources' files (trainable.images.files_stamp)."""
     train_set, train_labels = sources["train"]
     sizes = torch.bincount(torch.tensor(train_labels), minlength=len(classes))
     if "val" in sources:
@@ -226,7 +229,7 @@ def _assemble(
 
     def split(source: Any, labels: list[int], indices: list[int], tf: Callable) -> ImageSplit:
         chosen = torch.tensor([labels[i] for i in indices], dtype=torch.long)
-        return ImageSplit(source, indices, chosen, tf)
+        return ImageSplit(source, indices, chosen, tf, stamp)
 
     if "test" in sources:
         test_set, test_labels = sources["test"]
@@ -270,7 +273,8 @@ def image_folder_data(cfg: TrialConfig, root: str, log: Log | None = None) -> Tr
                 ImageFiles(kept),
                 [label for _, label in kept],
             )
-    return _assemble(cfg, sources, index.classes, str(index.root))
+    kept_paths = sorted(path for path in every if path not in unreadable)
+    return _assemble(cfg, sources, index.classes, str(index.root), files_stamp(kept_paths))
 
 
 def torchvision_data(
@@ -293,7 +297,10 @@ def torchvision_data(
             kept = [i for i, path in enumerate(paths[role]) if path not in unreadable]
             data, labels = Subset(data, kept), [labels[i] for i in kept]
         sources[role] = (data, labels)
-    return _assemble(cfg, sources, tuple(entry.classes(made["train"])), f"{name} ({root})")
+    files = [str(Path(root) / f) for f in entry.files if not f.endswith("/")]
+    stamp = files_stamp([*files, *every]) + f"|{sorted(unreadable)}"
+    classes = tuple(entry.classes(made["train"]))
+    return _assemble(cfg, sources, classes, f"{name} ({root})", stamp)
 
 
 def build_data(cfg: TrialConfig, log: Log | None = None) -> TransferData:

@@ -196,6 +196,14 @@ def _size_and_mtime(path: str) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
+def files_stamp(paths: Iterable[str]) -> str:
+    """A hash of each file's path, size and modification time: it changes when a file does."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(f"{path}|{_size_and_mtime(path)}\n".encode())
+    return digest.hexdigest()
+
+
 def describe_unreadable(unreadable: dict[str, str], listed: int = 3) -> str:
     """'2 unreadable images skipped: a.png (reason), b.jpg (reason)' for the console."""
     items = [f"{path} ({reason})" for path, reason in list(unreadable.items())[:listed]]

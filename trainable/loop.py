@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from trainable.config import TrialConfig
 from trainable.data import TransferData
 from trainable.datasets import build_data
 from trainable.engine import evaluate, train_one_epoch
+from trainable.features import cached_features
 from trainable.summaries import TrialSummaries
 from trainable.weights import load_weights
 
@@ -59,11 +60,13 @@ def run_trial(
     resume: dict[str, Any] | None = None,
     data: TransferData | None = None,
     log_dir: Path | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Train epoch by epoch; yield each epoch's metrics and the state a checkpoint must hold.
 
     `resume` is a loaded checkpoint: training continues after its epoch. `log_dir` receives the
-    trial's own TensorBoard summaries (trainable.summaries); None writes none. The yielded state
+    trial's own TensorBoard summaries (trainable.summaries); None writes none. `log` hears
+    whether the trial trains on cached frozen features, and why not. The yielded state
     references live tensors, so save it before advancing the generator.
     """
     torch.set_num_threads(cfg.num_threads)
@@ -83,6 +86,19 @@ def run_trial(
         best_val_acc = float(resume.get("best_val_acc", best_val_acc))  # older checkpoints lack it
     trainable_params = count_trainable(model)
     rates = {group["name"]: group["lr"] for group in optimizer.param_groups}
+    # With the frozen stages' output cached, each epoch runs only the rest of the model on it.
+    features = cached_features(cfg, model, data)
+    if isinstance(features, str):
+        net, train, val_split, note = (
+            model,
+            data.train,
+            data.val,
+            f"frozen-feature cache not used: {features}",
+        )
+    else:
+        net, train, val_split, note = features.suffix, features.train, features.val, features.note
+    if log is not None:
+        log(note)
     summaries = TrialSummaries(log_dir, cfg, data.classes) if log_dir is not None else None
     try:
         for epoch in range(start + 1, cfg.max_epochs + 1):
@@ -92,12 +108,12 @@ def run_trial(
             epoch_seed = cfg.seed * 1_000_003 + epoch
             generator = torch.Generator().manual_seed(epoch_seed)
             torch.manual_seed(epoch_seed)
-            train_loss = train_one_epoch(model, optimizer, data.train, cfg.batch_size, generator)
+            train_loss = train_one_epoch(net, optimizer, train, cfg.batch_size, generator)
             if not math.isfinite(train_loss):
                 raise DivergedError(
                     f"train_loss is {train_loss} at epoch {epoch}: diverged ({_rates_text(cfg)})"
                 )
-            val = evaluate(model, data.val)
+            val = evaluate(net, val_split)
             best_val_acc = max(best_val_acc, val.acc)
             if summaries is not None:
                 summaries.epoch_end(epoch, model, data.val, val.predicted)
@@ -109,6 +125,7 @@ def run_trial(
                 metrics.BEST_VAL_ACC: best_val_acc,
                 metrics.EPOCH_SECONDS: time.perf_counter() - began,
                 metrics.TRAINABLE_PARAMS: trainable_params,
+                metrics.CACHED_FEATURES: int(not isinstance(features, str)),
                 metrics.LR: rates,
             }
             state = {

@@ -7,7 +7,11 @@ VAL_ACC = "val_acc"  # the default search metric, maximised
 BEST_VAL_ACC = "best_val_acc"  # the trial's best val_acc so far: its kept checkpoint's
 EPOCH_SECONDS = "epoch_seconds"
 TRAINABLE_PARAMS = "trainable_params"
+CACHED_FEATURES = "cached_features"  # 1: trained on the frozen-feature cache, 0: uncached
 LR = "lr"  # {group name: learning rate}, e.g. {"head": 0.01, "backbone": 0.001}
 
 # The numbers a trial reports each epoch (LR is a dict of them, logged as lr/<group>).
-PER_EPOCH = (EPOCH, TRAIN_LOSS, VAL_LOSS, VAL_ACC, BEST_VAL_ACC, EPOCH_SECONDS, TRAINABLE_PARAMS)
+PER_EPOCH = (
+    EPOCH, TRAIN_LOSS, VAL_LOSS, VAL_ACC, BEST_VAL_ACC, EPOCH_SECONDS, TRAINABLE_PARAMS,
+    CACHED_FEATURES,
+)  # fmt: skip

@@ -1,0 +1,257 @@
+"""The frozen-feature cache: compute a trial's frozen prefix once, then train only the rest.
+
+A trial with its first k stages frozen recomputes the same activations of those stages every
+epoch when its training images are deterministic (no random augmentation). This module cuts
+the model's forward pass in two at the end of the frozen stages, computes the prefix's output
+for the train and validation images once, and stores it in `cache_dir/features/`, keyed by a
+hash of the prefix's weights and of the images (their files or pixels, split and transform).
+Every later epoch, and every trial with the same prefix, trains the suffix on those features.
+
+The forward pass of each family is a list of steps (FORWARD_STEPS): module paths in the order
+the model's own `forward` runs them, plus a few named functions for what is not a module
+(`flatten`, ViT's token assembly). A test checks that the steps reproduce `model(x)`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.ops import StochasticDepth
+
+from trainable.backbones import get_backbone
+from trainable.checkpoint import write_atomically
+from trainable.config import TrialConfig
+from trainable.data import Split, SplitLike, TransferData, tensor_hash
+from trainable.datasets import DataSpec
+
+FEATURES_DIR = "features"
+FORMAT_VERSION = 1  # bump when what a cached file holds changes
+# A cache entry (train + validation features, float32) larger than this is not written: the
+# trial trains uncached and says why. Features are memory-mapped, so this bounds disk, not RAM.
+MAX_CACHE_BYTES = 4_000_000_000
+BUILD_BATCH = 128  # images per forward pass of the prefix while building
+
+
+def _vit_tokens(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """ViT's patch embedding with the class token in front, as VisionTransformer.forward."""
+    tokens = model._process_input(x)
+    return torch.cat([model.class_token.expand(x.shape[0], -1, -1), tokens], dim=1)
+
+
+def _vit_position(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The encoder's position embedding and its dropout, as Encoder.forward begins."""
+    return model.encoder.dropout(x + model.encoder.pos_embedding)
+
+
+# Steps that are not a module call: (function, the parameter or module it uses, or None).
+FUNCTIONS: dict[str, tuple[Callable[[nn.Module, torch.Tensor], torch.Tensor], str | None]] = {
+    "flatten": (lambda _, x: torch.flatten(x, 1), None),
+    "vit_tokens": (_vit_tokens, "conv_proj"),
+    "vit_position": (_vit_position, "encoder.pos_embedding"),
+    "vit_class_token": (lambda _, x: x[:, 0], None),
+}
+
+_RESNET = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
+           "avgpool", "flatten", "fc")  # fmt: skip
+
+
+def _features_then(count: int, *rest: str) -> tuple[str, ...]:
+    return (*(f"features.{i}" for i in range(count)), *rest)
+
+
+FORWARD_STEPS: dict[str, tuple[str, ...]] = {
+    "resnet18": _RESNET,
+    "resnet34": _RESNET,
+    "resnet50": _RESNET,
+    "mobilenet_v3_large": _features_then(
+        17, "avgpool", "flatten", "classifier.0", "classifier.1", "classifier.2", "classifier.3"
+    ),
+    "efficientnet_b0": _features_then(9, "avgpool", "flatten", "classifier.0", "classifier.1"),
+    "convnext_tiny": _features_then(8, "avgpool", "classifier.0", "classifier.1", "classifier.2"),
+    "vit_b_16": (
+        "vit_tokens",
+        "vit_position",
+        *(f"encoder.layers.encoder_layer_{i}" for i in range(12)),
+        "encoder.ln",
+        "vit_class_token",
+        "heads.head",
+    ),
+}
+
+
+def _run_step(model: nn.Module, step: str, x: torch.Tensor) -> torch.Tensor:
+    if step in FUNCTIONS:
+        return FUNCTIONS[step][0](model, x)
+    return model.get_submodule(step)(x)
+
+
+class Steps(nn.Module):
+    """Part of a model's forward pass: `steps` run in order on the model's own modules."""
+
+    def __init__(self, model: nn.Module, steps: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.steps = steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for step in self.steps:
+            x = _run_step(self.model, step, x)
+        return x
+
+
+def _stage_of(backbone: str, name: str) -> int | None:
+    """Index of the stage holding module or parameter `name`, or None (the head, or a step
+    with no parameters)."""
+    for index, stage in enumerate(get_backbone(backbone).stages):
+        if any(name == entry or name.startswith(f"{entry}.") for entry in stage):
+            return index
+    return None
+
+
+def _fixed(module: nn.Module) -> bool:
+    """True for a module without parameters that computes the same in train and eval mode."""
+    if any(True for _ in module.parameters()):
+        return False
+    return not any(
+        isinstance(m, (nn.Dropout, StochasticDepth)) and m.p > 0 for m in module.modules()
+    )
+
+
+def prefix_length(model: nn.Module, backbone: str, depth: int) -> int:
+    """How many forward steps a frozen prefix of `depth` stages can hold: every step of the
+    frozen stages, and after them the parameter-free deterministic ones (pooling, flatten)."""
+    steps = FORWARD_STEPS[backbone]
+    for index, step in enumerate(steps):
+        used = FUNCTIONS[step][1] if step in FUNCTIONS else step
+        stage = _stage_of(backbone, used) if used is not None else None
+        frozen = stage is not None and stage < depth
+        if step in FUNCTIONS:
+            free = used is None
+        else:
+            free = stage is None and _fixed(model.get_submodule(step))
+        if not (frozen or free):
+            return index
+    return len(steps)
+
+
+def split_model(model: nn.Module, backbone: str, depth: int) -> tuple[Steps, Steps]:
+    """(prefix, suffix): the frozen prefix of `depth` stages and the rest of the forward pass;
+    suffix(prefix(x)) is model(x)."""
+    steps = FORWARD_STEPS[backbone]
+    cut = prefix_length(model, backbone, depth)
+    return Steps(model, steps[:cut]), Steps(model, steps[cut:])
+
+
+def why_uncached(cfg: TrialConfig) -> str | None:
+    """Why this trial cannot use cached features, or None when it can (size aside)."""
+    if not cfg.feature_cache:
+        return "turned off (--no-feature-cache)"
+    if cfg.freeze_depth == 0:
+        return "no stage is frozen"
+    if cfg.augment and DataSpec.parse(cfg.data).name != "digits":
+        return "random augmentation runs before the frozen stages (--no-augment allows it)"
+    if cfg.backbone not in FORWARD_STEPS:
+        return f"{cfg.backbone} has no forward-step map"
+    return None
+
+
+@dataclass(frozen=True)
+class CachedFeatures:
+    """The frozen prefix's output for the train and validation images, and the suffix to
+    train on them."""
+
+    train: Split
+    val: Split
+    suffix: Steps
+    path: Path
+    built_seconds: float  # 0.0 when read from the cache
+
+    @property
+    def note(self) -> str:
+        """One line for the trial's log: what is cached, where, and how it was obtained."""
+        shape = "x".join(map(str, self.train.images.shape[1:]))
+        how = f"built in {self.built_seconds:.1f} s" if self.built_seconds else "read from cache"
+        return (
+            f"frozen-feature cache: {len(self.train)}+{len(self.val)} images as {shape} "
+            f"features, {how} ({self.path})"
+        )
+
+
+def cache_key(prefix: Steps, data: TransferData, image_size: int) -> str:
+    """A hash of everything the cached features depend on: the prefix's steps and weights
+    (parameters and buffers of the modules it runs), and the train and validation images."""
+    digest = hashlib.sha256(f"v{FORMAT_VERSION}|{prefix.steps}|{image_size}".encode())
+    model = prefix.model
+    for step in prefix.steps:
+        used = FUNCTIONS[step][1] if step in FUNCTIONS else step
+        if used is None:
+            continue
+        try:
+            module = model.get_submodule(used)
+            tensors = [*module.parameters(), *module.buffers()]
+        except AttributeError:  # a bare parameter
+            tensors = [model.get_parameter(used)]
+        if step == "vit_tokens":
+            tensors.append(model.class_token)
+        digest.update(tensor_hash(*tensors).encode())
+    for split in (data.train, data.val):
+        digest.update(split.fingerprint().encode())
+    return digest.hexdigest()[:32]
+
+
+@torch.no_grad()
+def _compute(prefix: Steps, split: SplitLike, device: torch.device) -> torch.Tensor:
+    """The prefix's output for every image of `split`, in order, on the CPU."""
+    prefix.eval()
+    parts = [prefix(images.to(device)).float().cpu() for images, _ in split.batches(BUILD_BATCH)]
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def _feature_bytes(prefix: Steps, data: TransferData, device: torch.device) -> int:
+    """Bytes of float32 features of the train and validation splits, from one image."""
+    prefix.eval()
+    one = prefix(data.train.image(0)[None].to(device))
+    return one.numel() * 4 * (len(data.train) + len(data.val))
+
+
+def cached_features(cfg: TrialConfig, model: nn.Module, data: TransferData) -> CachedFeatures | str:
+    """The trial's cached features (building them under a lock when absent), or the reason
+    the trial trains uncached."""
+    reason = why_uncached(cfg)
+    if reason is not None:
+        return reason
+    prefix, suffix = split_model(model, cfg.backbone, cfg.freeze_depth)
+    device = next(model.parameters()).device
+    size = _feature_bytes(prefix, data, device)
+    if size > MAX_CACHE_BYTES:
+        limit = MAX_CACHE_BYTES / 1e6
+        return f"its features would take {size / 1e6:,.0f} MB, over the {limit:,.0f} MB limit"
+    folder = Path(cfg.cache_dir) / FEATURES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{cache_key(prefix, data, cfg.image_size)}.pt"
+    built = 0.0
+    # One builder at a time: trials running at once with the same prefix wait for the first.
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            began = time.perf_counter()
+            tensors = {"train": _compute(prefix, data.train, device)}
+            tensors["val"] = _compute(prefix, data.val, device)
+            write_atomically(path, lambda f: torch.save(tensors, f))
+            built = time.perf_counter() - began
+    stored = torch.load(path, mmap=True, weights_only=True)
+    return CachedFeatures(
+        train=Split(stored["train"], data.train.labels),
+        val=Split(stored["val"], data.val.labels),
+        suffix=suffix,
+        path=path,
+        built_seconds=built,
+    )
