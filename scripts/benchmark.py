@@ -32,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"benchmark.py: error: {error}", file=sys.stderr)
         return 2
-    report = run_benchmark(args.quick, args.cache_dir or default_cache_dir())
+    report = run_benchmark(
+        args.quick,
+        args.cache_dir or default_cache_dir(),
+        log=lambda line: print(line, file=sys.stderr),
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(format_markdown(report))

@@ -9,12 +9,14 @@ This machine is noisy, so each figure compares two variants of the same work run
 - `wandb_sweep_overhead_ratio`: a whole search through `run_search` with W&B offline (one
   logging actor and run per trial, the best-model artifact) over the same search with W&B
   disabled. TensorBoard logging is on in both.
+- The search against plain loops, the feature cache, ASHA and Optuna: search.efficiency.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import statistics
 import tempfile
 import time
@@ -24,6 +26,12 @@ from typing import Any
 
 import torch
 
+from search.efficiency import (
+    feature_cache_speedup,
+    full_budget,
+    harness_overhead,
+    optuna_peer,
+)
 from search.run import run_search
 from search.settings import SearchSettings, resolve
 from trainable.config import TrialConfig
@@ -48,10 +56,25 @@ class Budget:
     sweep_samples: int
     sweep_epochs: int
     sweep_repeats: int
+    # The search vs the plain loop (and ASHA vs full budget vs Optuna alone)
+    search_samples: int
+    search_epochs: int
+    search_repeats: int
+    feature_depths: tuple[int, ...]  # freeze depths of ResNet-18 whose epochs are compared
+    feature_epochs: int
+    feature_repeats: int
 
 
-FULL = Budget(trial_epochs=9, repeats=3, sweep_samples=8, sweep_epochs=9, sweep_repeats=2)
-QUICK = Budget(trial_epochs=2, repeats=1, sweep_samples=2, sweep_epochs=1, sweep_repeats=1)
+FULL = Budget(
+    trial_epochs=9, repeats=3, sweep_samples=8, sweep_epochs=9, sweep_repeats=2,
+    search_samples=16, search_epochs=9, search_repeats=2,  # the default search
+    feature_depths=(1, 2, 3, 4, 5), feature_epochs=9, feature_repeats=3,
+)  # fmt: skip
+QUICK = Budget(
+    trial_epochs=2, repeats=1, sweep_samples=2, sweep_epochs=1, sweep_repeats=1,
+    search_samples=3, search_epochs=2, search_repeats=1,
+    feature_depths=(4, 5), feature_epochs=2, feature_repeats=1,
+)  # fmt: skip
 
 
 def _alternate(variants: dict[str, Any], repeats: int, measure: Any) -> dict[str, list[float]]:
@@ -115,22 +138,91 @@ def wandb_sweep_overhead(budget: Budget, cache_dir: str, work: Path) -> dict[str
     return {"wandb_sweep_overhead_ratio": round(ratio, 3), "wandb_sweep_seconds": times}
 
 
-def run_benchmark(quick: bool, cache_dir: str) -> dict[str, Any]:
-    """Every measurement, as one JSON-ready dict; what the runs write goes to a scratch folder."""
+def search_settings(budget: Budget) -> SearchSettings:
+    """The benchmark's search: the default one (resnet_small on digits, W&B offline), its
+    trials one at a time with every CPU, as the plain loop it is compared with runs them."""
+    return resolve(
+        SearchSettings(
+            num_samples=budget.search_samples,
+            max_epochs=budget.search_epochs,
+            cpus_per_trial=float(os.cpu_count() or 1),
+            wandb="offline",
+        )
+    )
+
+
+def run_benchmark(quick: bool, cache_dir: str, log: Any = print) -> dict[str, Any]:
+    """Every measurement, as one JSON-ready dict; what the runs write goes to a scratch folder.
+    `log` hears which measurement runs (stderr from scripts/benchmark.py)."""
     budget = QUICK if quick else FULL
+    settings = search_settings(budget)
+    ensure_source_weights("resnet18", "digits", settings.image_size, cache_dir, log=log)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         report: dict[str, Any] = {"quick": quick, "budget": dataclasses.asdict(budget)}
+        log("Measuring trial summaries' cost ...")
         report.update(trial_logging_overhead(budget, cache_dir, work / "trials"))
+        log("Measuring W&B's cost ...")
         report.update(wandb_sweep_overhead(budget, cache_dir, work / "sweeps"))
+        log("Measuring the search against a plain loop of its trials ...")
+        report.update(harness_overhead(settings, budget.search_repeats, cache_dir, work / "h"))
+        log("Measuring the same search with a full budget, and Optuna alone ...")
+        report.update(full_budget(settings, cache_dir, work / "full"))
+        spent = report["asha"]["trial_epochs"]
+        report.update(optuna_peer(settings, spent, cache_dir, work / "optuna"))
+        log("Measuring the frozen-feature cache ...")
+        report.update(
+            feature_cache_speedup(
+                list(budget.feature_depths),
+                budget.feature_epochs,
+                budget.feature_repeats,
+                cache_dir,
+                work / "features",
+            )
+        )
     return report
 
 
 def format_markdown(report: dict[str, Any]) -> str:
-    """The BENCHMARKS.md table of a report."""
+    """The BENCHMARKS.md tables of a report."""
+    return "\n\n".join([_overhead_table(report), _feature_table(report), _search_table(report)])
+
+
+def _feature_table(report: dict[str, Any]) -> str:
+    lines = [
+        "| `freeze_depth` | epoch s uncached | epoch s cached | `feature_cache_speedup` "
+        "| build s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for depth, ratio in report["feature_cache_speedup"].items():
+        seconds = report["feature_cache_epoch_seconds"][depth]
+        lines.append(
+            f"| {depth} | {seconds['uncached']:.4f} | {seconds['cached']:.4f} | {ratio:.1f}x "
+            f"| {report['feature_cache_build_seconds'][depth]:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def _search_table(report: dict[str, Any]) -> str:
+    rows = (
+        ("harness: Optuna TPE + ASHA", report["asha"]),
+        ("harness, full budget (no early stopping)", report["full_budget"]),
+        ("Optuna alone: TPE + HyperbandPruner", report["optuna_alone"]),
+    )
+    lines = ["| search | best `val_acc` | trial-epochs | seconds |", "| --- | --- | --- | --- |"]
+    for name, row in rows:
+        lines.append(
+            f"| {name} | {row['best_val_acc']:.3f} | {row['trial_epochs']} | {row['seconds']:.1f} |"
+        )
+    lines.append(f"\n`asha_epoch_fraction`: {report['asha_epoch_fraction']:.3f}")
+    return "\n".join(lines)
+
+
+def _overhead_table(report: dict[str, Any]) -> str:
     pairs = (
         ("trial_logging", report["trial_logging_seconds"], "summaries", "none"),
         ("wandb_sweep", report["wandb_sweep_seconds"], "offline", "disabled"),
+        ("harness", report["harness_seconds"], "search", "plain_loop"),
     )
     lines = ["| figure | ratio | median seconds (with vs without) |", "| --- | --- | --- |"]
     for name, times, with_, without in pairs:

@@ -1,3 +1,4 @@
+import math
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,9 @@ from spaces import SPACES, get_space
 from trainable import metrics
 from trainable.backbones import BACKBONES
 from trainable.config import TrialConfig
-from trainable.loop import DivergedError, run_trial
+from trainable.datasets import build_data
+from trainable.engine import evaluate, train_one_epoch
+from trainable.loop import DivergedError, build_optimizer, build_trial_model, run_trial
 
 SMALL = {"weights": "none", "image_size": 16, "max_epochs": 2}
 
@@ -67,3 +70,17 @@ def test_a_cuda_trial_without_a_gpu_says_so() -> None:
     cfg = TrialConfig(freeze_depth=5, head_lr=1e-2, device="cuda", **SMALL)
     with pytest.raises(RuntimeError, match=r"device='cuda', but torch sees no GPU"):
         next(run_trial(cfg))
+
+
+def test_bf16_autocast_trains_and_evaluates() -> None:
+    """The GPU's mixed precision path (bf16 autocast), run on the CPU, which supports it too."""
+    cfg = TrialConfig(freeze_depth=3, backbone_lr=1e-2, head_lr=1e-1, **SMALL)
+    data = build_data(cfg)
+    model = build_trial_model(cfg, len(data.classes))
+    optimizer = build_optimizer(model, cfg)
+    before = model.fc.weight.detach().clone()
+    loss = train_one_epoch(model, optimizer, data.train, 16, torch.Generator().manual_seed(0), True)
+    assert math.isfinite(loss) and not torch.equal(model.fc.weight, before)
+    full, mixed = evaluate(model, data.val), evaluate(model, data.val, amp=True)
+    assert mixed.predicted.dtype == torch.int64
+    assert abs(full.acc - mixed.acc) <= 0.05 and mixed.loss == pytest.approx(full.loss, rel=0.05)

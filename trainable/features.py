@@ -30,6 +30,7 @@ from trainable.checkpoint import write_atomically
 from trainable.config import TrialConfig
 from trainable.data import Split, SplitLike, TransferData, tensor_hash
 from trainable.datasets import DataSpec
+from trainable.engine import to_device
 
 FEATURES_DIR = "features"
 FORMAT_VERSION = 1  # bump when what a cached file holds changes
@@ -210,7 +211,8 @@ def cache_key(prefix: Steps, data: TransferData, image_size: int) -> str:
 def _compute(prefix: Steps, split: SplitLike, device: torch.device) -> torch.Tensor:
     """The prefix's output for every image of `split`, in order, on the CPU."""
     prefix.eval()
-    parts = [prefix(images.to(device)).float().cpu() for images, _ in split.batches(BUILD_BATCH)]
+    batches = split.batches(BUILD_BATCH)
+    parts = [prefix(to_device(images, device)).float().cpu() for images, _ in batches]
     return torch.cat(parts)
 
 
@@ -218,7 +220,7 @@ def _compute(prefix: Steps, split: SplitLike, device: torch.device) -> torch.Ten
 def _feature_bytes(prefix: Steps, data: TransferData, device: torch.device) -> int:
     """Bytes of float32 features of the train and validation splits, from one image."""
     prefix.eval()
-    one = prefix(data.train.image(0)[None].to(device))
+    one = prefix(to_device(data.train.image(0)[None], device))
     return one.numel() * 4 * (len(data.train) + len(data.val))
 
 

@@ -77,6 +77,10 @@ def run_trial(
     device = torch.device(cfg.device)  # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU
     data = data or build_data(cfg)
     model = build_trial_model(cfg, len(data.classes)).to(device)
+    # On a GPU: bf16 autocast and channels-last convolutions (trainable.engine).
+    amp = device.type == "cuda"
+    if amp:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
     start, best_val_acc = 0, -math.inf
     if resume is not None:
@@ -108,12 +112,12 @@ def run_trial(
             epoch_seed = cfg.seed * 1_000_003 + epoch
             generator = torch.Generator().manual_seed(epoch_seed)
             torch.manual_seed(epoch_seed)
-            train_loss = train_one_epoch(net, optimizer, train, cfg.batch_size, generator)
+            train_loss = train_one_epoch(net, optimizer, train, cfg.batch_size, generator, amp)
             if not math.isfinite(train_loss):
                 raise DivergedError(
                     f"train_loss is {train_loss} at epoch {epoch}: diverged ({_rates_text(cfg)})"
                 )
-            val = evaluate(net, val_split)
+            val = evaluate(net, val_split, amp=amp)
             best_val_acc = max(best_val_acc, val.acc)
             if summaries is not None:
                 summaries.epoch_end(epoch, model, data.val, val.predicted)

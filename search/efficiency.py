@@ -1,0 +1,257 @@
+"""How fast the harness searches, measured against plain loops (scripts/benchmark.py).
+
+- `harness_overhead`: the search as a user runs it (`scripts/search.py`, one process with
+  Ray, Optuna, ASHA, TensorBoard, W&B offline, a checkpoint every epoch) vs a plain PyTorch
+  loop (`replay`) running the same trials for the same epochs, on the same data and threads,
+  one after another in one process. Both are timed as whole processes, start-up included.
+  The same search gives `asha_epoch_fraction`, and its best `val_acc` is compared with a
+  full-budget search (no early stopping) and with Optuna on its own (`optuna_alone`: TPE
+  and its HyperbandPruner, the same training code, the trial-epochs the ASHA search used).
+- `feature_cache_speedup`: epoch time of trials recomputing their frozen stages over the
+  same trials training on cached features (trainable.features), per freeze depth.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from search.builders import build_param_space, build_space
+from search.optuna_bridge import build_sampler
+from search.settings import DIGITS_IMAGE_SIZE, SearchSettings, resolve
+from trainable import metrics
+from trainable.config import TrialConfig
+from trainable.datasets import build_data
+from trainable.features import FEATURES_DIR, cached_features
+from trainable.loop import build_trial_model, run_trial
+from trainable.pretrain import ensure_source_weights
+
+ROOT = Path(__file__).resolve().parent.parent
+SEARCH_SCRIPT = ROOT / "scripts" / "search.py"
+
+
+def fresh_cache(cache_dir: str, scratch: Path, image_size: int = DIGITS_IMAGE_SIZE) -> str:
+    """A new cache folder holding the ResNet-18 pretrained on digits' source task (from
+    `cache_dir`, pretrained there once) and nothing else: each measured run builds its own
+    frozen features, as a first search does."""
+    scratch.mkdir(parents=True)
+    weights = ensure_source_weights("resnet18", "digits", image_size, cache_dir, log=print)
+    shutil.copy2(weights, scratch / weights.name)
+    return str(scratch)
+
+
+def _timed(command: list[str]) -> tuple[float, str]:
+    """Run a command to the end; (wall seconds, stdout). A failure raises with its stderr."""
+    began = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    seconds = time.perf_counter() - began
+    if done.returncode != 0:
+        raise RuntimeError(f"{command[:3]} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return seconds, done.stdout
+
+
+def search_command(settings: SearchSettings, name: str, storage: Path, cache: str) -> list[str]:
+    """The scripts/search.py command line of `settings`: one trial at a time."""
+    return [
+        sys.executable, str(SEARCH_SCRIPT),
+        "--space", settings.space,
+        "--data", settings.data,
+        "--image-size", str(settings.image_size),
+        "--shots", str(settings.shots),
+        "--num-samples", str(settings.num_samples),
+        "--max-epochs", str(settings.max_epochs),
+        "--grace-period", str(settings.grace_period),
+        "--max-concurrent", "1",  # the trials of the plain loop, in the same order
+        "--cpus-per-trial", f"{settings.cpus_per_trial:g}",
+        "--seed", str(settings.seed),
+        "--wandb", settings.wandb,
+        "--name", name,
+        "--storage-path", str(storage),
+        "--cache-dir", cache,
+    ]  # fmt: skip
+
+
+def trials_run(experiment: Path) -> list[tuple[dict[str, Any], int]]:
+    """(params.json, epochs run) of each trial of a finished search, in the order they ran."""
+    summary = json.loads((experiment / "summary.json").read_text())
+    trials = []
+    for trial in summary["trials"]:
+        folder = experiment / trial["path"]
+        first = json.loads((folder / "result.json").read_text().splitlines()[0])
+        params = json.loads((folder / "params.json").read_text())
+        trials.append((first["timestamp"], trial["trial_id"], params, trial["epochs"]))
+    return [(params, epochs) for _, _, params, epochs in sorted(trials, key=lambda t: t[:2])]
+
+
+def replay(experiment: Path | str, cache_dir: str) -> None:
+    """The plain loop: each trial of `experiment` again for the epochs it ran, in one process,
+    with no Ray, logging or checkpoints. Its features go to `cache_dir` (built anew)."""
+    trials = trials_run(Path(experiment))
+    first = TrialConfig.from_dict({**trials[0][0], "cache_dir": cache_dir})
+    torch.set_num_threads(first.num_threads)
+    data = build_data(first)  # one data set for all, as the search's trial processes reuse it
+    for params, epochs in trials:
+        cfg = TrialConfig.from_dict({**params, "cache_dir": cache_dir})
+        for done, _ in enumerate(run_trial(cfg, data=data), start=1):
+            if done == epochs:
+                break
+
+
+def replay_command(experiment: Path, cache_dir: str) -> list[str]:
+    code = "import sys; from search.efficiency import replay; replay(*sys.argv[1:3])"
+    return [sys.executable, "-c", code, str(experiment), cache_dir]
+
+
+def harness_overhead(
+    settings: SearchSettings, repeats: int, cache_dir: str, work: Path
+) -> dict[str, Any]:
+    """The search vs the plain loop of its trials, alternated; and what its ASHA spent."""
+    times: dict[str, list[float]] = {"search": [], "plain_loop": []}
+    for repeat in range(repeats):
+        name = f"search-{repeat}"
+        cache = fresh_cache(cache_dir, work / f"cache-search-{repeat}", settings.image_size)
+        seconds, _ = _timed(search_command(settings, name, work, cache))
+        times["search"].append(seconds)
+        experiment = work / name
+        cache = fresh_cache(cache_dir, work / f"cache-loop-{repeat}", settings.image_size)
+        times["plain_loop"].append(_timed(replay_command(experiment, cache))[0])
+    summary = json.loads((work / f"search-{repeats - 1}" / "summary.json").read_text())
+    budget = summary["budget"]
+    ratio = statistics.median(times["search"]) / statistics.median(times["plain_loop"])
+    return {
+        "harness_overhead_ratio": round(ratio, 3),
+        "harness_seconds": times,
+        "asha_epoch_fraction": round(
+            budget["trial_epochs_run"] / (budget["num_samples"] * budget["max_epochs"]), 3
+        ),
+        "asha": {
+            "best_val_acc": summary["best"][metrics.VAL_ACC],
+            "trial_epochs": budget["trial_epochs_run"],
+            "seconds": round(statistics.median(times["search"]), 1),
+            "cached_trials": sum(t["cached_features"] for t in summary["trials"]),
+        },
+    }
+
+
+def full_budget(settings: SearchSettings, cache_dir: str, work: Path) -> dict[str, Any]:
+    """The same search with no early stopping: ASHA's one rung at max_epochs."""
+    full = resolve(SearchSettings(**{**settings.to_dict(), "grace_period": settings.max_epochs}))
+    cache = fresh_cache(cache_dir, work / "cache-full", settings.image_size)
+    seconds, _ = _timed(search_command(full, "full-budget", work, cache))
+    summary = json.loads((work / "full-budget" / "summary.json").read_text())
+    return {
+        "full_budget": {
+            "best_val_acc": summary["best"][metrics.VAL_ACC],
+            "trial_epochs": summary["budget"]["trial_epochs_run"],
+            "seconds": round(seconds, 1),
+        }
+    }
+
+
+def optuna_alone(settings_json: str, trial_epochs: int, cache_dir: str) -> dict[str, Any]:
+    """Optuna without Ray: TPE (the harness's sampler set-up) and its HyperbandPruner, the
+    harness's training code, until `trial_epochs` epochs are spent. Prints and returns its
+    best val_acc and what it ran."""
+    settings = resolve(SearchSettings(**json.loads(settings_json)))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=build_sampler("tpe", settings.seed, settings.num_samples),
+        pruner=optuna.pruners.HyperbandPruner(
+            min_resource=settings.grace_period,
+            max_resource=settings.max_epochs,
+            reduction_factor=settings.reduction_factor,
+        ),
+    )
+    space = build_space(settings)
+    fixed = {**build_param_space(settings), "cache_dir": cache_dir}
+    torch.set_num_threads(fixed["num_threads"])
+    data = build_data(TrialConfig.from_dict(fixed))
+    spent, best = 0, 0.0
+    while spent < trial_epochs:
+        trial = study.ask()
+        cfg = TrialConfig.from_dict({**fixed, **space(trial)})
+        state, value = optuna.trial.TrialState.COMPLETE, None
+        try:
+            for result, _ in run_trial(cfg, data=data):
+                spent += 1
+                value = result[metrics.VAL_ACC]
+                best = max(best, value)
+                trial.report(value, result[metrics.EPOCH])
+                if trial.should_prune() or spent >= trial_epochs:
+                    state = optuna.trial.TrialState.PRUNED
+                    break
+        except Exception:  # a diverged trial: failed, as the harness records it
+            state = optuna.trial.TrialState.FAIL
+        study.tell(trial, value if state == optuna.trial.TrialState.COMPLETE else None, state)
+    report = {"best_val_acc": best, "trial_epochs": spent, "trials": len(study.trials)}
+    print(json.dumps(report))
+    return report
+
+
+def optuna_peer(
+    settings: SearchSettings, trial_epochs: int, cache_dir: str, work: Path
+) -> dict[str, Any]:
+    """`optuna_alone` in its own process, timed whole like the search."""
+    code = (
+        "import sys; from search.efficiency import optuna_alone; "
+        "optuna_alone(sys.argv[1], int(sys.argv[2]), sys.argv[3])"
+    )
+    cache = fresh_cache(cache_dir, work / "cache-optuna", settings.image_size)
+    settings_json = json.dumps(settings.to_dict())
+    seconds, out = _timed([sys.executable, "-c", code, settings_json, str(trial_epochs), cache])
+    report = json.loads(out.strip().splitlines()[-1])
+    return {"optuna_alone": {**report, "seconds": round(seconds, 1)}}
+
+
+def _epoch_seconds(cfg: TrialConfig, data: Any) -> list[float]:
+    return [result[metrics.EPOCH_SECONDS] for result, _ in run_trial(cfg, data=data)]
+
+
+def feature_cache_speedup(
+    depths: list[int], epochs: int, repeats: int, cache_dir: str, work: Path
+) -> dict[str, Any]:
+    """Per freeze depth: median epoch seconds recomputing the frozen stages over training on
+    cached features (ResNet-18, digits, source weights, one thread), alternated."""
+    cache = fresh_cache(cache_dir, work / "cache-features")
+    base = TrialConfig(max_epochs=epochs, cache_dir=cache)
+    data = build_data(base)
+    torch.set_num_threads(1)
+    speedup, seconds, build = {}, {}, {}
+    for depth in depths:
+        last = depth == 5  # a linear probe: no backbone learning rate
+        cfg = TrialConfig(
+            freeze_depth=depth, backbone_lr=None if last else 3e-3, head_lr=3e-2,
+            max_epochs=epochs, cache_dir=cache,
+        )  # fmt: skip
+        entry = cached_features(cfg, build_trial_model(cfg, len(data.classes)), data)
+        build[str(depth)] = round(getattr(entry, "built_seconds", 0.0), 3)
+        variants: dict[str, Callable[[], list[float]]] = {
+            "cached": lambda cfg=cfg: _epoch_seconds(cfg, data),
+            "uncached": lambda cfg=cfg: _epoch_seconds(
+                TrialConfig(**{**cfg.to_dict(), "feature_cache": False}), data
+            ),
+        }
+        times: dict[str, list[float]] = {"cached": [], "uncached": []}
+        for repeat in range(repeats):
+            for name in ("cached", "uncached") if repeat % 2 == 0 else ("uncached", "cached"):
+                times[name] += variants[name]()
+        cached, uncached = statistics.median(times["cached"]), statistics.median(times["uncached"])
+        speedup[str(depth)] = round(uncached / cached, 1)
+        seconds[str(depth)] = {"cached": round(cached, 4), "uncached": round(uncached, 4)}
+    shutil.rmtree(Path(cache) / FEATURES_DIR, ignore_errors=True)
+    return {
+        "feature_cache_speedup": speedup,
+        "feature_cache_epoch_seconds": seconds,
+        "feature_cache_build_seconds": build,
+    }
