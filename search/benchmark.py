@@ -30,6 +30,7 @@ from search.efficiency import (
     feature_cache_speedup,
     full_budget,
     harness_overhead,
+    image_feature_cache_speedup,
     optuna_peer,
 )
 from search.run import run_search
@@ -60,20 +61,23 @@ class Budget:
     search_samples: int
     search_epochs: int
     search_repeats: int
+    # The same search on 64 px digits with 100 shots a class (epochs about 6x longer), once
+    longer_epochs: bool
     feature_depths: tuple[int, ...]  # freeze depths of ResNet-18 whose epochs are compared
     feature_epochs: int
     feature_repeats: int
+    image_depths: tuple[int, ...]  # the same on an image folder of JPEGs (decoding included)
 
 
 FULL = Budget(
     trial_epochs=9, repeats=3, sweep_samples=8, sweep_epochs=9, sweep_repeats=2,
-    search_samples=16, search_epochs=9, search_repeats=2,  # the default search
-    feature_depths=(1, 2, 3, 4, 5), feature_epochs=9, feature_repeats=3,
+    search_samples=16, search_epochs=9, search_repeats=2, longer_epochs=True,  # the default
+    feature_depths=(1, 2, 3, 4, 5), feature_epochs=9, feature_repeats=3, image_depths=(3, 4, 5),
 )  # fmt: skip
 QUICK = Budget(
     trial_epochs=2, repeats=1, sweep_samples=2, sweep_epochs=1, sweep_repeats=1,
-    search_samples=3, search_epochs=2, search_repeats=1,
-    feature_depths=(4, 5), feature_epochs=2, feature_repeats=1,
+    search_samples=3, search_epochs=2, search_repeats=1, longer_epochs=False,
+    feature_depths=(4, 5), feature_epochs=2, feature_repeats=1, image_depths=(5,),
 )  # fmt: skip
 
 
@@ -166,6 +170,10 @@ def run_benchmark(quick: bool, cache_dir: str, log: Any = print) -> dict[str, An
         report.update(wandb_sweep_overhead(budget, cache_dir, work / "sweeps"))
         log("Measuring the search against a plain loop of its trials ...")
         report.update(harness_overhead(settings, budget.search_repeats, cache_dir, work / "h"))
+        if budget.longer_epochs:
+            log("Measuring the search against a plain loop on 64 px digits ...")
+            longer = resolve(dataclasses.replace(settings, image_size=64, shots=100))
+            report.update(harness_overhead(longer, 1, cache_dir, work / "h64", "harness_64px"))
         log("Measuring the same search with a full budget, and Optuna alone ...")
         report.update(full_budget(settings, cache_dir, work / "full"))
         spent = report["asha"]["trial_epochs"]
@@ -180,6 +188,12 @@ def run_benchmark(quick: bool, cache_dir: str, log: Any = print) -> dict[str, An
                 work / "features",
             )
         )
+        report.update(
+            image_feature_cache_speedup(
+                list(budget.image_depths), budget.feature_epochs, budget.feature_repeats,
+                work / "images",
+            )
+        )  # fmt: skip
     return report
 
 
@@ -188,18 +202,40 @@ def format_markdown(report: dict[str, Any]) -> str:
     return "\n\n".join([_overhead_table(report), _feature_table(report), _search_table(report)])
 
 
-def _feature_table(report: dict[str, Any]) -> str:
+def _breakdown_table(report: dict[str, Any]) -> str:
+    """Where each measured search's time went, next to its plain loop's epochs."""
     lines = [
-        "| `freeze_depth` | epoch s uncached | epoch s cached | `feature_cache_speedup` "
-        "| build s |",
+        "| search | its epochs s | plain loop's epochs s | rest of its trials s "
+        "| outside trials s |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for depth, ratio in report["feature_cache_speedup"].items():
-        seconds = report["feature_cache_epoch_seconds"][depth]
+    for key in ("harness", "harness_64px"):
+        if f"{key}_breakdown" not in report:
+            continue
+        parts = report[f"{key}_breakdown"]
+        search = parts["search"]
         lines.append(
-            f"| {depth} | {seconds['uncached']:.4f} | {seconds['cached']:.4f} | {ratio:.1f}x "
-            f"| {report['feature_cache_build_seconds'][depth]:.2f} |"
+            f"| `{key}` | {search['epochs']:.1f} | {parts['plain_loop_epochs']:.1f} "
+            f"| {search['rest_of_trials']:.1f} | {search['outside_trials']:.1f} |"
         )
+    return "\n".join(lines)
+
+
+def _feature_table(report: dict[str, Any]) -> str:
+    lines = [
+        "| workload | `freeze_depth` | epoch s uncached | epoch s cached | speedup | build s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for prefix, workload in (
+        ("feature_cache", "`feature_cache_speedup`: digits, 32 px"),
+        ("image_feature_cache", "`image_feature_cache_speedup`: JPEG folder, 128 px"),
+    ):
+        for depth, ratio in report[f"{prefix}_speedup"].items():
+            seconds = report[f"{prefix}_epoch_seconds"][depth]
+            lines.append(
+                f"| {workload} | {depth} | {seconds['uncached']:.4f} | {seconds['cached']:.4f} "
+                f"| {ratio:.1f}x | {report[f'{prefix}_build_seconds'][depth]:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -223,9 +259,12 @@ def _overhead_table(report: dict[str, Any]) -> str:
         ("trial_logging", report["trial_logging_seconds"], "summaries", "none"),
         ("wandb_sweep", report["wandb_sweep_seconds"], "offline", "disabled"),
         ("harness", report["harness_seconds"], "search", "plain_loop"),
+        ("harness_64px", report.get("harness_64px_seconds"), "search", "plain_loop"),
     )
     lines = ["| figure | ratio | median seconds (with vs without) |", "| --- | --- | --- |"]
     for name, times, with_, without in pairs:
+        if times is None:  # not measured by --quick
+            continue
         seconds = (
             f"{statistics.median(times[with_]):.1f} vs {statistics.median(times[without]):.1f}"
         )

@@ -45,9 +45,13 @@ def fresh_cache(cache_dir: str, scratch: Path, image_size: int = DIGITS_IMAGE_SI
     `cache_dir`, pretrained there once) and nothing else: each measured run builds its own
     frozen features, as a first search does."""
     scratch.mkdir(parents=True)
-    weights = ensure_source_weights("resnet18", "digits", image_size, cache_dir, log=print)
+    weights = ensure_source_weights("resnet18", "digits", image_size, cache_dir, log=_stderr)
     shutil.copy2(weights, scratch / weights.name)
     return str(scratch)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _timed(command: list[str]) -> tuple[float, str]:
@@ -95,16 +99,20 @@ def trials_run(experiment: Path) -> list[tuple[dict[str, Any], int]]:
 
 def replay(experiment: Path | str, cache_dir: str) -> None:
     """The plain loop: each trial of `experiment` again for the epochs it ran, in one process,
-    with no Ray, logging or checkpoints. Its features go to `cache_dir` (built anew)."""
+    with no Ray, logging or checkpoints. Its features go to `cache_dir` (built anew). Prints
+    the seconds its epochs took, as JSON."""
     trials = trials_run(Path(experiment))
     first = TrialConfig.from_dict({**trials[0][0], "cache_dir": cache_dir})
     torch.set_num_threads(first.num_threads)
     data = build_data(first)  # one data set for all, as the search's trial processes reuse it
+    epoch_seconds = 0.0
     for params, epochs in trials:
         cfg = TrialConfig.from_dict({**params, "cache_dir": cache_dir})
-        for done, _ in enumerate(run_trial(cfg, data=data), start=1):
+        for done, (result, _) in enumerate(run_trial(cfg, data=data), start=1):
+            epoch_seconds += result[metrics.EPOCH_SECONDS]
             if done == epochs:
                 break
+    print(json.dumps({"epoch_seconds": epoch_seconds}))
 
 
 def replay_command(experiment: Path, cache_dir: str) -> list[str]:
@@ -112,25 +120,63 @@ def replay_command(experiment: Path, cache_dir: str) -> list[str]:
     return [sys.executable, "-c", code, str(experiment), cache_dir]
 
 
+def search_breakdown(experiment: Path, wall: float) -> dict[str, float]:
+    """Where a one-at-a-time search's wall time went: its trials' epochs, the rest of its
+    trials' time (building the model and features, checkpoints, reporting), and everything
+    outside trials (start-up, Ray, the summary, the W&B artifact, shutdown)."""
+    epochs = trial_time = 0.0
+    for results in experiment.glob("*/result.json"):
+        rows = [json.loads(line) for line in results.read_text().splitlines()]
+        epochs += sum(row[metrics.EPOCH_SECONDS] for row in rows)
+        trial_time += rows[-1]["time_total_s"]
+    return {
+        "epochs": round(epochs, 1),
+        "rest_of_trials": round(trial_time - epochs, 1),
+        "outside_trials": round(wall - trial_time, 1),
+    }
+
+
 def harness_overhead(
-    settings: SearchSettings, repeats: int, cache_dir: str, work: Path
+    settings: SearchSettings, repeats: int, cache_dir: str, work: Path, key: str = "harness"
 ) -> dict[str, Any]:
-    """The search vs the plain loop of its trials, alternated; and what its ASHA spent."""
+    """The search vs the plain loop of its trials, alternated (search, loop; loop, search;
+    ...: a loop replays the latest search); and what the search's ASHA spent."""
     times: dict[str, list[float]] = {"search": [], "plain_loop": []}
-    for repeat in range(repeats):
-        name = f"search-{repeat}"
+    loop_epochs: list[float] = []
+
+    def search(repeat: int) -> None:
         cache = fresh_cache(cache_dir, work / f"cache-search-{repeat}", settings.image_size)
-        seconds, _ = _timed(search_command(settings, name, work, cache))
-        times["search"].append(seconds)
-        experiment = work / name
+        times["search"].append(_timed(search_command(settings, f"search-{repeat}", work, cache))[0])
+
+    def loop(repeat: int, experiment: Path) -> None:
         cache = fresh_cache(cache_dir, work / f"cache-loop-{repeat}", settings.image_size)
-        times["plain_loop"].append(_timed(replay_command(experiment, cache))[0])
-    summary = json.loads((work / f"search-{repeats - 1}" / "summary.json").read_text())
+        seconds, out = _timed(replay_command(experiment, cache))
+        times["plain_loop"].append(seconds)
+        loop_epochs.append(json.loads(out.strip().splitlines()[-1])["epoch_seconds"])
+
+    for repeat in range(repeats):
+        if repeat % 2 == 0:
+            search(repeat)
+            loop(repeat, work / f"search-{repeat}")
+        else:
+            loop(repeat, work / f"search-{repeat - 1}")
+            search(repeat)
+    last = work / f"search-{repeats - 1}"
+    summary = json.loads((last / "summary.json").read_text())
     budget = summary["budget"]
     ratio = statistics.median(times["search"]) / statistics.median(times["plain_loop"])
+    report: dict[str, Any] = {
+        f"{key}_overhead_ratio": round(ratio, 3),
+        f"{key}_seconds": times,
+        f"{key}_breakdown": {
+            "search": search_breakdown(last, times["search"][-1]),
+            "plain_loop_epochs": round(loop_epochs[-1], 1),
+        },
+    }
+    if key != "harness":
+        return report
     return {
-        "harness_overhead_ratio": round(ratio, 3),
-        "harness_seconds": times,
+        **report,
         "asha_epoch_fraction": round(
             budget["trial_epochs_run"] / (budget["num_samples"] * budget["max_epochs"]), 3
         ),
@@ -218,21 +264,65 @@ def _epoch_seconds(cfg: TrialConfig, data: Any) -> list[float]:
     return [result[metrics.EPOCH_SECONDS] for result, _ in run_trial(cfg, data=data)]
 
 
+def make_photo_folder(root: Path, classes: int, per_class: int, size: int) -> Path:
+    """ROOT/<class>/<n>.jpg: noisy JPEG photos with a class-coloured square, for measuring
+    what decoding files costs (an image folder's trial decodes every image every epoch)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in range(classes):
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True)
+        colour = rng.integers(0, 256, 3, dtype=np.uint8)
+        for n in range(per_class):
+            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            top, left = rng.integers(0, size // 2, 2)
+            pixels[top : top + size // 2, left : left + size // 2] = colour
+            Image.fromarray(pixels).save(folder / f"{n:03d}.jpg", quality=90)
+    return root
+
+
 def feature_cache_speedup(
     depths: list[int], epochs: int, repeats: int, cache_dir: str, work: Path
 ) -> dict[str, Any]:
     """Per freeze depth: median epoch seconds recomputing the frozen stages over training on
     cached features (ResNet-18, digits, source weights, one thread), alternated."""
     cache = fresh_cache(cache_dir, work / "cache-features")
-    base = TrialConfig(max_epochs=epochs, cache_dir=cache)
-    data = build_data(base)
+    data = build_data(TrialConfig(cache_dir=cache))
+    return _speedups({}, data, depths, epochs, repeats, cache, "feature_cache")
+
+
+def image_feature_cache_speedup(
+    depths: list[int], epochs: int, repeats: int, work: Path
+) -> dict[str, Any]:
+    """`feature_cache_speedup` on an image folder of 256 px JPEGs at 128 px, --no-augment,
+    random weights: the uncached epochs also decode and resize every image."""
+    folder = make_photo_folder(work / "photos", classes=4, per_class=40, size=256)
+    recipe = {"data": f"imagefolder:{folder}", "image_size": 128, "shots": 0,
+              "augment": False, "weights": "none"}  # fmt: skip
+    cache = str(work / "cache")
+    data = build_data(TrialConfig(**recipe, cache_dir=cache))
+    return _speedups(recipe, data, depths, epochs, repeats, cache, "image_feature_cache")
+
+
+def _speedups(
+    recipe: dict[str, Any],
+    data: Any,
+    depths: list[int],
+    epochs: int,
+    repeats: int,
+    cache: str,
+    prefix: str,
+) -> dict[str, Any]:
+    """Cached vs uncached epoch seconds of `recipe`'s trials per depth, alternated."""
     torch.set_num_threads(1)
     speedup, seconds, build = {}, {}, {}
     for depth in depths:
         last = depth == 5  # a linear probe: no backbone learning rate
         cfg = TrialConfig(
             freeze_depth=depth, backbone_lr=None if last else 3e-3, head_lr=3e-2,
-            max_epochs=epochs, cache_dir=cache,
+            max_epochs=epochs, cache_dir=cache, **recipe,
         )  # fmt: skip
         entry = cached_features(cfg, build_trial_model(cfg, len(data.classes)), data)
         build[str(depth)] = round(getattr(entry, "built_seconds", 0.0), 3)
@@ -251,7 +341,7 @@ def feature_cache_speedup(
         seconds[str(depth)] = {"cached": round(cached, 4), "uncached": round(uncached, 4)}
     shutil.rmtree(Path(cache) / FEATURES_DIR, ignore_errors=True)
     return {
-        "feature_cache_speedup": speedup,
-        "feature_cache_epoch_seconds": seconds,
-        "feature_cache_build_seconds": build,
+        f"{prefix}_speedup": speedup,
+        f"{prefix}_epoch_seconds": seconds,
+        f"{prefix}_build_seconds": build,
     }

@@ -24,9 +24,23 @@ def test_the_quick_benchmark_writes_every_figure(tmp_path: Path, cache_dir: Path
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "b.json").read_text())
     for name, variants in (("trial_logging", {"summaries", "none"}),
-                           ("wandb_sweep", {"offline", "disabled"})):  # fmt: skip
+                           ("wandb_sweep", {"offline", "disabled"}),
+                           ("harness", {"search", "plain_loop"})):  # fmt: skip
         assert report[f"{name}_overhead_ratio"] > 0
         assert set(report[f"{name}_seconds"]) == variants
+    # The quick search: 3 trials of up to 2 epochs; ASHA's one rung at epoch 1.
+    assert 3 <= report["asha"]["trial_epochs"] <= 6
+    assert report["asha_epoch_fraction"] == round(report["asha"]["trial_epochs"] / 6, 3)
+    assert report["harness_breakdown"]["search"]["epochs"] > 0
+    assert report["full_budget"]["trial_epochs"] == 6  # no early stopping
+    # Optuna alone spends the ASHA search's trial-epochs, no more
+    assert report["optuna_alone"]["trial_epochs"] == report["asha"]["trial_epochs"]
+    for run in ("asha", "full_budget", "optuna_alone"):
+        assert 0 < report[run]["best_val_acc"] <= 1
+    for key in ("feature_cache", "image_feature_cache"):
+        speedup = report[f"{key}_speedup"]
+        assert speedup and all(ratio > 0 for ratio in speedup.values())
+        assert set(report[f"{key}_epoch_seconds"]) == set(speedup)
     assert done.stdout.strip() == format_markdown(report)
     assert list(tmp_path.iterdir()) == [tmp_path / "b.json"]  # its runs went to a scratch folder
 
