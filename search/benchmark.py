@@ -228,8 +228,9 @@ def _breakdown_table(report: dict[str, Any]) -> str:
 
 def _feature_table(report: dict[str, Any]) -> str:
     lines = [
-        "| workload | `freeze_depth` | epoch s uncached | epoch s cached | speedup | build s |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| workload | `freeze_depth` | epoch s uncached | epoch s cached | speedup | build s "
+        "| lookup s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for prefix, workload in (
         ("feature_cache", "`feature_cache_speedup`: digits, 32 px"),
@@ -239,7 +240,8 @@ def _feature_table(report: dict[str, Any]) -> str:
             seconds = report[f"{prefix}_epoch_seconds"][depth]
             lines.append(
                 f"| {workload} | {depth} | {seconds['uncached']:.4f} | {seconds['cached']:.4f} "
-                f"| {ratio:.1f}x | {report[f'{prefix}_build_seconds'][depth]:.2f} |"
+                f"| {ratio:.1f}x | {report[f'{prefix}_build_seconds'][depth]:.2f} "
+                f"| {report[f'{prefix}_lookup_seconds'][depth]:.3f} |"
             )
     return "\n".join(lines)
 

@@ -33,7 +33,7 @@ from trainable import metrics
 from trainable.config import TrialConfig
 from trainable.datasets import build_data
 from trainable.features import FEATURES_DIR, cached_features
-from trainable.loop import build_trial_model, run_trial
+from trainable.loop import DivergedError, build_trial_model, run_trial
 from trainable.pretrain import ensure_source_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,33 +85,38 @@ def search_command(settings: SearchSettings, name: str, storage: Path, cache: st
     ]  # fmt: skip
 
 
-def trials_run(experiment: Path) -> list[tuple[dict[str, Any], int]]:
-    """(params.json, epochs run) of each trial of a finished search, in the order they ran."""
+def trials_run(experiment: Path) -> list[tuple[dict[str, Any], int, bool]]:
+    """(params.json, epochs run, whether it failed) of each trial of a finished search, in the
+    order they started (each writes its params.json as it starts)."""
     summary = json.loads((experiment / "summary.json").read_text())
     trials = []
     for trial in summary["trials"]:
-        folder = experiment / trial["path"]
-        first = json.loads((folder / "result.json").read_text().splitlines()[0])
-        params = json.loads((folder / "params.json").read_text())
-        trials.append((first["timestamp"], trial["trial_id"], params, trial["epochs"]))
-    return [(params, epochs) for _, _, params, epochs in sorted(trials, key=lambda t: t[:2])]
+        params = experiment / trial["path"] / "params.json"
+        failed = trial["stop_reason"] == "error"
+        trials.append((params.stat().st_mtime_ns, json.loads(params.read_text()), trial, failed))
+    trials.sort(key=lambda t: t[0])
+    return [(params, trial["epochs"], failed) for _, params, trial, failed in trials]
 
 
 def replay(experiment: Path | str, cache_dir: str) -> None:
     """The plain loop: each trial of `experiment` again for the epochs it ran, in one process,
-    with no Ray, logging or checkpoints. Its features go to `cache_dir` (built anew). Prints
-    the seconds its epochs took, as JSON."""
+    with no Ray, logging or checkpoints; a trial that failed (diverged) runs until it fails
+    again, as in the search. Its features go to `cache_dir` (built anew). Prints the seconds
+    its epochs took, as JSON."""
     trials = trials_run(Path(experiment))
     first = TrialConfig.from_dict({**trials[0][0], "cache_dir": cache_dir})
     torch.set_num_threads(first.num_threads)
     data = build_data(first)  # one data set for all, as the search's trial processes reuse it
     epoch_seconds = 0.0
-    for params, epochs in trials:
+    for params, epochs, failed in trials:
         cfg = TrialConfig.from_dict({**params, "cache_dir": cache_dir})
-        for done, (result, _) in enumerate(run_trial(cfg, data=data), start=1):
-            epoch_seconds += result[metrics.EPOCH_SECONDS]
-            if done == epochs:
-                break
+        try:
+            for done, (result, _) in enumerate(run_trial(cfg, data=data), start=1):
+                epoch_seconds += result[metrics.EPOCH_SECONDS]
+                if done == epochs and not failed:
+                    break
+        except DivergedError:
+            pass
     print(json.dumps({"epoch_seconds": epoch_seconds}))
 
 
@@ -127,6 +132,8 @@ def search_breakdown(experiment: Path, wall: float) -> dict[str, float]:
     epochs = trial_time = 0.0
     for results in experiment.glob("*/result.json"):
         rows = [json.loads(line) for line in results.read_text().splitlines()]
+        if not rows:  # failed before its first epoch ended
+            continue
         epochs += sum(row[metrics.EPOCH_SECONDS] for row in rows)
         trial_time += rows[-1]["time_total_s"]
     return {
@@ -168,9 +175,10 @@ def harness_overhead(
     report: dict[str, Any] = {
         f"{key}_overhead_ratio": round(ratio, 3),
         f"{key}_seconds": times,
+        # The first search, and the loop that replayed it
         f"{key}_breakdown": {
-            "search": search_breakdown(last, times["search"][-1]),
-            "plain_loop_epochs": round(loop_epochs[-1], 1),
+            "search": search_breakdown(work / "search-0", times["search"][0]),
+            "plain_loop_epochs": round(loop_epochs[0], 1),
         },
     }
     if key != "harness":
@@ -317,7 +325,7 @@ def _speedups(
 ) -> dict[str, Any]:
     """Cached vs uncached epoch seconds of `recipe`'s trials per depth, alternated."""
     torch.set_num_threads(1)
-    speedup, seconds, build = {}, {}, {}
+    speedup, seconds, build, lookup = {}, {}, {}, {}
     for depth in depths:
         last = depth == 5  # a linear probe: no backbone learning rate
         cfg = TrialConfig(
@@ -326,6 +334,11 @@ def _speedups(
         )  # fmt: skip
         entry = cached_features(cfg, build_trial_model(cfg, len(data.classes)), data)
         build[str(depth)] = round(getattr(entry, "built_seconds", 0.0), 3)
+        # What each later trial pays to find the entry: hash the prefix, probe, map the file
+        model = build_trial_model(cfg, len(data.classes))
+        began = time.perf_counter()
+        cached_features(cfg, model, data)
+        lookup[str(depth)] = round(time.perf_counter() - began, 3)
         variants: dict[str, Callable[[], list[float]]] = {
             "cached": lambda cfg=cfg: _epoch_seconds(cfg, data),
             "uncached": lambda cfg=cfg: _epoch_seconds(
@@ -344,4 +357,5 @@ def _speedups(
         f"{prefix}_speedup": speedup,
         f"{prefix}_epoch_seconds": seconds,
         f"{prefix}_build_seconds": build,
+        f"{prefix}_lookup_seconds": lookup,
     }

@@ -195,3 +195,38 @@ def test_trials_at_once_build_an_entry_once(tmp_path: Path) -> None:
         thread.join()
     assert sorted(entry.built_seconds > 0 for entry in found) == [False, True]
     assert torch.equal(found[0].train.images, found[1].train.images)
+
+
+def test_the_key_holds_the_device_and_its_precision(tmp_path: Path) -> None:
+    cfg = _digits(tmp_path, freeze_depth=4)
+    data = build_data(cfg)
+    prefix, _ = split_model(build_trial_model(cfg, 5), "resnet18", 4)
+    cpu, gpu = (feats.cache_key(prefix, data, 32, torch.device(d)) for d in ("cpu", "cuda"))
+    assert cpu != gpu  # a GPU computes the prefix in bf16: its features are other numbers
+
+
+def test_an_unusable_cache_folder_trains_uncached(tmp_path: Path) -> None:
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    cfg = _digits(tmp_path, freeze_depth=4, max_epochs=1)
+    lines: list[str] = []
+    ((result, _),) = list(run_trial(cfg, log=lines.append))
+    assert result[metrics.CACHED_FEATURES] == 0
+    assert lines[0].startswith("frozen-feature cache not used: the cache in ")
+    assert "cannot be used (NotADirectoryError" in lines[0]
+
+
+def test_vit_dropout_outside_the_stages_ends_the_prefix() -> None:
+    model = build_model("vit_b_16", 5, 32)
+    full = prefix_length(model, "vit_b_16", 5)
+    assert FORWARD_STEPS["vit_b_16"][:full][-1] == "vit_class_token"
+    model.encoder.dropout.p = 0.1  # a ViT built with dropout: random after the patch embedding
+    assert prefix_length(model, "vit_b_16", 5) == 1
+
+
+def test_frozen_vit_stages_drop_no_attention() -> None:
+    model = build_model("vit_b_16", 5, 32)
+    for layer in model.encoder.layers:
+        layer.self_attention.dropout = 0.1
+    freeze_stages(model, "vit_b_16", 2)  # the patch embedding and encoder layers 0-2
+    dropouts = [layer.self_attention.dropout for layer in model.encoder.layers]
+    assert dropouts == [0.0] * 3 + [0.1] * 9

@@ -14,12 +14,14 @@ import pytest
 from helpers import popen_cli
 from optuna.trial import TrialState
 
+from search.efficiency import replay, trials_run
+
 pytestmark = pytest.mark.sweep
 HOOKS = Path(__file__).resolve().parent / "hooks"
 
 
 def test_a_diverged_trial_ends_as_error_and_the_sweep_goes_on(
-    tmp_path: Path, cache_dir: Path
+    tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     hook = {"PYTHONPATH": os.pathsep.join([str(HOOKS), os.environ.get("PYTHONPATH", "")])}
     process = popen_cli(
@@ -45,3 +47,7 @@ def test_a_diverged_trial_ends_as_error_and_the_sweep_goes_on(
     states = {t.user_attrs["tune_trial_id"]: t.state for t in study.trials}
     assert {states[t["trial_id"]] for t in diverged} == {TrialState.FAIL}
     assert "Traceback" not in out + err
+    # The benchmark's plain loop replays this search: the diverged trial until it diverges.
+    replay(tmp_path / "runs" / "nan", str(cache_dir))
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["epoch_seconds"] > 0
+    assert [failed for _, _, failed in trials_run(tmp_path / "runs" / "nan")].count(True) == 1

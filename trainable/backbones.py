@@ -247,6 +247,8 @@ def freeze_stages(model: nn.Module, name: str, depth: int) -> None:
                     model.set_submodule(full_name, _frozen_copy(child))
                 elif isinstance(child, (nn.Dropout, StochasticDepth)):
                     child.p = 0.0
+                elif isinstance(child, nn.MultiheadAttention):  # ViT: its attention dropout
+                    child.dropout = 0.0
 
 
 def parameter_groups(

@@ -21,21 +21,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import PIL
 import torch
+import torchvision
 from torch import nn
 from torchvision.ops import StochasticDepth
 
 from trainable.backbones import get_backbone
 from trainable.checkpoint import write_atomically
-from trainable.config import TrialConfig
+from trainable.config import TrialConfig, error_line
 from trainable.data import Split, SplitLike, TransferData, tensor_hash
 from trainable.datasets import DataSpec
-from trainable.engine import to_device
+from trainable.engine import autocast, to_device
 
 FEATURES_DIR = "features"
 FORMAT_VERSION = 1  # bump when what a cached file holds changes
 # A cache entry (train + validation features, float32) larger than this is not written: the
-# trial trains uncached and says why. Features are memory-mapped, so this bounds disk, not RAM.
+# trial trains uncached and says why. Building holds one entry in memory; training reads it
+# memory-mapped.
 MAX_CACHE_BYTES = 4_000_000_000
 BUILD_BATCH = 128  # images per forward pass of the prefix while building
 
@@ -51,12 +54,15 @@ def _vit_position(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.encoder.dropout(x + model.encoder.pos_embedding)
 
 
-# Steps that are not a module call: (function, the parameter or module it uses, or None).
-FUNCTIONS: dict[str, tuple[Callable[[nn.Module, torch.Tensor], torch.Tensor], str | None]] = {
-    "flatten": (lambda _, x: torch.flatten(x, 1), None),
-    "vit_tokens": (_vit_tokens, "conv_proj"),
-    "vit_position": (_vit_position, "encoder.pos_embedding"),
-    "vit_class_token": (lambda _, x: x[:, 0], None),
+# Steps that are not a module call: (function, the parameter or module it uses, or None, and
+# any parameter-free module it runs, which must compute the same in training to be cached).
+FUNCTIONS: dict[
+    str, tuple[Callable[[nn.Module, torch.Tensor], torch.Tensor], str | None, tuple[str, ...]]
+] = {
+    "flatten": (lambda _, x: torch.flatten(x, 1), None, ()),
+    "vit_tokens": (_vit_tokens, "conv_proj", ()),
+    "vit_position": (_vit_position, "encoder.pos_embedding", ("encoder.dropout",)),
+    "vit_class_token": (lambda _, x: x[:, 0], None, ()),
 }
 
 _RESNET = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
@@ -135,6 +141,9 @@ def prefix_length(model: nn.Module, backbone: str, depth: int) -> int:
         frozen = stage is not None and stage < depth
         if step in FUNCTIONS:
             free = used is None
+            runs = [model.get_submodule(name) for name in FUNCTIONS[step][2]]
+            if not all(_fixed(module) for module in runs):  # a dropout outside any stage
+                return index
         else:
             free = stage is None and _fixed(model.get_submodule(step))
         if not (frozen or free):
@@ -185,10 +194,15 @@ class CachedFeatures:
         )
 
 
-def cache_key(prefix: Steps, data: TransferData, image_size: int) -> str:
+def cache_key(prefix: Steps, data: TransferData, image_size: int, device: torch.device) -> str:
     """A hash of everything the cached features depend on: the prefix's steps and weights
-    (parameters and buffers of the modules it runs), and the train and validation images."""
-    digest = hashlib.sha256(f"v{FORMAT_VERSION}|{prefix.steps}|{image_size}".encode())
+    (parameters and buffers of the modules it runs), the train and validation images, the
+    device and precision that compute them, and the versions of the libraries that do."""
+    versions = f"{torch.__version__}|{torchvision.__version__}|{PIL.__version__}"
+    precision = "bf16" if device.type == "cuda" else "fp32"  # as the trial trains: engine.py
+    digest = hashlib.sha256(
+        f"v{FORMAT_VERSION}|{prefix.steps}|{image_size}|{device.type}-{precision}|{versions}".encode()
+    )
     model = prefix.model
     for step in prefix.steps:
         used = FUNCTIONS[step][1] if step in FUNCTIONS else step
@@ -209,11 +223,19 @@ def cache_key(prefix: Steps, data: TransferData, image_size: int) -> str:
 
 @torch.no_grad()
 def _compute(prefix: Steps, split: SplitLike, device: torch.device) -> torch.Tensor:
-    """The prefix's output for every image of `split`, in order, on the CPU."""
+    """The prefix's output for every image of `split`, in order, on the CPU, in float32:
+    computed as the trial's uncached epochs compute it (bf16 autocast on a GPU)."""
     prefix.eval()
-    batches = split.batches(BUILD_BATCH)
-    parts = [prefix(to_device(images, device)).float().cpu() for images, _ in batches]
-    return torch.cat(parts)
+    features: torch.Tensor | None = None
+    start = 0
+    for images, _ in split.batches(BUILD_BATCH):
+        with autocast(device, device.type == "cuda"):
+            out = prefix(to_device(images, device)).float().cpu()
+        if features is None:  # one tensor filled in place: no second copy while building
+            features = torch.empty((len(split), *out.shape[1:]))
+        features[start : start + len(out)] = out
+        start += len(out)
+    return features if features is not None else torch.empty(0)
 
 
 @torch.no_grad()
@@ -222,6 +244,24 @@ def _feature_bytes(prefix: Steps, data: TransferData, device: torch.device) -> i
     prefix.eval()
     one = prefix(to_device(data.train.image(0)[None], device))
     return one.numel() * 4 * (len(data.train) + len(data.val))
+
+
+def _build_once(path: Path, prefix: Steps, data: TransferData, device: torch.device) -> float:
+    """Build the entry at `path` unless it exists; seconds spent building (0: it existed).
+
+    Trials running at once with the same prefix wait for the first to build it (a lock per
+    entry: trials with other prefixes build theirs meanwhile).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return 0.0
+        began = time.perf_counter()
+        tensors = {"train": _compute(prefix, data.train, device)}
+        tensors["val"] = _compute(prefix, data.val, device)
+        write_atomically(path, lambda f: torch.save(tensors, f))
+        return time.perf_counter() - began
 
 
 def cached_features(cfg: TrialConfig, model: nn.Module, data: TransferData) -> CachedFeatures | str:
@@ -237,19 +277,12 @@ def cached_features(cfg: TrialConfig, model: nn.Module, data: TransferData) -> C
         limit = MAX_CACHE_BYTES / 1e6
         return f"its features would take {size / 1e6:,.0f} MB, over the {limit:,.0f} MB limit"
     folder = Path(cfg.cache_dir) / FEATURES_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{cache_key(prefix, data, cfg.image_size)}.pt"
-    built = 0.0
-    # One builder at a time: trials running at once with the same prefix wait for the first.
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.exists():
-            began = time.perf_counter()
-            tensors = {"train": _compute(prefix, data.train, device)}
-            tensors["val"] = _compute(prefix, data.val, device)
-            write_atomically(path, lambda f: torch.save(tensors, f))
-            built = time.perf_counter() - began
-    stored = torch.load(path, mmap=True, weights_only=True)
+    path = folder / f"{cache_key(prefix, data, cfg.image_size, device)}.pt"
+    try:
+        built = _build_once(path, prefix, data, device)
+        stored = torch.load(path, mmap=True, weights_only=True)
+    except OSError as error:  # a full disk, a read-only cache folder: train uncached
+        return f"the cache in {folder} cannot be used ({error_line(error)})"
     return CachedFeatures(
         train=Split(stored["train"], data.train.labels),
         val=Split(stored["val"], data.val.labels),
