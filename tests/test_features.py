@@ -18,7 +18,6 @@ from trainable.config import TrialConfig
 from trainable.datasets import build_data
 from trainable.features import (
     FORWARD_STEPS,
-    FUNCTIONS,
     cached_features,
     prefix_length,
     split_model,
@@ -55,11 +54,12 @@ def test_the_prefix_holds_the_frozen_stages_and_nothing_trainable(backbone: str)
     for depth in range(1, spec.max_freeze_depth + 1):
         prefix = steps[: prefix_length(model, backbone, depth)]
         for step in steps:
-            used = FUNCTIONS[step][1] if step in FUNCTIONS else step
-            stage = feats._stage_of(backbone, used) if used else None
-            if stage is not None and stage < depth:
+            stages = {feats._stage_of(backbone, name) for name in feats.uses(step)}
+            if stages and all(stage is not None and stage < depth for stage in stages):
                 assert step in prefix, (depth, step)
-            if (stage is not None and stage >= depth) or used == spec.head:
+            if any(stage is not None and stage >= depth for stage in stages) or (
+                spec.head in feats.uses(step)
+            ):
                 assert step not in prefix, (depth, step)
 
 

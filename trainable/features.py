@@ -31,7 +31,7 @@ from trainable.backbones import get_backbone
 from trainable.checkpoint import write_atomically
 from trainable.config import TrialConfig, error_line
 from trainable.data import Split, SplitLike, TransferData, tensor_hash
-from trainable.datasets import DataSpec
+from trainable.datasets import DIGITS, DataSpec
 from trainable.engine import autocast, to_device
 
 FEATURES_DIR = "features"
@@ -54,15 +54,16 @@ def _vit_position(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.encoder.dropout(x + model.encoder.pos_embedding)
 
 
-# Steps that are not a module call: (function, the parameter or module it uses, or None, and
-# any parameter-free module it runs, which must compute the same in training to be cached).
+# Steps that are not a module call: (function, the modules and parameters it uses, and the
+# parameter-free modules it runs, which must compute the same in training to be cached).
 FUNCTIONS: dict[
-    str, tuple[Callable[[nn.Module, torch.Tensor], torch.Tensor], str | None, tuple[str, ...]]
+    str,
+    tuple[Callable[[nn.Module, torch.Tensor], torch.Tensor], tuple[str, ...], tuple[str, ...]],
 ] = {
-    "flatten": (lambda _, x: torch.flatten(x, 1), None, ()),
-    "vit_tokens": (_vit_tokens, "conv_proj", ()),
-    "vit_position": (_vit_position, "encoder.pos_embedding", ("encoder.dropout",)),
-    "vit_class_token": (lambda _, x: x[:, 0], None, ()),
+    "flatten": (lambda _, x: torch.flatten(x, 1), (), ()),
+    "vit_tokens": (_vit_tokens, ("conv_proj", "class_token"), ()),
+    "vit_position": (_vit_position, ("encoder.pos_embedding",), ("encoder.dropout",)),
+    "vit_class_token": (lambda _, x: x[:, 0], (), ()),
 }
 
 _RESNET = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
@@ -113,6 +114,11 @@ class Steps(nn.Module):
         return x
 
 
+def uses(step: str) -> tuple[str, ...]:
+    """The modules and parameters whose weights a forward step uses (none: parameter-free)."""
+    return FUNCTIONS[step][1] if step in FUNCTIONS else (step,)
+
+
 def _stage_of(backbone: str, name: str) -> int | None:
     """Index of the stage holding module or parameter `name`, or None (the head, or a step
     with no parameters)."""
@@ -136,16 +142,15 @@ def prefix_length(model: nn.Module, backbone: str, depth: int) -> int:
     frozen stages, and after them the parameter-free deterministic ones (pooling, flatten)."""
     steps = FORWARD_STEPS[backbone]
     for index, step in enumerate(steps):
-        used = FUNCTIONS[step][1] if step in FUNCTIONS else step
-        stage = _stage_of(backbone, used) if used is not None else None
-        frozen = stage is not None and stage < depth
+        stages = [_stage_of(backbone, name) for name in uses(step)]
+        frozen = bool(stages) and all(stage is not None and stage < depth for stage in stages)
         if step in FUNCTIONS:
-            free = used is None
+            free = not stages
             runs = [model.get_submodule(name) for name in FUNCTIONS[step][2]]
             if not all(_fixed(module) for module in runs):  # a dropout outside any stage
                 return index
         else:
-            free = stage is None and _fixed(model.get_submodule(step))
+            free = stages == [None] and _fixed(model.get_submodule(step))
         if not (frozen or free):
             return index
     return len(steps)
@@ -165,7 +170,7 @@ def why_uncached(cfg: TrialConfig) -> str | None:
         return "turned off (--no-feature-cache)"
     if cfg.freeze_depth == 0:
         return "no stage is frozen"
-    if cfg.augment and DataSpec.parse(cfg.data).name != "digits":
+    if cfg.augment and DataSpec.parse(cfg.data).name != DIGITS:
         return "random augmentation runs before the frozen stages (--no-augment allows it)"
     if cfg.backbone not in FORWARD_STEPS:
         return f"{cfg.backbone} has no forward-step map"
@@ -204,17 +209,12 @@ def cache_key(prefix: Steps, data: TransferData, image_size: int, device: torch.
         f"v{FORMAT_VERSION}|{prefix.steps}|{image_size}|{device.type}-{precision}|{versions}".encode()
     )
     model = prefix.model
-    for step in prefix.steps:
-        used = FUNCTIONS[step][1] if step in FUNCTIONS else step
-        if used is None:
-            continue
+    for name in (name for step in prefix.steps for name in uses(step)):
         try:
-            module = model.get_submodule(used)
+            module = model.get_submodule(name)
             tensors = [*module.parameters(), *module.buffers()]
         except AttributeError:  # a bare parameter
-            tensors = [model.get_parameter(used)]
-        if step == "vit_tokens":
-            tensors.append(model.class_token)
+            tensors = [model.get_parameter(name)]
         digest.update(tensor_hash(*tensors).encode())
     for split in (data.train, data.val):
         digest.update(split.fingerprint().encode())
