@@ -13,6 +13,7 @@ from trainable.images import (
     DataError,
     ImageFiles,
     describe_unreadable,
+    eval_preprocessing,
     find_unreadable,
     image_transforms,
     index_image_folder,
@@ -177,11 +178,15 @@ def test_transforms_crop_to_the_size_and_augment_only_training(tmp_path: Path) -
 def test_torchvision_weights_bring_their_own_preprocessing_scaled_to_the_size() -> None:
     preset = torchvision.models.get_model_weights("efficientnet_b0").DEFAULT.transforms
     train, evaluate = image_transforms(32, augment=True, preset=preset)
-    assert evaluate.crop_size == [32] and evaluate.resize_size == [37]  # 256/224 of the crop
-    assert evaluate.interpolation == torchvision.transforms.InterpolationMode.BICUBIC
+    steps = eval_preprocessing(32, preset)
+    assert (steps["crop"], steps["resize"], steps["interpolation"]) == (32, 37, "bicubic")
+    # The evaluation transform, rebuilt from those plain values (as an exported model is),
+    # is the weights' own preset to the bit.
+    noisy = Image.effect_noise((50, 41), 60).convert("RGB")
+    assert torch.equal(evaluate(noisy), preset(crop_size=32, resize_size=37)(noisy))
     crop = train.transforms[0]
-    assert crop.size == (32, 32) and crop.interpolation == evaluate.interpolation
-    assert train.transforms[-1].mean == list(evaluate.mean)
+    assert crop.size == (32, 32) and crop.interpolation.value == "bicubic"
+    assert train.transforms[-1].mean == list(preset().mean)
 
 
 def test_a_large_val_fraction_still_leaves_each_class_one_training_image(tmp_path: Path) -> None:

@@ -7,9 +7,11 @@ from a few labelled images per class.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,7 +24,7 @@ SOURCE_VAL_FRACTION = 0.2  # held out to report the pretrained backbone's source
 # at random; the placement is part of the data set's definition, not of --seed.
 PLACEMENT_SCALE = (0.44, 0.75)
 PLACEMENT_SEED = 20261126
-DIGITS_VERSION = 2  # bump when the images change: the cached source backbones depend on them
+DIGITS_VERSION = 3  # bump when the images change: the cached source backbones depend on them
 VAL_PER_CLASS = 50  # 250 validation images: val_acc moves in steps of 0.4 %
 # The rest of digits 5-9 (about 900 - 5 x (shots + 50), ~550 images) is the test split.
 
@@ -120,16 +122,51 @@ class ImageSplit(SplitLike):
 
 
 @dataclass(frozen=True)
+class JoinedSplit(SplitLike):
+    """Splits read as one, in order: index i of the whole is the part's own index."""
+
+    parts: tuple[SplitLike, ...]
+
+    @property
+    def labels(self) -> torch.Tensor:  # type: ignore[override]
+        return torch.cat([part.labels for part in self.parts])
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        sizes = torch.tensor([0, *(len(part) for part in self.parts)]).cumsum(0)
+        images = []
+        for i in index.tolist():
+            part = int(torch.searchsorted(sizes, i, right=True)) - 1
+            images.append(self.parts[part].image(i - int(sizes[part])))
+        return torch.stack(images)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256("|".join(p.fingerprint() for p in self.parts).encode()).hexdigest()
+
+
+def train_and_val(train: SplitLike, val: SplitLike) -> SplitLike:
+    """Training and validation images as one training split, for a final fit on both: the
+    validation images get the training transform (augmentation) when they are decoded files."""
+    if isinstance(train, Split) and isinstance(val, Split):
+        return Split(torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]))
+    if isinstance(train, ImageSplit) and isinstance(val, ImageSplit):
+        val = dataclasses.replace(val, transform=train.transform)
+    return JoinedSplit((train, val))
+
+
+@dataclass(frozen=True)
 class TransferData:
     """The target task: train / validation / test splits and the class names in label order.
 
     `test` is empty when the data set has none (an image folder without `test/`).
+    `preprocessing` says how an image file becomes an evaluation input, as plain values
+    (trainable.exported rebuilds the transform from them).
     """
 
     train: SplitLike
     val: SplitLike
     test: SplitLike
     classes: tuple[str, ...]
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
 
 def load_digits_tensors(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,6 +176,32 @@ def load_digits_tensors(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     by PLACEMENT_SEED. Centred and upscaled, digits 5-9 are so easy that random ResNet features
     with a linear classifier reach 90 % from 10 shots and pretraining cannot help; placed
     freely, the target needs the position-invariant stroke features the source task teaches.
+    """
+    canvas, labels = digits_canvas(image_size)
+    mean, std = digits_statistics(image_size)
+    images = (canvas - mean) / std
+    return images.expand(-1, 3, -1, -1).contiguous(), labels
+
+
+def digits_statistics(image_size: int) -> tuple[float, float]:
+    """Mean and standard deviation of all digit canvases: the standardisation of the images,
+    saved with an exported model so that `predict.py` repeats it on image files."""
+    canvas, _ = digits_canvas(image_size)
+    return float(canvas.mean()), float(canvas.std())
+
+
+def digits_preprocessing(image_size: int) -> dict[str, Any]:
+    """How an 8-bit greyscale image file becomes the model's input (trainable.exported)."""
+    mean, std = digits_statistics(image_size)
+    return {"kind": "digits", "size": image_size, "mean": mean, "std": std}
+
+
+@functools.lru_cache(maxsize=4)
+def digits_canvas(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All digits placed on (N, 1, S, S) canvases in [0, 1], ink bright, and their labels.
+
+    Values are whole multiples of 1/255, as an 8-bit greyscale PNG stores them, so that an
+    image file written from a canvas reads back as exactly the same tensor.
     """
     from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
 
@@ -152,8 +215,8 @@ def load_digits_tensors(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         top, left = torch.randint(0, image_size - size + 1, (2,), generator=generator).tolist()
         resized = F.interpolate(digit[None], size=(size, size), mode="bilinear")[0]
         image[:, top : top + size, left : left + size] = resized
-    images = (images - images.mean()) / images.std()
-    return images.expand(-1, 3, -1, -1).contiguous(), torch.as_tensor(digits.target)
+    images = torch.round(images.clamp(0, 1) * 255) / 255
+    return images, torch.as_tensor(digits.target)
 
 
 def stratified_split(
@@ -215,4 +278,5 @@ def digits_target(image_size: int, shots: int, seed: int) -> TransferData:
         val=Split(images[val], labels[val]),
         test=Split(images[test], labels[test]),
         classes=tuple(str(c) for c in TARGET_CLASSES),
+        preprocessing=digits_preprocessing(image_size),
     )

@@ -32,6 +32,7 @@ from trainable.images import (
     DataError,
     ImageFiles,
     describe_unreadable,
+    eval_preprocessing,
     files_stamp,
     find_unreadable,
     image_transforms,
@@ -226,6 +227,7 @@ def _assemble(
         val, train = _take(train_labels, val_then_train, cfg.seed)
         val_set, val_labels = train_set, train_labels
     train_tf, eval_tf = image_transforms(cfg.image_size, cfg.augment, _preset(cfg))
+    preprocessing = eval_preprocessing(cfg.image_size, _preset(cfg))
 
     def split(source: Any, labels: list[int], indices: list[int], tf: Callable) -> ImageSplit:
         chosen = torch.tensor([labels[i] for i in indices], dtype=torch.long)
@@ -242,6 +244,7 @@ def _assemble(
         val=split(val_set, val_labels, val, eval_tf),
         test=test,
         classes=classes,
+        preprocessing=preprocessing,
     )
 
 

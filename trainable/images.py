@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -213,39 +214,62 @@ def describe_unreadable(unreadable: dict[str, str], listed: int = 3) -> str:
     return f"{count} unreadable image{'s' if count != 1 else ''} skipped: {', '.join(items)}{tail}"
 
 
-def image_transforms(
-    image_size: int, augment: bool, preset: Callable[..., torch.nn.Module] | None = None
-) -> tuple[Callable[[Image.Image], torch.Tensor], Callable[[Image.Image], torch.Tensor]]:
-    """The training and evaluation transforms of PIL images, for `image_size` crops.
+def eval_preprocessing(
+    image_size: int, preset: Callable[..., torch.nn.Module] | None = None
+) -> dict[str, Any]:
+    """How an image is prepared for evaluation, as plain values (saved with an exported model).
 
     `preset` is a torchvision weights' `transforms` (resize, centre crop and normalisation as
-    the weights were trained with); None uses ImageNet's statistics with a bilinear resize.
+    the weights were trained with), scaled to `image_size`; None uses ImageNet's statistics
+    with a bilinear resize.
     """
-    resize = round(image_size * RESIZE_RATIO)
+    resize, mean, std = round(image_size * RESIZE_RATIO), IMAGENET_MEAN, IMAGENET_STD
+    interpolation = transforms.InterpolationMode.BILINEAR
     if preset is not None:
         defaults = preset()
         resize = round(image_size * defaults.resize_size[0] / defaults.crop_size[0])
-        evaluate = preset(crop_size=image_size, resize_size=resize)
         mean, std, interpolation = defaults.mean, defaults.std, defaults.interpolation
-    else:
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-        interpolation = transforms.InterpolationMode.BILINEAR
-        evaluate = transforms.Compose(
-            [
-                transforms.Resize(resize, interpolation=interpolation),
-                transforms.CenterCrop(image_size),
-                transforms.ToTensor(),
-                transforms.Normalize(mean, std),
-            ]
-        )
+    return {
+        "kind": "rgb",
+        "resize": resize,  # the shorter side, before the centre crop
+        "crop": image_size,
+        "interpolation": interpolation.value,  # "bilinear" or "bicubic"
+        "mean": list(mean),
+        "std": list(std),
+    }
+
+
+def eval_transform(preprocessing: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
+    """The evaluation transform described by `eval_preprocessing`'s values."""
+    return transforms.Compose(
+        [
+            transforms.Resize(
+                preprocessing["resize"],
+                interpolation=transforms.InterpolationMode(preprocessing["interpolation"]),
+            ),
+            transforms.CenterCrop(preprocessing["crop"]),
+            transforms.ToTensor(),
+            transforms.Normalize(preprocessing["mean"], preprocessing["std"]),
+        ]
+    )
+
+
+def image_transforms(
+    image_size: int, augment: bool, preset: Callable[..., torch.nn.Module] | None = None
+) -> tuple[Callable[[Image.Image], torch.Tensor], Callable[[Image.Image], torch.Tensor]]:
+    """The training and evaluation transforms of PIL images, for `image_size` crops (see
+    `eval_preprocessing` for `preset`)."""
+    preprocessing = eval_preprocessing(image_size, preset)
+    evaluate = eval_transform(preprocessing)
     if not augment:
         return evaluate, evaluate
+    interpolation = transforms.InterpolationMode(preprocessing["interpolation"])
     train = transforms.Compose(
         [
             transforms.RandomResizedCrop(image_size, scale=CROP_SCALE, interpolation=interpolation),
             transforms.RandomHorizontalFlip(),
             transforms.ToTensor(),
-            transforms.Normalize(mean, std),
+            transforms.Normalize(preprocessing["mean"], preprocessing["std"]),
         ]
     )
     return train, evaluate
