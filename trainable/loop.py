@@ -21,7 +21,7 @@ from trainable.backbones import (
     parameter_groups,
 )
 from trainable.config import TrialConfig
-from trainable.data import TransferData
+from trainable.data import TransferData, train_and_val
 from trainable.datasets import build_data
 from trainable.engine import evaluate, train_one_epoch
 from trainable.features import cached_features
@@ -144,6 +144,34 @@ def run_trial(
     finally:
         if summaries is not None:
             summaries.close()
+
+
+def retrain(
+    cfg: TrialConfig, data: TransferData, log: Callable[[str], None] | None = None
+) -> nn.Module:
+    """Fit `cfg` on the training and validation images together for `cfg.max_epochs` epochs,
+    seeded as a trial is; return the model (frozen stages as in the trial, in eval mode).
+
+    Nothing is held out to select an epoch: the budget is the trial's full one.
+    """
+    torch.set_num_threads(cfg.num_threads)
+    device = torch.device(cfg.device)
+    train = train_and_val(data.train, data.val)
+    model = build_trial_model(cfg, len(data.classes)).to(device)
+    optimizer = build_optimizer(model, cfg)
+    amp = device.type == "cuda"
+    for epoch in range(1, cfg.max_epochs + 1):
+        epoch_seed = cfg.seed * 1_000_003 + epoch  # as run_trial: the same batches and draws
+        generator = torch.Generator().manual_seed(epoch_seed)
+        torch.manual_seed(epoch_seed)
+        train_loss = train_one_epoch(model, optimizer, train, cfg.batch_size, generator, amp)
+        if not math.isfinite(train_loss):
+            raise DivergedError(
+                f"train_loss is {train_loss} at epoch {epoch}: diverged ({_rates_text(cfg)})"
+            )
+        if log is not None:
+            log(f"  retrain epoch {epoch}/{cfg.max_epochs}: train_loss {train_loss:.3f}")
+    return model.eval()
 
 
 def _rates_text(cfg: TrialConfig) -> str:

@@ -1,0 +1,194 @@
+"""`scripts/export.py EXPERIMENT_DIR --out MODEL.pt [--retrain]`: the best model, ready to use.
+
+Takes the best trial's kept checkpoint (or, with --retrain, fits its configuration again on the
+training and validation images for the full epoch budget, seeded), evaluates it on the held-out
+test split and writes one file (trainable.exported) that scripts/predict.py reads alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from search.settings import OneLineErrorParser, UsageError
+from search.summary import SUMMARY_FILE, fmt, read_summary
+from trainable.backbones import build_model, freeze_stages
+from trainable.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from trainable.config import TrialConfig
+from trainable.data import ImageSplit, Split, SplitLike
+from trainable.datasets import build_data
+from trainable.engine import evaluate
+from trainable.exported import export_state, model_from_export, save_export
+from trainable.images import DataError
+from trainable.loop import DivergedError, retrain
+from trainable.weights import WeightsError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of scripts/export.py."""
+    p = OneLineErrorParser(
+        prog="export.py",
+        description="Export the best model of an experiment, evaluated on its test split.",
+    )
+    p.add_argument("experiment", help="the experiment folder, e.g. runs/NAME")
+    p.add_argument("--out", required=True, help="the model file to write (must not exist)")
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="fit the best configuration again on train+validation images for the full "
+        "epoch budget (seeded) instead of taking its checkpoint",
+    )
+    p.add_argument(
+        "--test-images",
+        metavar="DIR",
+        help="also write the test split's images as PNG files, DIR/CLASS/NNNNN.png, for "
+        "predict.py (DIR must not exist or be empty)",
+    )
+    return p
+
+
+def best_checkpoint(root: Path) -> tuple[dict, Path]:
+    """The experiment's summary and its best trial's checkpoint file, checked."""
+    if not root.is_dir():
+        raise UsageError(f"no experiment folder at {root}")
+    summary = read_summary(root)
+    if not summary:
+        raise UsageError(
+            f"{root} has no readable {SUMMARY_FILE}: give the folder of a search that ran "
+            "(runs/NAME), or finish it with --resume"
+        )
+    best = summary.get("best")
+    if not best or not best.get("checkpoint"):
+        raise UsageError(f"{root / SUMMARY_FILE} names no best checkpoint: no trial reported")
+    path = root / best["checkpoint"] / CHECKPOINT_FILE
+    if not path.is_file():
+        raise UsageError(f"the best trial's checkpoint {path} is missing")
+    return summary, path
+
+
+def _refuse_existing(path: Path, what: str, folder: bool = False) -> None:
+    """Nothing is overwritten: refuse an existing file, or a non-empty folder."""
+    taken = path.is_dir() and any(path.iterdir()) if folder else path.exists()
+    if taken:
+        raise UsageError(f"{what} {path} exists; nothing was written (choose another path)")
+
+
+def write_split_images(
+    split: SplitLike, classes: tuple[str, ...], preprocessing: dict[str, Any], folder: Path
+) -> int:
+    """Save each image of `split` as DIR/CLASS/NNNNN.png, as predict.py reads image files.
+
+    Image files are written as decoded (lossless); digits as their 8-bit canvases, which is
+    exactly what the data set's tensors were made from (trainable.data.digits_canvas).
+    """
+    for index in range(len(split)):
+        label = classes[int(split.labels[index])]
+        target = folder / label / f"{index:05d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(split, ImageSplit):
+            image = split.source[split.indices[index]][0]
+        elif isinstance(split, Split) and preprocessing.get("kind") == "digits":
+            grey = split.images[index, 0] * preprocessing["std"] + preprocessing["mean"]
+            pixels = torch.round(grey.clamp(0, 1) * 255).to(torch.uint8).numpy()
+            image = Image.fromarray(pixels, mode="L")
+        else:
+            raise UsageError("--test-images: this data set's test images are not image files")
+        image.save(target)
+    return len(split)
+
+
+def _trial_model(cfg: TrialConfig, checkpoint: dict, classes: int) -> torch.nn.Module:
+    """The trial's model with its checkpoint's weights (frozen stages as in training)."""
+    model = build_model(cfg.backbone, classes, cfg.image_size)
+    freeze_stages(model, cfg.backbone, cfg.freeze_depth)
+    model.load_state_dict(checkpoint["model"])
+    return model.eval()
+
+
+def export_best(
+    root: Path, out: Path, retrain_it: bool, test_images: Path | None = None
+) -> dict[str, Any]:
+    """Write the best model of the experiment at `root` to `out`; return the export's metrics."""
+    summary, path = best_checkpoint(root)
+    _refuse_existing(out, "--out")
+    if test_images is not None:
+        _refuse_existing(test_images, "--test-images", folder=True)
+    checkpoint = load_checkpoint(path)
+    # On this machine's CPU, with all its cores: the trial's device and thread count were the
+    # search's allotment.
+    cfg = dataclasses.replace(
+        TrialConfig.from_dict(checkpoint["config"]), device="cpu", num_threads=os.cpu_count() or 1
+    )
+    best = summary["best"]
+    try:
+        data = build_data(cfg, log=print)
+    except (DataError, WeightsError, OSError) as error:
+        raise UsageError(f"the experiment's data {cfg.data} cannot be read here: {error}") from None
+    if tuple(checkpoint["classes"]) != data.classes:
+        raise UsageError(
+            f"the data's classes {list(data.classes)} differ from the checkpoint's "
+            f"{checkpoint['classes']}: the data set changed since the search"
+        )
+    config = "  ".join(f"{k}={fmt(v)}" for k, v in best["config"].items())
+    if retrain_it:
+        print(
+            f"Retraining trial {best['trial_id']}'s configuration ({config}) on "
+            f"{len(data.train)} train + {len(data.val)} validation images for {cfg.max_epochs} "
+            "epochs"
+        )
+        began = time.monotonic()
+        try:
+            model = retrain(cfg, data, log=print)
+        except (DivergedError, WeightsError) as error:
+            raise UsageError(f"retraining failed: {error}") from None
+        print(f"Retrained in {time.monotonic() - began:.0f} s")
+    else:
+        print(f"Best trial {best['trial_id']} ({config}), checkpoint of epoch {best['epoch']}")
+        model = _trial_model(cfg, checkpoint, len(data.classes))
+    source = {
+        "experiment": summary["experiment"],
+        "trial_id": best["trial_id"],
+        "checkpoint": Path(best["checkpoint"], CHECKPOINT_FILE).as_posix(),
+        "retrained": retrain_it,
+        "epochs": cfg.max_epochs if retrain_it else best["epoch"],
+    }
+    # A retrained model saw the validation images: it has no val_acc.
+    scores = {"val_acc": None if retrain_it else best["val_acc"]}
+    export = export_state(model, cfg, data.classes, data.preprocessing, scores, source)
+    # The test accuracy of the model as predict.py rebuilds it from the file alone.
+    test = evaluate(model_from_export(export), data.test) if len(data.test) else None
+    export["metrics"].update(test_acc=test.acc if test else None, test_images=len(data.test))
+    save_export(out, export)
+    if test is None:
+        print(f"Note: {cfg.data} has no test split; test_acc is null (add a test/ folder)")
+    else:
+        print(f"test_acc {test.acc:.4f} on {len(data.test)} held-out test images")
+    if test_images is not None:
+        written = write_split_images(data.test, data.classes, data.preprocessing, test_images)
+        print(f"Wrote the {written} test images to {test_images}/CLASS/")
+    print(f"Model: {out}\nPredict with:  python scripts/predict.py {out} IMAGE_OR_FOLDER ...")
+    return export["metrics"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Export the best model; exit 2 on bad input (one line), 1 on anything unexpected."""
+    try:
+        args = build_parser().parse_args(argv)
+        root = Path(args.experiment).expanduser().resolve()
+        test_images = Path(args.test_images) if args.test_images else None
+        export_best(root, Path(args.out), args.retrain, test_images)
+    except UsageError as error:
+        print(f"export.py: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nInterrupted; nothing was written.", file=sys.stderr)
+        return 130
+    return 0

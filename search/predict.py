@@ -1,0 +1,81 @@
+"""`scripts/predict.py MODEL.pt IMAGE_OR_FOLDER...`: classify image files with an exported model.
+
+Prints `path<TAB>class<TAB>probability` per image on stdout, in the order given (a folder's
+images below it, sorted). An unreadable image gets one error line on stderr naming the file;
+the others are still classified, and the exit code is then 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from search.settings import OneLineErrorParser, UsageError
+from trainable.exported import ExportError, load_export, predict_files
+from trainable.images import IMAGE_EXTENSIONS, DataError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The arguments of scripts/predict.py."""
+    p = OneLineErrorParser(
+        prog="predict.py",
+        description="Classify images with a model written by scripts/export.py. Prints "
+        "path<TAB>class<TAB>probability per image.",
+    )
+    p.add_argument("model", help="the exported model file (scripts/export.py --out)")
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE_OR_FOLDER",
+        help="image files, or folders whose images (any depth, sorted) are classified",
+    )
+    return p
+
+
+def image_paths(given: list[str]) -> list[Path]:
+    """The image files named or found below the folders named, in order; a missing path or a
+    folder without images is a UsageError."""
+    paths: list[Path] = []
+    for text in given:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_EXTENSIONS
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            if not found:
+                kinds = ", ".join(IMAGE_EXTENSIONS[:4])
+                raise UsageError(f"folder {path} holds no images ({kinds}, ...)")
+            paths += found
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise UsageError(f"no image or folder at {path}")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Classify; exit 0, or 2 on bad input or any unreadable image (one line each)."""
+    try:
+        args = build_parser().parse_args(argv)
+        export = load_export(Path(args.model))
+        paths = image_paths(args.images)
+    except (UsageError, ExportError) as error:
+        print(f"predict.py: error: {error}", file=sys.stderr)
+        return 2
+    failed = 0
+    for outcome in predict_files(export, paths):
+        if isinstance(outcome, DataError):
+            failed += 1
+            print(f"predict.py: error: {outcome}", file=sys.stderr)
+        else:
+            path, name, probability = outcome
+            print(f"{path}\t{name}\t{probability:.4f}", flush=True)
+    if failed:
+        print(f"predict.py: {failed} of {len(paths)} images could not be read", file=sys.stderr)
+        return 2
+    return 0
