@@ -20,6 +20,7 @@ from search.builders import build_param_space, build_tuner, restore_tuner
 from search.inputs import describe_data, prepare_inputs
 from search.loggers import build_callbacks
 from search.progress import ProgressReporter
+from search.report import write_report
 from search.resume import grow_search_state, record_extension
 from search.settings import SETTINGS_FILE, SearchSettings
 from search.summary import ENDED, build_summary, format_report, read_summary, write_summary
@@ -27,7 +28,7 @@ from search.tensorboard import mark_interrupted, write_experiment_board
 from search.wandb_mode import resolve_wandb_mode
 from search.wandb_runs import log_best_model
 from spaces import get_space, searched_keys
-from trainable.config import TrialConfig
+from trainable.config import TrialConfig, error_line
 
 
 def shown_path(path: Path) -> Path:
@@ -174,6 +175,10 @@ def run_search(
             summary["wandb_model"] = previous.get("wandb_model")
     summary["wall_seconds"] = round(time.monotonic() - began, 1)
     write_summary(settings, summary)
+    report = _write_report(root)  # it reads summary.json
+    if report:
+        summary["report"] = report
+        write_summary(settings, summary)
     if not finished:
         raise SearchInterrupted(
             f"Interrupted: {len(summary['trials']) - len(unfinished)} of {settings.num_samples} "
@@ -183,6 +188,16 @@ def run_search(
     print(format_report(summary, settings, shown))
     print(f"Done in {summary['wall_seconds']:.0f} s.")
     return summary
+
+
+def _write_report(root: Path) -> str | None:
+    """report.html in the experiment folder; a failure costs only a warning (the results and
+    summary.json stand, and `scripts/report.py` can write it again)."""
+    try:
+        return write_report(root).name
+    except Exception as error:  # matplotlib's and Optuna's errors vary; the search result stands
+        print(f"Warning: report.html was not written: {error_line(error)}", file=sys.stderr)
+        return None
 
 
 def _log_best_model(settings: SearchSettings, summary: dict, wandb_mode: str) -> str | None:

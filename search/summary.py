@@ -206,8 +206,12 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
             f"  {config}",
             f"  checkpoint: {shown / best['checkpoint']}" if best["checkpoint"] else "",
         ]
+    lines.append(f"\nSummary: {shown / SUMMARY_FILE}")
+    if summary.get("report"):
+        lines.append(f"Report:  {shown / summary['report']}   (open in a browser; works offline)")
+    if best is not None and best["checkpoint"]:
+        lines.append(f"Export the best model:  python scripts/export.py {shown} --out model.pt")
     lines += [
-        f"\nSummary: {shown / SUMMARY_FILE}",
         "Browse the trials:",
         f"  python scripts/board.py {shown}   (TensorBoard on this machine; prints its URL)",
     ]

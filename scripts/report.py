@@ -1,0 +1,20 @@
+"""Write (again) the report of an experiment: `python scripts/report.py runs/NAME`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Python puts scripts/ first on the import path; drop it, as scripts/search.py explains.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from search.report import main as report_main  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; see search/report.py for the flags and exit codes."""
+    return report_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
