@@ -131,7 +131,7 @@ def versus_parameters(
 
 def importance_bars(by_method: dict[str, dict[str, float]], params: list[str]) -> bytes:
     """Grouped horizontal bars: each parameter's importance by each method."""
-    figure = Figure(figsize=(6.4, 0.5 + 0.55 * len(params) * max(1, len(by_method)) / 1.5))
+    figure = Figure(figsize=(6.4, 0.4 + 0.32 * len(params) * max(1, len(by_method))))
     axes = figure.subplots()
     height = 0.8 / max(1, len(by_method))
     colours = ["#0072B2", "#CC79A7", "#56B4E9"]

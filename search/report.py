@@ -60,29 +60,22 @@ def trial_history(trial_dir: Path) -> tuple[list[tuple[int, float]], float | Non
 
 
 def transfer_gain(summary: dict, full_depth: int | None) -> dict[str, Any] | None:
-    """The best trial against the best linear probe (every backbone stage frozen) of the sweep;
-    None when the sweep has no linear probe that reported."""
-    best = summary.get("best")
-    probes = [
-        t
-        for t in summary["trials"]
-        if t["config"].get("freeze_depth") == full_depth and t["best_val_acc"] is not None
-    ]
-    if best is None or full_depth is None or not probes:
+    """Fine-tuning against the linear probe: the best trial that trained some backbone stage
+    against the best with every stage frozen. When the best trial fine-tunes, that is the best
+    trial against the best linear probe. None without both kinds of trial in the sweep."""
+    reported = [t for t in summary["trials"] if t["best_val_acc"] is not None]
+    probes = [t for t in reported if t["config"].get("freeze_depth") == full_depth]
+    tuned = [t for t in reported if t["config"].get("freeze_depth") != full_depth]
+    if full_depth is None or not probes or not tuned:
         return None
     probe = max(probes, key=lambda t: t["best_val_acc"])
-    tuned = [
-        t["best_val_acc"]
-        for t in summary["trials"]
-        if t["config"].get("freeze_depth") != full_depth and t["best_val_acc"] is not None
-    ]
+    best = max(tuned, key=lambda t: t["best_val_acc"])
     return {
-        "reference": "the best linear probe of this sweep",
-        "trial_id": probe["trial_id"],
-        METRIC: probe["best_val_acc"],
-        "gain": best[METRIC] - probe["best_val_acc"],
-        # the best trial that trained some backbone stage: fine-tuning's own gain
-        "best_fine_tuned": max(tuned) if tuned else None,
+        "ours": f"best fine-tuned trial {best['trial_id']}",
+        "ours_value": best["best_val_acc"],
+        "reference": f"best linear probe {probe['trial_id']}",
+        "reference_value": probe["best_val_acc"],
+        "gain": best["best_val_acc"] - probe["best_val_acc"],
     }
 
 
@@ -96,9 +89,10 @@ def reference_gain(summary: dict, other: Path) -> dict[str, Any]:
         raise UsageError("this experiment has no best trial to compare")
     weights = theirs.get("fixed", {}).get("weights", "?")
     return {
-        "reference": f"experiment {theirs['experiment']} (weights {weights!r})",
-        "trial_id": theirs["best"]["trial_id"],
-        METRIC: theirs["best"][METRIC],
+        "ours": f"best trial {summary['best']['trial_id']}",
+        "ours_value": summary["best"][METRIC],
+        "reference": f"experiment {theirs['experiment']}'s best (weights {weights!r})",
+        "reference_value": theirs["best"][METRIC],
         "gain": summary["best"][METRIC] - theirs["best"][METRIC],
     }
 
@@ -175,17 +169,6 @@ def _trials_table(summary: dict, seconds: dict[str, float | None], max_epochs: i
     return f"<table><thead><tr>{ths}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _fine_tuned(gain: dict[str, Any]) -> str:
-    """When the best trial is the linear probe: how the best fine-tuned trial compares."""
-    tuned = gain.get("best_fine_tuned")
-    if gain["gain"] > 0 or tuned is None:
-        return ""
-    return (
-        f"<br>the best trial is a linear probe; the best fine-tuned trial reached {fmt(tuned)} "
-        f"({tuned - gain[METRIC]:+.3f})"
-    )
-
-
 def _importance_section(importance: Importance | str) -> str:
     if isinstance(importance, str):
         reason = f'<p class="note">Not computed: {_e(importance)}.</p>'
@@ -258,23 +241,22 @@ def render_report(
     if gain is not None:
         cards.append(
             f'<div class="card">Transfer gain<br><b>{gain["gain"]:+.3f}</b> {METRIC}'
-            f"<div>best {fmt(best[METRIC])} vs {fmt(gain[METRIC])}: {_e(gain['reference'])} "
-            f"(trial {_e(gain['trial_id'])}){_fine_tuned(gain)}</div></div>"
+            f"<div>{_e(gain['ours'])}: {fmt(gain['ours_value'])}<br>"
+            f"{_e(gain['reference'])}: {fmt(gain['reference_value'])}</div></div>"
         )
     else:
         cards.append(
-            '<div class="card">Transfer gain<br><b>-</b><div>no reference: the sweep has no '
-            "linear probe; compare with a from-scratch run:<br><code>scripts/report.py "
+            '<div class="card">Transfer gain<br><b>-</b><div>no reference: the sweep lacks '
+            "a linear probe or a fine-tuned trial; compare with a from-scratch run:<br><code>"
+            "scripts/report.py "
             f"{_e(_shown(root))} --reference runs/SCRATCH</code></div></div>"
         )
     cards.append(f'<div class="card">Trials<br><b>{len(summary["trials"])}</b><div>{_e(outcome)}'
                  "</div></div>")  # fmt: skip
     curves = learning_curves(points, rungs, max_epochs, METRIC) if points else b""
-    versus = (
-        versus_parameters(points, searched, METRIC, gain[METRIC] if gain else None)
-        if points and searched
-        else b""
-    )
+    # the best linear probe as a line across the scatter plots (not another experiment's)
+    probe_line = gain["reference_value"] if gain and "linear probe" in gain["reference"] else None
+    versus = versus_parameters(points, searched, METRIC, probe_line) if points and searched else b""
     shown = _shown(root)
     checkpoint = f"{shown}/{best['checkpoint']}/checkpoint.pt" if best else "-"
     when = datetime.fromtimestamp((root / SUMMARY_FILE).stat().st_mtime).strftime("%Y-%m-%d %H:%M")

@@ -30,8 +30,12 @@ def test_transfer_gain_is_measured_against_the_best_linear_probe() -> None:
     trials = [_trial("a", 3, 0.7), _trial("b", 5, 0.6), _trial("c", 5, 0.55), _trial("d", 0, None)]
     summary = {"best": {"trial_id": "a", "val_acc": 0.7}, "trials": trials}
     gain = transfer_gain(summary, full_depth=5)
-    assert gain is not None and gain["trial_id"] == "b"
-    assert gain["gain"] == pytest.approx(0.1) and gain["best_fine_tuned"] == 0.7
+    assert gain is not None and "b" in gain["reference"] and "a" in gain["ours"]
+    assert gain["gain"] == pytest.approx(0.1)
+    # The best trial is a linear probe: fine-tuning's gain is negative, not zero.
+    probe_first = [_trial("b", 5, 0.8), *trials]
+    gain = transfer_gain({"best": {"val_acc": 0.8}, "trials": probe_first}, full_depth=5)
+    assert gain is not None and gain["gain"] == pytest.approx(-0.1)
     no_probe = {"best": summary["best"], "trials": [trials[0], trials[3]]}
     assert transfer_gain(no_probe, full_depth=5) is None
 
