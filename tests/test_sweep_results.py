@@ -4,6 +4,8 @@ the user runs them."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -17,6 +19,7 @@ from search import export, predict, report
 from trainable.exported import CONFIG_KEYS, EXPORT_KEYS
 
 pytestmark = pytest.mark.sweep
+CHROMIUM = shutil.which("chromium")
 
 
 class PageParser(HTMLParser):
@@ -75,6 +78,34 @@ def test_the_search_writes_a_self_contained_report(sweep: Sweep) -> None:
     text = page_file.read_text()
     assert "http://" not in text and "https://" not in text
     assert "Hyperparameter importance" in text and "trial-epochs" in text
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="needs Debian's chromium (.ci/run installs it)",
+)
+def test_the_report_renders_offline_in_chromium_on_one_screen(sweep: Sweep, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM, "chromium is missing: .ci/run installs Debian's chromium package"
+    requested: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto((sweep.root / report.REPORT_FILE).as_uri())
+            # every figure decoded: a broken data URI has no natural width
+            widths = page.eval_on_selector_all("img", "images => images.map(i => i.naturalWidth)")
+            height = page.evaluate("document.documentElement.scrollHeight")
+            page.screenshot(path=str(tmp_path / "report.png"))
+        finally:
+            browser.close()
+    assert requested == [(sweep.root / report.REPORT_FILE).as_uri()]  # the page, nothing else
+    assert len(widths) >= 2 and all(w > 300 for w in widths), widths
+    assert height <= 1100, f"the report should fit about one screen, but is {height} px tall"
 
 
 def test_report_py_rewrites_it_and_refuses_a_folder_that_is_no_experiment(
