@@ -18,13 +18,19 @@ from typing import Any
 import torch
 from PIL import Image
 
-from search.settings import OneLineErrorParser, UsageError
 from search.summary import SUMMARY_FILE, fmt, read_summary
+from search.usage import OneLineErrorParser, UsageError
 from trainable.backbones import build_model, freeze_stages
 from trainable.checkpoint import CHECKPOINT_FILE, load_checkpoint
-from trainable.config import TrialConfig
-from trainable.data import ImageSplit, Split, SplitLike
-from trainable.datasets import build_data
+from trainable.config import TrialConfig, default_cache_dir, error_line
+from trainable.data import ImageSplit, Split, SplitLike, TransferData
+from trainable.datasets import (
+    DIGITS,
+    IMAGE_FOLDER,
+    DataSpec,
+    build_data,
+    prepare_torchvision_set,
+)
 from trainable.engine import evaluate
 from trainable.exported import export_state, model_from_export, save_export
 from trainable.images import DataError
@@ -74,11 +80,18 @@ def best_checkpoint(root: Path) -> tuple[dict, Path]:
     return summary, path
 
 
-def _refuse_existing(path: Path, what: str, folder: bool = False) -> None:
-    """Nothing is overwritten: refuse an existing file, or a non-empty folder."""
-    taken = path.is_dir() and any(path.iterdir()) if folder else path.exists()
-    if taken:
+def check_out(path: Path, what: str, folder: bool = False) -> None:
+    """Nothing is overwritten, and a path that cannot be written fails now, not after a
+    retraining: refuse an existing file (or, for a folder, anything but an empty folder), and
+    a place that is not a writable folder."""
+    taken = not (path.is_dir() and not any(path.iterdir())) if folder else path.exists()
+    if path.exists() and taken:
         raise UsageError(f"{what} {path} exists; nothing was written (choose another path)")
+    parent = path.parent if not path.exists() else path
+    while not parent.exists():  # the nearest folder that exists must let us create the rest
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path}: cannot write in {parent}")
 
 
 def write_split_images(
@@ -113,31 +126,52 @@ def _trial_model(cfg: TrialConfig, checkpoint: dict, classes: int) -> torch.nn.M
     return model.eval()
 
 
+def _read_checkpoint(path: Path) -> tuple[dict, TrialConfig]:
+    """The checkpoint and its trial's recipe; UsageError (one line) when unreadable."""
+    try:
+        checkpoint = load_checkpoint(path)
+        return checkpoint, TrialConfig.from_dict(checkpoint["config"])
+    except Exception as error:  # torch and from_dict raise several types for a bad file
+        raise UsageError(f"cannot read the checkpoint {path}: {error_line(error)}") from None
+
+
+def _build_data(cfg: TrialConfig) -> TransferData:
+    """The experiment's data as its trials split it; UsageError when it cannot be read here."""
+    spec = DataSpec.parse(cfg.data)
+    try:
+        if spec.name not in (DIGITS, IMAGE_FOLDER):  # one line naming missing files, not
+            prepare_torchvision_set(spec.name, Path(spec.root), download=False)  # torchvision's
+        return build_data(cfg, log=print)
+    except (DataError, WeightsError, OSError) as error:
+        raise UsageError(f"the experiment's data {cfg.data} cannot be read here: {error}") from None
+
+
 def export_best(
     root: Path, out: Path, retrain_it: bool, test_images: Path | None = None
 ) -> dict[str, Any]:
     """Write the best model of the experiment at `root` to `out`; return the export's metrics."""
     summary, path = best_checkpoint(root)
-    _refuse_existing(out, "--out")
+    check_out(out, "--out")
     if test_images is not None:
-        _refuse_existing(test_images, "--test-images", folder=True)
-    checkpoint = load_checkpoint(path)
-    # On this machine's CPU, with all its cores: the trial's device and thread count were the
-    # search's allotment.
-    cfg = dataclasses.replace(
-        TrialConfig.from_dict(checkpoint["config"]), device="cpu", num_threads=os.cpu_count() or 1
-    )
+        check_out(test_images, "--test-images", folder=True)
+    checkpoint, recipe = _read_checkpoint(path)
+    # On this machine's CPU, with the cores this process may use; the search's cache folder
+    # when it is here (its pretrained source backbone), else this machine's.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cache_dir = recipe.cache_dir if os.access(recipe.cache_dir, os.W_OK) else default_cache_dir()
+    cfg = dataclasses.replace(recipe, device="cpu", num_threads=cores or 1, cache_dir=cache_dir)
     best = summary["best"]
-    try:
-        data = build_data(cfg, log=print)
-    except (DataError, WeightsError, OSError) as error:
-        raise UsageError(f"the experiment's data {cfg.data} cannot be read here: {error}") from None
+    data = _build_data(cfg)
     if tuple(checkpoint["classes"]) != data.classes:
         raise UsageError(
             f"the data's classes {list(data.classes)} differ from the checkpoint's "
             f"{checkpoint['classes']}: the data set changed since the search"
         )
+    if test_images is not None and not len(data.test):
+        raise UsageError(f"--test-images: {cfg.data} has no test split")
     config = "  ".join(f"{k}={fmt(v)}" for k, v in best["config"].items())
+    # The kept checkpoint's own epoch: of epochs tied on val_acc, Ray keeps the later one.
+    epoch = int(checkpoint["epoch"])
     if retrain_it:
         print(
             f"Retraining trial {best['trial_id']}'s configuration ({config}) on "
@@ -151,21 +185,22 @@ def export_best(
             raise UsageError(f"retraining failed: {error}") from None
         print(f"Retrained in {time.monotonic() - began:.0f} s")
     else:
-        print(f"Best trial {best['trial_id']} ({config}), checkpoint of epoch {best['epoch']}")
+        print(f"Best trial {best['trial_id']} ({config}), checkpoint of epoch {epoch}")
         model = _trial_model(cfg, checkpoint, len(data.classes))
     source = {
         "experiment": summary["experiment"],
         "trial_id": best["trial_id"],
         "checkpoint": Path(best["checkpoint"], CHECKPOINT_FILE).as_posix(),
         "retrained": retrain_it,
-        "epochs": cfg.max_epochs if retrain_it else best["epoch"],
+        "epochs": cfg.max_epochs if retrain_it else epoch,
     }
     # A retrained model saw the validation images: it has no val_acc.
-    scores = {"val_acc": None if retrain_it else best["val_acc"]}
-    export = export_state(model, cfg, data.classes, data.preprocessing, scores, source)
+    scores = {"val_acc": None if retrain_it else float(checkpoint["best_val_acc"])}
+    export = export_state(model, recipe, data.classes, data.preprocessing, scores, source)
     # The test accuracy of the model as predict.py rebuilds it from the file alone.
     test = evaluate(model_from_export(export), data.test) if len(data.test) else None
     export["metrics"].update(test_acc=test.acc if test else None, test_images=len(data.test))
+    check_out(out, "--out")  # still free after the work
     save_export(out, export)
     if test is None:
         print(f"Note: {cfg.data} has no test split; test_acc is null (add a test/ folder)")
@@ -179,7 +214,7 @@ def export_best(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Export the best model; exit 2 on bad input (one line), 1 on anything unexpected."""
+    """Export the best model; exit 2 on bad input (one line)."""
     try:
         args = build_parser().parse_args(argv)
         root = Path(args.experiment).expanduser().resolve()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 # How a trial ended -> its colour in every figure (colour-blind safe: Okabe-Ito)
 STOP_COLOURS = {
@@ -76,7 +77,7 @@ def learning_curves(
     axes.set_xlabel("epoch")
     axes.set_ylabel(metric)
     axes.set_xlim(0.7, max_epochs + 0.3)
-    axes.set_xticks(range(1, max_epochs + 1))
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: whole numbers
     axes.grid(alpha=0.3)
     axes.set_title(f"{metric} per epoch; dashed: ASHA's rungs", fontsize=10)
     _legend(axes, _present(trials))

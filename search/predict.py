@@ -8,11 +8,12 @@ the others are still classified, and the exit code is then 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from search.settings import OneLineErrorParser, UsageError
-from trainable.exported import ExportError, load_export, predict_files
+from search.usage import OneLineErrorParser, UsageError
+from trainable.exported import ExportError, load_export, model_from_export, predict_files
 from trainable.images import IMAGE_EXTENSIONS, DataError
 
 
@@ -64,17 +65,22 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         export = load_export(Path(args.model))
         paths = image_paths(args.images)
+        model = model_from_export(export)
     except (UsageError, ExportError) as error:
         print(f"predict.py: error: {error}", file=sys.stderr)
         return 2
     failed = 0
-    for outcome in predict_files(export, paths):
-        if isinstance(outcome, DataError):
-            failed += 1
-            print(f"predict.py: error: {outcome}", file=sys.stderr)
-        else:
-            path, name, probability = outcome
-            print(f"{path}\t{name}\t{probability:.4f}", flush=True)
+    try:
+        for outcome in predict_files(model, export, paths):
+            if isinstance(outcome, DataError):
+                failed += 1
+                print(f"predict.py: error: {outcome}", file=sys.stderr)
+            else:
+                path, name, probability = outcome
+                print(f"{path}\t{name}\t{probability:.4f}", flush=True)
+    except BrokenPipeError:  # the reader stopped (`| head`): no more output is wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if failed:
         print(f"predict.py: {failed} of {len(paths)} images could not be read", file=sys.stderr)
         return 2

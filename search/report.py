@@ -76,6 +76,7 @@ def transfer_gain(summary: dict, full_depth: int | None) -> dict[str, Any] | Non
         "reference": f"best linear probe {probe['trial_id']}",
         "reference_value": probe["best_val_acc"],
         "gain": best["best_val_acc"] - probe["best_val_acc"],
+        "is_linear_probe": True,  # the reference is in this sweep: drawn on its scatter plots
     }
 
 
@@ -94,6 +95,7 @@ def reference_gain(summary: dict, other: Path) -> dict[str, Any]:
         "reference": f"experiment {theirs['experiment']}'s best (weights {weights!r})",
         "reference_value": theirs["best"][METRIC],
         "gain": summary["best"][METRIC] - theirs["best"][METRIC],
+        "is_linear_probe": False,
     }
 
 
@@ -178,10 +180,17 @@ def _importance_section(importance: Importance | str) -> str:
         if importance.left_out
         else ""
     )
-    methods = "; ".join(_e(m) for m in importance.by_method)
+    computed = {m: v for m, v in importance.by_method.items() if not isinstance(v, str)}
+    failed = "".join(
+        f"; {_e(m.split(' (')[0])} gave none: {_e(v)}"
+        for m, v in importance.by_method.items()
+        if isinstance(v, str)
+    )
+    methods = "; ".join(_e(m) for m in importance.by_method) + failed
+    figure = _img(importance_bars(computed, importance.params), "importance") if computed else ""
     return (
         "<h2>Hyperparameter importance</h2>"
-        + _img(importance_bars(importance.by_method, importance.params), "importance")
+        + figure
         + f'<p class="note">Optuna\'s evaluators: {methods}. Computed on {importance.trials} '
         f"trials, each scored by its best {METRIC} (ASHA-stopped trials at the epochs they "
         f"reached){left}. With few trials, read it as a hint.</p>"
@@ -255,10 +264,16 @@ def render_report(
                  "</div></div>")  # fmt: skip
     curves = learning_curves(points, rungs, max_epochs, METRIC) if points else b""
     # the best linear probe as a line across the scatter plots (not another experiment's)
-    probe_line = gain["reference_value"] if gain and "linear probe" in gain["reference"] else None
+    probe_line = gain["reference_value"] if gain and gain["is_linear_probe"] else None
     versus = versus_parameters(points, searched, METRIC, probe_line) if points and searched else b""
     shown = _shown(root)
-    checkpoint = f"{shown}/{best['checkpoint']}/checkpoint.pt" if best else "-"
+    has_checkpoint = bool(best and best["checkpoint"])
+    checkpoint = f"{shown}/{best['checkpoint']}/checkpoint.pt" if has_checkpoint else "-"
+    export_hint = (
+        f" · export it: <code>python scripts/export.py {_e(shown)} --out model.pt</code>"
+        if has_checkpoint
+        else ""
+    )
     when = datetime.fromtimestamp((root / SUMMARY_FILE).stat().st_mtime).strftime("%Y-%m-%d %H:%M")
     subtitle = (
         f"space {summary['space']} · backbone {fixed.get('backbone')} · "
@@ -295,8 +310,7 @@ epoch(s) {rung_text} (grace period {settings.get("grace_period", "?")}, reductio
 </div>
 </div>
 <footer>
-Best checkpoint: <code>{_e(checkpoint)}</code> ·
-export it: <code>python scripts/export.py {_e(shown)} --out model.pt</code> ·
+Best checkpoint: <code>{_e(checkpoint)}</code>{export_hint} ·
 all numbers: <code>summary.json</code> · per-epoch curves in TensorBoard:
 <code>python scripts/board.py {_e(shown)}</code>
 </footer>
@@ -329,7 +343,7 @@ def write_report(root: Path, reference: Path | None = None) -> Path:
     )
     page = render_report(root, summary, settings, gain, importance)
     path = root / REPORT_FILE
-    path.write_text(page)
+    path.write_text(page, encoding="utf-8")
     return path
 
 

@@ -20,7 +20,6 @@ from search.builders import build_param_space, build_tuner, restore_tuner
 from search.inputs import describe_data, prepare_inputs
 from search.loggers import build_callbacks
 from search.progress import ProgressReporter
-from search.report import write_report
 from search.resume import grow_search_state, record_extension
 from search.settings import SETTINGS_FILE, SearchSettings
 from search.summary import ENDED, build_summary, format_report, read_summary, write_summary
@@ -194,6 +193,8 @@ def _write_report(root: Path) -> str | None:
     """report.html in the experiment folder; a failure costs only a warning (the results and
     summary.json stand, and `scripts/report.py` can write it again)."""
     try:
+        from search.report import write_report  # matplotlib: a missing one costs the report only
+
         return write_report(root).name
     except Exception as error:  # matplotlib's and Optuna's errors vary; the search result stands
         print(f"Warning: report.html was not written: {error_line(error)}", file=sys.stderr)

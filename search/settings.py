@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from search.optuna_bridge import SAMPLERS
+from search.usage import OneLineErrorParser, UsageError
 from search.wandb_mode import WANDB_MODES, wandb_mode_problems
 from spaces import SPACES, get_space, validate_space, value_range
 from trainable import weights as w
@@ -58,10 +59,6 @@ DIGITS_IMAGE_SIZE, IMAGE_SIZE = 32, 224
 # A 2048 px image is 50 MB as floats, and ResNet's stem turns it into 270 MB of activations.
 MAX_IMAGE_SIZE = 2048
 DIGITS_SHOTS = 20  # digits' few-shot target task; other data sets train on all their images
-
-
-class UsageError(ValueError):
-    """Bad input from the user: reported as one line, exit code 2, no traceback."""
 
 
 @dataclass(frozen=True)
@@ -113,13 +110,6 @@ class SearchSettings:
 
 
 DEFAULT = " (default: %(default)s)"  # argparse fills in each flag's default
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one line (exit 2) instead of usage plus error."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see --help)")
 
 
 def _positive_int(text: str) -> int:

@@ -9,7 +9,8 @@ import pytest
 import torch
 from helpers import make_image_folder
 
-from search.export import write_split_images
+from search.export import check_out, write_split_images
+from search.usage import UsageError
 from trainable.backbones import build_model, freeze_stages
 from trainable.config import TrialConfig
 from trainable.data import ImageSplit, JoinedSplit, Split, digits_target, train_and_val
@@ -100,3 +101,22 @@ def test_a_file_that_is_no_export_is_refused(tmp_path: Path, content: object, me
         torch.save(content, path)
     with pytest.raises(ExportError, match=message):
         load_export(path)
+
+
+def test_export_refuses_paths_it_would_overwrite_or_cannot_write(tmp_path: Path) -> None:
+    taken = tmp_path / "model.pt"
+    taken.write_text("mine")
+    with pytest.raises(UsageError, match="exists; nothing was written"):
+        check_out(taken, "--out")
+    with pytest.raises(UsageError, match="cannot write in"):
+        check_out(taken / "inside.pt", "--out")  # a file is not a folder
+    with pytest.raises(UsageError, match="exists"):
+        check_out(taken, "--test-images", folder=True)  # a file where a folder should go
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.png").write_text("")
+    with pytest.raises(UsageError, match="exists"):
+        check_out(tmp_path / "full", "--test-images", folder=True)
+    (tmp_path / "empty").mkdir()
+    check_out(tmp_path / "empty", "--test-images", folder=True)
+    check_out(tmp_path / "new" / "deeper" / "model.pt", "--out")
+    assert taken.read_text() == "mine"

@@ -40,7 +40,7 @@ def test_transfer_gain_is_measured_against_the_best_linear_probe() -> None:
     assert transfer_gain(no_probe, full_depth=5) is None
 
 
-def _study(folder: Path, trials: int) -> None:
+def _study(folder: Path, trials: int, flat: bool = False) -> None:
     """A study as the search writes it: freeze_depth and head_lr always, backbone_lr unless
     every stage is frozen (5), each epoch an intermediate value, most trials PRUNED."""
     study = optuna.create_study(
@@ -57,7 +57,7 @@ def _study(folder: Path, trials: int) -> None:
             params["backbone_lr"] = 10 ** (-4 + n % 3)
             distributions["backbone_lr"] = FloatDistribution(1e-5, 1e-1, log=True)
         # accuracy rises with freeze depth only: it should come out as the important one
-        curve = {1: 0.3 + 0.1 * depth, 2: 0.32 + 0.1 * depth}
+        curve = {1: 0.3, 2: 0.5} if flat else {1: 0.3 + 0.1 * depth, 2: 0.32 + 0.1 * depth}
         state = optuna.trial.TrialState.COMPLETE if n % 3 == 0 else optuna.trial.TrialState.PRUNED
         study.add_trial(
             optuna.trial.create_trial(
@@ -84,3 +84,11 @@ def test_importance_says_why_it_is_missing(tmp_path: Path) -> None:
     _study(tmp_path, trials=MIN_TRIALS - 1)
     reason = param_importance(tmp_path / STUDY_FILE, "exp", ["freeze_depth", "head_lr"])
     assert isinstance(reason, str) and f"at least {MIN_TRIALS}" in reason
+
+
+def test_an_evaluator_that_finds_no_variance_says_so_instead_of_failing(tmp_path: Path) -> None:
+    _study(tmp_path, trials=8, flat=True)  # every trial scores 0.5: nothing to explain
+    result = param_importance(tmp_path / STUDY_FILE, "exp", ["freeze_depth", "head_lr"])
+    assert not isinstance(result, str)
+    fanova = next(v for k, v in result.by_method.items() if k.startswith("fANOVA"))
+    assert isinstance(fanova, str) and "variance" in fanova

@@ -29,6 +29,7 @@ from trainable.images import DECODE_ERRORS, DataError, eval_transform
 EXPORT_KEYS = ("state_dict", "config", "classes", "metrics")
 CONFIG_KEYS = ("backbone", "num_classes", "image_size", "freeze_depth", "preprocessing", "trial")
 PREDICT_BATCH = 64  # images decoded and classified at a time
+PREPROCESSING_KINDS = ("rgb", "digits")  # see input_transform
 
 
 class ExportError(ValueError):
@@ -82,6 +83,9 @@ def load_export(path: Path) -> dict[str, Any]:
     lacking = [key for key in CONFIG_KEYS if key not in export["config"]]
     if lacking:
         raise ExportError(f"{path}: its config lacks {lacking}")
+    kind = export["config"]["preprocessing"].get("kind")
+    if kind not in PREPROCESSING_KINDS:
+        raise ExportError(f"{path}: unknown preprocessing kind {kind!r}")
     if export["config"]["backbone"] not in BACKBONES:
         raise ExportError(
             f"{path}: backbone {export['config']['backbone']!r} is not one of this version's: "
@@ -93,10 +97,14 @@ def load_export(path: Path) -> dict[str, Any]:
 def model_from_export(export: dict[str, Any]) -> nn.Module:
     """The exported model in eval mode, rebuilt from the file alone (no weights download)."""
     config = export["config"]
-    model = build_model(config["backbone"], config["num_classes"], config["image_size"])
-    # The same frozen stages as in training, so the saved FrozenBatchNorm2d buffers fit.
-    freeze_stages(model, config["backbone"], config["freeze_depth"])
-    model.load_state_dict(export["state_dict"], strict=True)
+    try:
+        model = build_model(config["backbone"], config["num_classes"], config["image_size"])
+        # The same frozen stages as in training, so the saved FrozenBatchNorm2d buffers fit.
+        freeze_stages(model, config["backbone"], config["freeze_depth"])
+        model.load_state_dict(export["state_dict"], strict=True)
+    except (RuntimeError, ValueError) as error:  # weights that do not fit the config
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ExportError(f"the model file's weights do not fit its config: {first}") from None
     return model.eval()
 
 
@@ -138,11 +146,11 @@ def classify(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 def predict_files(
-    export: dict[str, Any], paths: list[Path]
+    model: nn.Module, export: dict[str, Any], paths: list[Path]
 ) -> Iterator[tuple[Path, str, float] | DataError]:
     """(path, class name, probability) per image in order, or the DataError of an unreadable
-    one; PREDICT_BATCH images are decoded and classified at a time."""
-    model = model_from_export(export)
+    one; PREDICT_BATCH images are decoded and classified at a time by `model` (built by
+    model_from_export)."""
     transform = input_transform(export["config"]["preprocessing"])
     classes = export["classes"]
     for start in range(0, len(paths), PREDICT_BATCH):
@@ -153,6 +161,8 @@ def predict_files(
                 batch.append((path, transform(read_image(path))))
             except DataError as error:
                 failures[path] = error
+            except DECODE_ERRORS as error:  # decoded, but not convertible (e.g. a LAB image)
+                failures[path] = DataError(f"cannot read image {path}: {error}")
         predicted = {}
         if batch:
             labels, probabilities = classify(model, torch.stack([x for _, x in batch]))
