@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import os
 import sys
 import time
@@ -154,6 +155,8 @@ def export_best(
     check_out(out, "--out")
     if test_images is not None:
         check_out(test_images, "--test-images", folder=True)
+        if out.resolve().is_relative_to(test_images.resolve()):
+            raise UsageError(f"--out {out} must not lie in --test-images {test_images}")
     checkpoint, recipe = _read_checkpoint(path)
     # On this machine's CPU, with the cores this process may use; the search's cache folder
     # when it is here (its pretrained source backbone), else this machine's.
@@ -181,7 +184,7 @@ def export_best(
         began = time.monotonic()
         try:
             model = retrain(cfg, data, log=print)
-        except (DivergedError, WeightsError) as error:
+        except (DivergedError, WeightsError, DataError, OSError) as error:
             raise UsageError(f"retraining failed: {error}") from None
         print(f"Retrained in {time.monotonic() - began:.0f} s")
     else:
@@ -197,8 +200,16 @@ def export_best(
     # A retrained model saw the validation images: it has no val_acc.
     scores = {"val_acc": None if retrain_it else float(checkpoint["best_val_acc"])}
     export = export_state(model, recipe, data.classes, data.preprocessing, scores, source)
-    # The test accuracy of the model as predict.py rebuilds it from the file alone.
-    test = evaluate(model_from_export(export), data.test) if len(data.test) else None
+    try:
+        # The test accuracy of the model as predict.py rebuilds it: from the file's bytes.
+        test = (
+            evaluate(model_from_export(_round_trip(export)), data.test) if len(data.test) else None
+        )
+        if test_images is not None:  # before the model: an interrupted export leaves no model
+            written = write_split_images(data.test, data.classes, data.preprocessing, test_images)
+            print(f"Wrote the {written} test images to {test_images}/CLASS/")
+    except (DataError, OSError) as error:  # an image file changed or vanished since the search
+        raise UsageError(f"evaluating on the test split failed: {error}") from None
     export["metrics"].update(test_acc=test.acc if test else None, test_images=len(data.test))
     check_out(out, "--out")  # still free after the work
     save_export(out, export)
@@ -206,11 +217,16 @@ def export_best(
         print(f"Note: {cfg.data} has no test split; test_acc is null (add a test/ folder)")
     else:
         print(f"test_acc {test.acc:.4f} on {len(data.test)} held-out test images")
-    if test_images is not None:
-        written = write_split_images(data.test, data.classes, data.preprocessing, test_images)
-        print(f"Wrote the {written} test images to {test_images}/CLASS/")
     print(f"Model: {out}\nPredict with:  python scripts/predict.py {out} IMAGE_OR_FOLDER ...")
     return export["metrics"]
+
+
+def _round_trip(export: dict[str, Any]) -> dict[str, Any]:
+    """The export as torch.load(weights_only=True) reads it back from its file."""
+    buffer = io.BytesIO()
+    torch.save(export, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,6 +240,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export.py: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nInterrupted; nothing was written.", file=sys.stderr)
+        print("\nInterrupted before the model file was written.", file=sys.stderr)
         return 130
     return 0

@@ -130,24 +130,32 @@ def versus_parameters(
     return _png(figure)
 
 
-def importance_bars(by_method: dict[str, dict[str, float]], params: list[str]) -> bytes:
-    """Grouped horizontal bars: each parameter's importance by each method."""
-    figure = Figure(figsize=(6.4, 0.4 + 0.32 * len(params) * max(1, len(by_method))))
-    axes = figure.subplots()
-    height = 0.8 / max(1, len(by_method))
+def importance_bars(groups: list[tuple[str, list[str], dict[str, dict[str, float]]]]) -> bytes:
+    """Per group of trials (label, params, {method: importances}), grouped horizontal bars:
+    each parameter's importance by each method; groups side by side."""
+    rows = max(len(params) for _, params, _ in groups)
+    methods = max(len(by_method) for _, _, by_method in groups)
+    figure = Figure(figsize=(3.3 * len(groups) + 0.8, 0.5 + 0.3 * rows * max(1, methods)))
+    axes_row = figure.subplots(1, len(groups), squeeze=False)[0]
     colours = ["#0072B2", "#CC79A7", "#56B4E9"]
-    for k, (method, values) in enumerate(by_method.items()):
-        positions = [i + k * height for i in range(len(params))]
-        importances = [values.get(p, 0.0) for p in params]
-        axes.barh(positions, importances, height=height, color=colours[k % 3], label=method)
-        for y, value in zip(positions, importances, strict=True):
-            if math.isfinite(value):
-                axes.text(value + 0.01, y, f"{value:.2f}", va="center", fontsize=7)
-    axes.set_yticks([i + height * (len(by_method) - 1) / 2 for i in range(len(params))])
-    axes.set_yticklabels(params)
-    axes.invert_yaxis()
-    axes.set_xlim(0, 1.1)
-    axes.set_xlabel("importance (each method's sum is 1)")
-    axes.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.0), frameon=False)
-    axes.grid(axis="x", alpha=0.3)
+    for axes, (label, params, by_method) in zip(axes_row, groups, strict=True):
+        height = 0.8 / max(1, len(by_method))
+        for k, (method, values) in enumerate(by_method.items()):
+            positions = [i + k * height for i in range(len(params))]
+            importances = [values.get(p, 0.0) for p in params]
+            name = method.split(" (")[0]
+            axes.barh(positions, importances, height=height, color=colours[k % 3], label=name)
+            for y, value in zip(positions, importances, strict=True):
+                if math.isfinite(value):
+                    axes.text(value + 0.01, y, f"{value:.2f}", va="center", fontsize=7)
+        axes.set_yticks([i + height * (len(by_method) - 1) / 2 for i in range(len(params))])
+        axes.set_yticklabels(params)
+        axes.invert_yaxis()
+        axes.set_xlim(0, 1.15)
+        axes.set_title(label, fontsize=9)
+        axes.set_xlabel("importance (sums to 1)", fontsize=8)
+        axes.grid(axis="x", alpha=0.3)
+    handles, labels = axes_row[0].get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize=8, loc="upper center", ncols=len(labels),
+                  bbox_to_anchor=(0.5, -0.06), frameon=False)  # fmt: skip
     return _png(figure)

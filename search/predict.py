@@ -1,8 +1,8 @@
 """`scripts/predict.py MODEL.pt IMAGE_OR_FOLDER...`: classify image files with an exported model.
 
 Prints `path<TAB>class<TAB>probability` per image on stdout, in the order given (a folder's
-images below it, sorted). An unreadable image gets one error line on stderr naming the file;
-the others are still classified, and the exit code is then 2.
+images below it, sorted). An unreadable image, a missing path or a folder without images gets
+one error line on stderr naming it; the others are still classified, and the exit code is 2.
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def image_paths(given: list[str]) -> list[Path]:
-    """The image files named or found below the folders named, in order; a missing path or a
-    folder without images is a UsageError."""
+def image_paths(given: list[str]) -> tuple[list[Path], list[str]]:
+    """The image files named or found below the folders named, in order, and a one-line
+    problem for each argument that is neither an image file nor a folder with images."""
     paths: list[Path] = []
+    problems: list[str] = []
     for text in given:
         path = Path(text)
         if path.is_dir():
@@ -50,25 +51,27 @@ def image_paths(given: list[str]) -> list[Path]:
             )
             if not found:
                 kinds = ", ".join(IMAGE_EXTENSIONS[:4])
-                raise UsageError(f"folder {path} holds no images ({kinds}, ...)")
+                problems.append(f"folder {path} holds no images ({kinds}, ...)")
             paths += found
         elif path.is_file():
             paths.append(path)
         else:
-            raise UsageError(f"no image or folder at {path}")
-    return paths
+            problems.append(f"no image or folder at {path}")
+    return paths, problems
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Classify; exit 0, or 2 on bad input or any unreadable image (one line each)."""
+    """Classify; exit 0, or 2 on bad input or any unreadable image or path (one line each)."""
     try:
         args = build_parser().parse_args(argv)
         export = load_export(Path(args.model))
-        paths = image_paths(args.images)
         model = model_from_export(export)
     except (UsageError, ExportError) as error:
         print(f"predict.py: error: {error}", file=sys.stderr)
         return 2
+    paths, problems = image_paths(args.images)
+    for problem in problems:  # the other arguments are still classified
+        print(f"predict.py: error: {problem}", file=sys.stderr)
     failed = 0
     try:
         for outcome in predict_files(model, export, paths):
@@ -83,5 +86,4 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if failed:
         print(f"predict.py: {failed} of {len(paths)} images could not be read", file=sys.stderr)
-        return 2
-    return 0
+    return 2 if failed or problems else 0

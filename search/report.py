@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from search.importance import Importance, param_importance
+from search.importance import EVALUATORS, ImportanceGroup, param_importance
 from search.plots import (
     STOP_COLOURS,
     TrialPoints,
@@ -31,6 +31,8 @@ from trainable import metrics
 from trainable.backbones import BACKBONES
 
 REPORT_FILE = "report.html"
+# Settings two experiments must share for one's best val_acc to be a reference for the other's
+COMPARABLE = ("data", "backbone", "image_size", "shots", "val_fraction", "seed", "max_epochs")
 
 
 def asha_rungs(grace_period: int, reduction_factor: int, max_epochs: int) -> list[int]:
@@ -77,6 +79,8 @@ def transfer_gain(summary: dict, full_depth: int | None) -> dict[str, Any] | Non
         "reference_value": probe["best_val_acc"],
         "gain": best["best_val_acc"] - probe["best_val_acc"],
         "is_linear_probe": True,  # the reference is in this sweep: drawn on its scatter plots
+        "title": "Fine-tuning vs linear probe",
+        "differences": [],
     }
 
 
@@ -88,7 +92,13 @@ def reference_gain(summary: dict, other: Path) -> dict[str, Any]:
         raise UsageError(f"--reference {other} has no summary.json with a best trial")
     if summary.get("best") is None:
         raise UsageError("this experiment has no best trial to compare")
-    weights = theirs.get("fixed", {}).get("weights", "?")
+    ours_fixed, their_fixed = summary.get("fixed", {}), theirs.get("fixed", {})
+    weights = their_fixed.get("weights", "?")
+    differences = [
+        f"{key} {their_fixed.get(key)!r} vs {ours_fixed.get(key)!r}"
+        for key in COMPARABLE
+        if their_fixed.get(key) != ours_fixed.get(key)
+    ]
     return {
         "ours": f"best trial {summary['best']['trial_id']}",
         "ours_value": summary["best"][METRIC],
@@ -96,7 +106,17 @@ def reference_gain(summary: dict, other: Path) -> dict[str, Any]:
         "reference_value": theirs["best"][METRIC],
         "gain": summary["best"][METRIC] - theirs["best"][METRIC],
         "is_linear_probe": False,
+        "title": "Transfer gain",
+        # what else differs between the two searches besides the weights, named on the page
+        "differences": differences,
     }
+
+
+def _shortfall(counts: dict[str, int]) -> str:
+    """Why fewer trial-epochs ran than planned, from how the trials ended."""
+    causes = {"asha": "ASHA stopped", "error": "failed", "interrupted": "interrupted"}
+    named = [f"{counts[r]} {what}" for r, what in causes.items() if counts.get(r)]
+    return ", ".join(named) if named else "every trial ran its full budget"
 
 
 def _shown(root: Path) -> str:
@@ -171,29 +191,31 @@ def _trials_table(summary: dict, seconds: dict[str, float | None], max_epochs: i
     return f"<table><thead><tr>{ths}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _importance_section(importance: Importance | str) -> str:
+def _importance_section(importance: list[ImportanceGroup] | str) -> str:
+    """The importance figure and what it was computed on, or why there is none."""
+    title = "<h2>Hyperparameter importance</h2>"
     if isinstance(importance, str):
-        reason = f'<p class="note">Not computed: {_e(importance)}.</p>'
-        return f"<h2>Hyperparameter importance</h2>{reason}"
-    left = (
-        f"; {importance.left_out} linear-probe trial(s) left out (no backbone_lr)"
-        if importance.left_out
-        else ""
-    )
-    computed = {m: v for m, v in importance.by_method.items() if not isinstance(v, str)}
+        return f'{title}<p class="note">Not computed: {_e(importance)}.</p>'
+    drawn = [
+        (f"{g.label} ({g.trials})", g.params, {m: v for m, v in g.by_method.items()
+                                               if not isinstance(v, str)})
+        for g in importance
+    ]  # fmt: skip
+    drawn = [group for group in drawn if group[2]]
     failed = "".join(
-        f"; {_e(m.split(' (')[0])} gave none: {_e(v)}"
-        for m, v in importance.by_method.items()
+        f" {_e(m.split(' (')[0])} on {_e(g.label)} gave none: {_e(v)}."
+        for g in importance
+        for m, v in g.by_method.items()
         if isinstance(v, str)
     )
-    methods = "; ".join(_e(m) for m in importance.by_method) + failed
-    figure = _img(importance_bars(computed, importance.params), "importance") if computed else ""
+    groups = " and ".join(f"{g.label} ({g.trials}, over {', '.join(g.params)})" for g in importance)
+    figure = _img(importance_bars(drawn), "importance") if drawn else ""
     return (
-        "<h2>Hyperparameter importance</h2>"
+        title
         + figure
-        + f'<p class="note">Optuna\'s evaluators: {methods}. Computed on {importance.trials} '
-        f"trials, each scored by its best {METRIC} (ASHA-stopped trials at the epochs they "
-        f"reached){left}. With few trials, read it as a hint.</p>"
+        + f'<p class="note">Optuna\'s evaluators: {"; ".join(_e(m) for m in EVALUATORS)}. '
+        f"Computed on {_e(groups)}; each trial scored by its best {METRIC}, ASHA-stopped "
+        f"trials at the epochs they reached.{failed} With few trials, read it as a hint.</p>"
     )
 
 
@@ -202,7 +224,7 @@ def render_report(
     summary: dict,
     settings: dict[str, Any],
     gain: dict[str, Any] | None,
-    importance: Importance | str,
+    importance: list[ImportanceGroup] | str,
 ) -> str:
     """The whole page, as a string."""
     max_epochs = int(summary["budget"]["max_epochs"])
@@ -243,21 +265,27 @@ def render_report(
     cards.append(
         f'<div class="card">Budget used<br><b>{ran} / {planned}</b> trial-epochs '
         f"({ran / planned:.0%})<div>{budget['num_samples']} trials x {max_epochs} epochs planned; "
-        f"ASHA stopped the rest<br>{trial_seconds:.0f} s in trials"
+        f"{_e(_shortfall(counts))}<br>{trial_seconds:.0f} s in trials"
         + (f", {wall:.0f} s wall" if wall else "")
         + "</div></div>"
     )
     if gain is not None:
         cards.append(
-            f'<div class="card">Transfer gain<br><b>{gain["gain"]:+.3f}</b> {METRIC}'
+            f'<div class="card">{_e(gain["title"])}<br><b>{gain["gain"]:+.3f}</b> {METRIC}'
             f"<div>{_e(gain['ours'])}: {fmt(gain['ours_value'])}<br>"
-            f"{_e(gain['reference'])}: {fmt(gain['reference_value'])}</div></div>"
+            f"{_e(gain['reference'])}: {fmt(gain['reference_value'])}"
+            + (
+                f"<br><b>not comparable:</b> {_e('; '.join(gain['differences']))}"
+                if gain["differences"]
+                else ""
+            )
+            + "</div></div>"
         )
     else:
         cards.append(
-            '<div class="card">Transfer gain<br><b>-</b><div>no reference: the sweep lacks '
-            "a linear probe or a fine-tuned trial; compare with a from-scratch run:<br><code>"
-            "scripts/report.py "
+            '<div class="card">Fine-tuning vs linear probe<br><b>-</b><div>the sweep lacks '
+            "a linear probe or a fine-tuned trial; for the transfer gain over a from-scratch "
+            "search:<br><code>scripts/report.py "
             f"{_e(_shown(root))} --reference runs/SCRATCH</code></div></div>"
         )
     cards.append(f'<div class="card">Trials<br><b>{len(summary["trials"])}</b><div>{_e(outcome)}'
@@ -336,7 +364,7 @@ def write_report(root: Path, reference: Path | None = None) -> Path:
         gain = transfer_gain(summary, full_depth)
     searched = list(summary["trials"][0]["config"]) if summary["trials"] else []
     study = summary.get("study") or {}
-    importance: Importance | str = (
+    importance: list[ImportanceGroup] | str = (
         param_importance(root / study["file"], study["name"], searched)
         if study and searched
         else "no Optuna study in this experiment (optuna.db)"
@@ -372,7 +400,12 @@ def main(argv: list[str] | None = None) -> int:
         if not root.is_dir():
             raise UsageError(f"no experiment folder at {root}")
         reference = Path(args.reference).expanduser().resolve() if args.reference else None
-        path = write_report(root, reference)
+        try:
+            path = write_report(root, reference)
+        except UsageError:
+            raise
+        except (OSError, ValueError) as error:  # a read-only folder, a damaged settings.json
+            raise UsageError(f"cannot write the report of {root}: {error}") from None
     except UsageError as error:
         print(f"report.py: error: {error}", file=sys.stderr)
         return 2

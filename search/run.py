@@ -182,7 +182,8 @@ def run_search(
         raise SearchInterrupted(
             f"Interrupted: {len(summary['trials']) - len(unfinished)} of {settings.num_samples} "
             f"trials finished; the experiment's state is saved in {shown}.\n"
-            f"Resume with:  {resume_command(settings)}"
+            + (f"Report so far: {shown / report}\n" if report else "")
+            + f"Resume with:  {resume_command(settings)}"
         )
     print(format_report(summary, settings, shown))
     print(f"Done in {summary['wall_seconds']:.0f} s.")

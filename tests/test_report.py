@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from optuna.distributions import FloatDistribution, IntDistribution
 
 from search.importance import EVALUATORS, MIN_TRIALS, param_importance
 from search.optuna_bridge import STUDY_FILE, build_storage
-from search.report import asha_rungs, transfer_gain
+from search.report import asha_rungs, reference_gain, transfer_gain
+from search.usage import UsageError
 
 
 @pytest.mark.parametrize(
@@ -67,16 +69,36 @@ def _study(folder: Path, trials: int, flat: bool = False) -> None:
         )  # fmt: skip
 
 
+def _by(group, prefix: str) -> dict[str, float] | str:
+    return next(v for k, v in group.by_method.items() if k.startswith(prefix))
+
+
 def test_importance_scores_every_trial_that_reported(tmp_path: Path) -> None:
     _study(tmp_path, trials=12)
-    params = ["freeze_depth", "backbone_lr", "head_lr"]
-    result = param_importance(tmp_path / STUDY_FILE, "exp", params)
-    assert not isinstance(result, str), result
-    assert result.trials == 10 and result.left_out == 2  # trials 5 and 11 are linear probes
-    assert set(result.by_method) == set(EVALUATORS)
-    fanova = next(v for k, v in result.by_method.items() if k.startswith("fANOVA"))
-    assert math.isclose(sum(fanova.values()), 1.0, abs_tol=1e-6)
-    assert max(fanova, key=fanova.get) == "freeze_depth"
+    groups = param_importance(
+        tmp_path / STUDY_FILE, "exp", ["freeze_depth", "backbone_lr", "head_lr"]
+    )
+    assert not isinstance(groups, str), groups
+    every, tuned = groups
+    # all 12 trials over the parameters all of them have; the 10 with backbone_lr over all three
+    assert (every.trials, every.params) == (12, ["freeze_depth", "head_lr"])
+    assert (tuned.trials, tuned.params) == (10, ["freeze_depth", "backbone_lr", "head_lr"])
+    for group in groups:
+        assert set(group.by_method) == set(EVALUATORS)
+        for method in ("PED-ANOVA", "fANOVA"):
+            values = _by(group, method)
+            assert isinstance(values, dict), (group.label, method, values)
+            assert math.isclose(sum(values.values()), 1.0, abs_tol=1e-6)
+            assert max(values, key=values.get) == "freeze_depth", (group.label, method, values)
+
+
+def test_importance_without_signal_says_so_instead_of_failing(tmp_path: Path) -> None:
+    _study(tmp_path, trials=8, flat=True)  # every trial scores 0.5: nothing to explain
+    groups = param_importance(tmp_path / STUDY_FILE, "exp", ["freeze_depth", "head_lr"])
+    assert not isinstance(groups, str) and len(groups) == 1
+    for method in ("PED-ANOVA", "fANOVA"):
+        reason = _by(groups[0], method)
+        assert isinstance(reason, str) and ("variance" in reason or "no signal" in reason)
 
 
 def test_importance_says_why_it_is_missing(tmp_path: Path) -> None:
@@ -86,9 +108,32 @@ def test_importance_says_why_it_is_missing(tmp_path: Path) -> None:
     assert isinstance(reason, str) and f"at least {MIN_TRIALS}" in reason
 
 
-def test_an_evaluator_that_finds_no_variance_says_so_instead_of_failing(tmp_path: Path) -> None:
-    _study(tmp_path, trials=8, flat=True)  # every trial scores 0.5: nothing to explain
-    result = param_importance(tmp_path / STUDY_FILE, "exp", ["freeze_depth", "head_lr"])
-    assert not isinstance(result, str)
-    fanova = next(v for k, v in result.by_method.items() if k.startswith("fANOVA"))
-    assert isinstance(fanova, str) and "variance" in fanova
+def _summary_at(folder: Path, best: float, **fixed: object) -> None:
+    folder.mkdir()
+    summary = {
+        "experiment": folder.name,
+        "best": {"trial_id": "t1", "val_acc": best},
+        "trials": [],
+        "fixed": {"data": "digits", "backbone": "resnet18", "seed": 0, **fixed},
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_a_reference_experiment_gives_the_transfer_gain_and_names_what_differs(
+    tmp_path: Path,
+) -> None:
+    _summary_at(tmp_path / "scratch", 0.35, weights="none")
+    fixed = {"data": "digits", "backbone": "resnet18", "seed": 0, "weights": "source"}
+    ours = {"best": {"trial_id": "a", "val_acc": 0.6}, "trials": [], "fixed": fixed}
+    gain = reference_gain(ours, tmp_path / "scratch")
+    assert gain["title"] == "Transfer gain" and gain["gain"] == pytest.approx(0.25)
+    assert "scratch" in gain["reference"] and "'none'" in gain["reference"]
+    assert gain["differences"] == []  # only the weights differ: a fair reference
+    _summary_at(tmp_path / "other", 0.5, weights="none", seed=3)
+    assert gain_differences(ours, tmp_path / "other") == ["seed 3 vs 0"]
+    with pytest.raises(UsageError, match=r"no summary\.json"):
+        reference_gain(ours, tmp_path / "missing")
+
+
+def gain_differences(ours: dict, other: Path) -> list[str]:
+    return reference_gain(ours, other)["differences"]

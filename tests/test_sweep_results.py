@@ -75,9 +75,17 @@ def test_the_search_writes_a_self_contained_report(sweep: Sweep) -> None:
     for tag, name, value in page.attributes:
         if name in ("src", "href"):
             assert value.startswith("data:"), (tag, name, value[:80])
-    text = page_file.read_text()
+    text = page_file.read_text(encoding="utf-8")
     assert "http://" not in text and "https://" not in text
-    assert "Hyperparameter importance" in text and "trial-epochs" in text
+    alts = [v for tag, name, v in page.attributes if tag == "img" and name == "alt"]
+    # All 6 trials share freeze_depth and head_lr: the importance is computed on them at least.
+    assert {"learning curves", "importance"} <= set(alts), alts
+    assert "PED-ANOVA" in text and "fANOVA" in text
+    budget = sweep.summary["budget"]
+    planned = budget["num_samples"] * budget["max_epochs"]
+    assert f"<b>{budget['trial_epochs_run']} / {planned}</b> trial-epochs" in text
+    rows = [c for c in page.cells if c in {t["trial_id"] for t in sweep.summary["trials"]}]
+    assert rows == [t["trial_id"] for t in sweep.summary["trials"]]  # once each, ranked
 
 
 @pytest.mark.skipif(
@@ -142,9 +150,14 @@ def test_export_then_predict_agree_on_the_test_accuracy(sweep: Sweep, tmp_path: 
     assert correct / len(rows) == metrics["test_acc"]
 
 
-def test_export_retrains_on_train_and_validation(sweep: Sweep, tmp_path: Path) -> None:
+def test_export_retrains_on_train_and_validation(
+    sweep: Sweep, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     model = tmp_path / "retrained.pt"
     assert export.main([str(sweep.root), "--out", str(model), "--retrain"]) == 0
+    out = capsys.readouterr().out
+    assert "on 100 train + 250 validation images for 3 epochs" in out
+    assert "retrain epoch 3/3" in out
     exported = torch.load(model, weights_only=True)
     assert exported["source"]["retrained"] is True
     assert exported["source"]["epochs"] == exported["config"]["trial"]["max_epochs"]
@@ -173,9 +186,10 @@ def test_predict_names_an_unreadable_image_and_classifies_the_rest(
     broken = images / "5" / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     capsys.readouterr()
-    assert predict.main([str(model), str(images / "5")]) == 2
+    assert predict.main([str(model), str(tmp_path / "gone.png"), str(images / "5")]) == 2
     out, err = capsys.readouterr()
     assert f"cannot read image {broken}" in err and "Traceback" not in err
+    assert f"no image or folder at {tmp_path / 'gone.png'}" in err
     assert len(out.splitlines()) == len(list((images / "5").iterdir())) - 1
     assert predict.main([str(tmp_path / "missing.pt"), str(images)]) == 2
     assert "does not exist" in capsys.readouterr().err
