@@ -21,7 +21,7 @@ from trainable.backbones import (
     parameter_groups,
 )
 from trainable.config import TrialConfig
-from trainable.data import TransferData, train_and_val
+from trainable.data import SplitLike, TransferData, train_and_val
 from trainable.datasets import build_data
 from trainable.engine import evaluate, train_one_epoch
 from trainable.features import cached_features
@@ -107,16 +107,7 @@ def run_trial(
     try:
         for epoch in range(start + 1, cfg.max_epochs + 1):
             began = time.perf_counter()
-            # Seeded per (seed, epoch): a resumed trial sees the batches (and the augmentations,
-            # drawn from torch's global generator) it would have seen.
-            epoch_seed = cfg.seed * 1_000_003 + epoch
-            generator = torch.Generator().manual_seed(epoch_seed)
-            torch.manual_seed(epoch_seed)
-            train_loss = train_one_epoch(net, optimizer, train, cfg.batch_size, generator, amp)
-            if not math.isfinite(train_loss):
-                raise DivergedError(
-                    f"train_loss is {train_loss} at epoch {epoch}: diverged ({_rates_text(cfg)})"
-                )
+            train_loss = train_seeded_epoch(net, optimizer, train, cfg, epoch, amp)
             val = evaluate(net, val_split, amp=amp)
             best_val_acc = max(best_val_acc, val.acc)
             if summaries is not None:
@@ -146,6 +137,28 @@ def run_trial(
             summaries.close()
 
 
+def train_seeded_epoch(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: SplitLike,
+    cfg: TrialConfig,
+    epoch: int,
+    amp: bool,
+) -> float:
+    """One training epoch seeded per (seed, epoch): a resumed trial sees the batches (and the
+    augmentations, drawn from torch's global generator) it would have seen. Returns the mean
+    training loss; DivergedError when it is not finite."""
+    epoch_seed = cfg.seed * 1_000_003 + epoch
+    generator = torch.Generator().manual_seed(epoch_seed)
+    torch.manual_seed(epoch_seed)
+    train_loss = train_one_epoch(net, optimizer, train, cfg.batch_size, generator, amp)
+    if not math.isfinite(train_loss):
+        raise DivergedError(
+            f"train_loss is {train_loss} at epoch {epoch}: diverged ({_rates_text(cfg)})"
+        )
+    return train_loss
+
+
 def retrain(
     cfg: TrialConfig, data: TransferData, log: Callable[[str], None] | None = None
 ) -> nn.Module:
@@ -161,14 +174,7 @@ def retrain(
     optimizer = build_optimizer(model, cfg)
     amp = device.type == "cuda"
     for epoch in range(1, cfg.max_epochs + 1):
-        epoch_seed = cfg.seed * 1_000_003 + epoch  # as run_trial: the same batches and draws
-        generator = torch.Generator().manual_seed(epoch_seed)
-        torch.manual_seed(epoch_seed)
-        train_loss = train_one_epoch(model, optimizer, train, cfg.batch_size, generator, amp)
-        if not math.isfinite(train_loss):
-            raise DivergedError(
-                f"train_loss is {train_loss} at epoch {epoch}: diverged ({_rates_text(cfg)})"
-            )
+        train_loss = train_seeded_epoch(model, optimizer, train, cfg, epoch, amp)
         if log is not None:
             log(f"  retrain epoch {epoch}/{cfg.max_epochs}: train_loss {train_loss:.3f}")
     return model.eval()
