@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from trainable.checkpoint import (
+    CHECKPOINT_FILE,
     CHECKPOINT_KEYS,
     load_checkpoint,
     save_checkpoint,
@@ -61,3 +62,22 @@ def test_an_interrupted_write_leaves_the_previous_file_and_no_temporary(tmp_path
     write_atomically(path, lambda f: f.write(b"new"))
     assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.bin"]  # no temporary left
+
+
+def test_a_resumed_trial_takes_the_newer_checkpoint_whose_epoch_was_logged(tmp_path: Path) -> None:
+    """Ctrl-C can cross a report: result.json has epoch 2 while Tune's state names epoch 1."""
+    from trainable.ray_entry import RESULT_FILE, newest_logged_checkpoint
+
+    def state(epoch: int) -> dict:
+        return {"model": {}, "optimizer": {}, "epoch": epoch, "config": {}, "classes": [],
+                "best_val_acc": 0.5}  # fmt: skip
+
+    for index, epoch in ((0, 1), (1, 2), (2, 3)):
+        save_checkpoint(tmp_path / f"checkpoint_00000{index}" / CHECKPOINT_FILE, state(epoch))
+    (tmp_path / RESULT_FILE).write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    # epoch 3's checkpoint was saved but never logged: it is run again, not skipped
+    assert newest_logged_checkpoint(tmp_path, state(1))["epoch"] == 2
+    assert newest_logged_checkpoint(tmp_path, None)["epoch"] == 2
+    assert newest_logged_checkpoint(tmp_path, state(2))["epoch"] == 2
+    (tmp_path / "checkpoint_000001" / CHECKPOINT_FILE).write_bytes(b"half a file")
+    assert newest_logged_checkpoint(tmp_path, state(1))["epoch"] == 1

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 from ray import tune
 
+from trainable import metrics
 from trainable.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from trainable.config import TrialConfig
 from trainable.data import TransferData
@@ -18,6 +21,7 @@ from trainable.loop import DivergedError, run_trial
 # (--max-failures) whatever failed it, but a diverged one, with the same seed and learning
 # rates, would train the same epochs again only to diverge again: its retry fails at once.
 DIVERGED_FILE = "diverged.txt"
+RESULT_FILE = "result.json"  # Tune's log of the trial's reports, one JSON row each
 LOG_FILE = "trial.log"  # the trial's own notes (the frozen-feature cache), in its folder
 
 # The data of the last trial this process ran: Tune reuses a trial's process (actor) for the
@@ -42,6 +46,49 @@ def _granted_device() -> str:
     return "cuda" if resources.get("GPU", 0) > 0 else "cpu"
 
 
+def _reported_epochs(trial_folder: Path) -> set[int]:
+    """Epochs the driver wrote to the trial's result.json (it writes a row per report)."""
+    epochs = set()
+    path = trial_folder / RESULT_FILE
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                epochs.add(int(json.loads(line)[metrics.EPOCH]))
+            except (ValueError, KeyError, TypeError):  # a cut-off line, a row without epoch
+                continue
+    return epochs
+
+
+def _newer_reported_checkpoint(resume: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`resume`, or a newer checkpoint of this trial whose epoch the driver already logged.
+
+    An epoch that reports just as Ctrl-C stops the search can reach result.json while Tune's
+    saved state still names the previous checkpoint; resumed from that one, the trial would
+    run and report the epoch twice. Its own checkpoint is in the trial's folder: take it. A
+    checkpoint whose epoch was never logged is not taken (the epoch is run again and logged
+    once), nor an unreadable one. Local and shared-filesystem storage only.
+    """
+    storage = tune.get_context().get_storage()
+    if storage is None or not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+        return resume
+    return newest_logged_checkpoint(Path(storage.trial_fs_path), resume)
+
+
+def newest_logged_checkpoint(folder: Path, resume: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The newest readable checkpoint in the trial folder `folder` whose epoch is in its
+    result.json and later than `resume`'s; else `resume`."""
+    epoch = int(resume["epoch"]) if resume else 0
+    reported = _reported_epochs(folder)
+    for candidate in sorted(folder.glob("checkpoint_*"), reverse=True):
+        try:
+            state = load_checkpoint(candidate / CHECKPOINT_FILE)
+        except Exception:  # half copied when the trial died: Tune's own choice stands
+            continue
+        if int(state["epoch"]) > epoch and int(state["epoch"]) in reported:
+            return state
+    return resume
+
+
 def train_transfer(config: dict[str, Any]) -> None:
     """One transfer-learning trial: resume if Tune restored a checkpoint, report every epoch."""
     cfg = TrialConfig.from_dict({"device": _granted_device(), **config})
@@ -55,6 +102,7 @@ def train_transfer(config: dict[str, Any]) -> None:
     if (restored := tune.get_checkpoint()) is not None:
         with restored.as_directory() as folder:
             resume = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+    resume = _newer_reported_checkpoint(resume)
 
     def log(line: str) -> None:
         with open(trial_dir / LOG_FILE, "a") as file:
