@@ -82,35 +82,45 @@ def trial_dirname(trial: tune.experiment.Trial) -> str:
     return f"{trial.trainable_name}_{trial.trial_id}"
 
 
-def build_trainable(settings: SearchSettings) -> Any:
-    """The trial function with its resources: the same for a new and a restored experiment."""
+def build_trainable(settings: SearchSettings, backbone_state: dict | None = None) -> Any:
+    """The trial function with its resources: the same for a new and a restored experiment.
+
+    `backbone_state` (the starting weights, loaded once by the driver) goes to every trial
+    through Ray's object store: on a cluster, nodes need no weights cache of their own.
+    """
+    trainable: Any = train_transfer
+    if backbone_state is not None:
+        trainable = tune.with_parameters(train_transfer, backbone_state=backbone_state)
     return tune.with_resources(
-        train_transfer, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+        trainable, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     )
 
 
-def restore_tuner(settings: SearchSettings) -> tune.Tuner:
+def restore_tuner(settings: SearchSettings, backbone_state: dict | None = None) -> tune.Tuner:
     """The Tuner of the saved experiment: unfinished and errored trials resume from checkpoints.
 
     Its searcher, scheduler and callbacks come back from the experiment's saved state.
     """
     return tune.Tuner.restore(
         str(settings.experiment_dir),
-        trainable=build_trainable(settings),
+        trainable=build_trainable(settings, backbone_state),
         resume_unfinished=True,
         resume_errored=True,
     )
 
 
 def build_tuner(
-    settings: SearchSettings, callbacks: list[tune.Callback], searcher: Searcher | None = None
+    settings: SearchSettings,
+    callbacks: list[tune.Callback],
+    searcher: Searcher | None = None,
+    backbone_state: dict | None = None,
 ) -> tune.Tuner:
     """The Tuner of a new experiment at `storage_path/name`.
 
     `searcher` replaces the harness's own (scripts/compare_searchers.py runs Ray's stock one).
     """
     return tune.Tuner(
-        build_trainable(settings),
+        build_trainable(settings, backbone_state),
         param_space=build_param_space(settings),
         tune_config=tune.TuneConfig(
             metric=METRIC,

@@ -27,6 +27,7 @@ class ProgressReporter(Callback):
         self.interval_s = interval_s
         self.last: dict[str, dict[str, Any]] = {}  # trial_id -> its latest result
         self.best: dict[str, float] = {}  # trial_id -> its best val_acc
+        self.numbers: dict[str, int] = {}  # trial_id -> its number in the progress lines
         self.began = time.monotonic()
         self.last_print = self.began
 
@@ -41,8 +42,10 @@ class ProgressReporter(Callback):
         self.last_print = time.monotonic()
 
     def _label(self, trial: Any, trials: list) -> str:
-        # Tune lists trials in creation order, those restored by a resume first.
-        return f"trial {trials.index(trial) + 1:>2}/{self.num_samples} {trial.trial_id}"
+        # Tune lists trials in creation order, those restored by a resume first, but moves a
+        # trial it retries: each keeps the number it had when first seen.
+        number = self.numbers.setdefault(trial.trial_id, trials.index(trial) + 1)
+        return f"trial {number:>2}/{self.num_samples} {trial.trial_id}"
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         config = "  ".join(f"{k}={fmt(trial.config.get(k))}" for k in self.searched)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pickle
 from pathlib import Path
 from typing import IO, Any
@@ -149,6 +150,8 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
     given = given_flags(argv)
     given.pop("resume", None)
     extend = given.pop("extend", 0)
+    # Where the trials run is not part of the experiment: a resume may use another cluster.
+    address = given.pop("address", "") or os.environ.get("RAY_ADDRESS", "")
     command = "--extend" if extend else "--resume"
     if "name" not in given:
         raise UsageError(f"{command} needs --name NAME, the experiment to continue")
@@ -178,7 +181,10 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
             f"but these flags differ: {'; '.join(differences)}"
         )
     settings = dataclasses.replace(
-        saved, storage_path=str(root.parent), num_samples=saved.num_samples + extend
+        saved,
+        storage_path=str(root.parent),
+        num_samples=saved.num_samples + extend,
+        address=address,
     )
     problems = state_problems(settings)
     if problems:

@@ -17,6 +17,7 @@ from ray.tune import ExperimentAnalysis
 from ray.tune.search import Searcher
 
 from search.builders import build_param_space, build_tuner, restore_tuner
+from search.cluster import node_resources, use_cluster
 from search.inputs import describe_data, prepare_inputs
 from search.loggers import build_callbacks
 from search.progress import ProgressReporter
@@ -28,6 +29,7 @@ from search.wandb_mode import resolve_wandb_mode
 from search.wandb_runs import log_best_model
 from spaces import get_space, searched_keys
 from trainable.config import TrialConfig, error_line
+from trainable.weights import load_weights
 
 
 def shown_path(path: Path) -> Path:
@@ -71,8 +73,8 @@ _FILTERS = {
 }
 
 
-def start_ray() -> None:
-    """A quiet local Ray: no dashboard, warnings only, as many CPUs as this machine has."""
+def quiet_logs() -> None:
+    """Ray's and Optuna's logs at warnings, without the ones a user need not see."""
     for name, log_filter in _FILTERS.items():
         logging.getLogger(name).addFilter(log_filter)
     # Ray warns that it enabled token authentication for its local cluster: good, not news.
@@ -80,7 +82,15 @@ def start_ray() -> None:
         logging.ERROR
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per created study
+
+
+def start_ray() -> None:
+    """A quiet local Ray: no dashboard, warnings only, as many CPUs as this machine has."""
+    quiet_logs()
     ray.init(
+        # A new Ray of this process's own: without it, ray.init() joins the newest cluster
+        # `ray start` left on this machine ($RAY_ADDRESS is --address's, see search.settings).
+        address="local",
         num_cpus=os.cpu_count(),
         include_dashboard=False,
         logging_level=logging.WARNING,
@@ -119,8 +129,29 @@ def run_search(
 
     `resume` continues the saved experiment instead of starting one (its state was checked by
     search.resume). `searcher` replaces the harness's Optuna bridge (for comparisons; it writes
-    no optuna.db). Raises SearchInterrupted when Ctrl-C or SIGTERM stopped it early.
+    no optuna.db). With `settings.address`, the trials run on that Ray cluster (search.cluster),
+    checked before anything is written. Raises SearchInterrupted when Ctrl-C or SIGTERM stopped
+    it early.
     """
+    if not settings.address:
+        return _run_search(settings, searcher, resume)
+    quiet_logs()
+    settings = use_cluster(settings)  # connected, or UsageError with nothing written
+    print(f"Ray cluster at {settings.address}: {_describe_cluster()}")
+    try:
+        return _run_search(settings, searcher, resume)
+    finally:
+        ray.shutdown()
+
+
+def _describe_cluster() -> str:
+    nodes = node_resources()
+    cpus, gpus = sum(n["CPU"] for n in nodes), sum(n["GPU"] for n in nodes)
+    return f"{len(nodes)} nodes, {cpus:g} CPUs, {gpus:g} GPUs"
+
+
+def _run_search(settings: SearchSettings, searcher: Searcher | None, resume: bool) -> dict:
+    """run_search, in a Ray that _fit starts here unless one is connected (a cluster)."""
     began = time.monotonic()
     wandb_mode = resolve_wandb_mode(settings.wandb)
     os.environ["WANDB_MODE"] = wandb_mode  # read by W&B's Tune callback and its run processes
@@ -160,7 +191,11 @@ def run_search(
         if missing:
             print(f"Note: no model graph in TensorBoard for {settings.backbone} ({missing})")
     if left > 0:
-        _fit(settings, searched, wandb_mode, searcher, resume)
+        # The starting weights, loaded once here and handed to every trial (through Ray's
+        # object store): cluster nodes need neither the weights cache nor a download.
+        state = load_weights(fixed.weights, fixed.backbone, fixed.data, fixed.image_size,
+                             fixed.cache_dir)  # fmt: skip
+        _fit(settings, searched, wandb_mode, searcher, resume, state)
     summary = build_summary(settings, searched, wandb_mode)
     unfinished = [t for t in summary["trials"] if t["stop_reason"] == "interrupted"]
     for trial in unfinished:
@@ -217,6 +252,7 @@ def _fit(
     wandb_mode: str,
     searcher: Searcher | None,
     resume: bool,
+    backbone_state: dict | None,
 ) -> None:
     """Run (or restore and continue) the Tuner, in a Ray started here unless one is running."""
     owns_ray = not ray.is_initialized()  # scripts/compare_searchers.py keeps one for all runs
@@ -226,11 +262,12 @@ def _fit(
     try:
         if resume:
             grow_search_state(settings.experiment_dir, settings.num_samples)  # for --extend
-            tuner = restore_tuner(settings)  # callbacks and searcher come from the saved state
+            # callbacks and searcher come from the saved state
+            tuner = restore_tuner(settings, backbone_state)
         else:
             progress = ProgressReporter(searched, settings.num_samples, settings.max_epochs)
             callbacks = [progress, *build_callbacks(settings, searched, wandb_mode)]
-            tuner = build_tuner(settings, callbacks, searcher)
+            tuner = build_tuner(settings, callbacks, searcher, backbone_state)
         tuner.fit()  # Ctrl-C (or SIGTERM): Tune stops the trials and saves its state, then returns
     finally:
         signal.signal(signal.SIGTERM, previous)

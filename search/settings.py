@@ -93,6 +93,9 @@ class SearchSettings:
     sampler: str = "tpe"  # Optuna's TPE; "random" is the baseline it should beat
     wandb: str = "auto"  # online only when W&B is configured, else offline; never prompts
     cache_dir: str = ""  # "": $TRANSFER_TUNE_CACHE or ~/.cache/transfer-tune
+    # A running Ray cluster to use ("HOST:6379", "ray://HOST:10001", "auto"); "": a local Ray.
+    # Not part of the experiment: a resume may run elsewhere. $RAY_ADDRESS when not given.
+    address: str = ""
 
     @property
     def experiment_dir(self) -> Path:
@@ -101,7 +104,8 @@ class SearchSettings:
 
     @property
     def concurrency(self) -> int:
-        """Trials that run at once."""
+        """Trials that run at once: --max-concurrent, or as many as this machine's CPUs hold
+        (on a cluster search.cluster sets --max-concurrent from the cluster's CPUs)."""
         return self.max_concurrent or max(1, int((os.cpu_count() or 1) // self.cpus_per_trial))
 
     def to_dict(self) -> dict[str, Any]:
@@ -227,6 +231,13 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
         help="trials at once (default: 0 = CPUs / cpus-per-trial)",
     )
     p.add_argument(
+        "--address",
+        metavar="ADDR",
+        default=d.address,
+        help="a running Ray cluster to run the trials on (HOST:6379, ray://HOST:10001 or auto; "
+        "default: $RAY_ADDRESS, else a local Ray on this machine)",
+    )
+    p.add_argument(
         "--cpus-per-trial",
         metavar="C",
         type=float,
@@ -320,6 +331,7 @@ def parse_settings(argv: list[str] | None) -> SearchSettings:
             "weights": args.weights or "",
             "name": name,
             "cache_dir": cache_dir or default_cache_dir(),
+            "address": args.address or os.environ.get("RAY_ADDRESS", ""),
         }
     )
     settings = resolve(settings)
@@ -451,7 +463,8 @@ def validate_settings(s: SearchSettings) -> list[str]:
     problems = _space_problems(s.space, s.backbone)
     problems += _data_problems(s)
     problems += _weights_problems(s)
-    problems += _gpu_problems(s.gpus_per_trial)
+    if not s.address:  # a cluster's CPUs and GPUs are checked once connected (search.cluster)
+        problems += _gpu_problems(s.gpus_per_trial)
     spec = BACKBONES.get(s.backbone)
     least = spec.min_image_size if spec else 16
     if not least <= s.image_size <= MAX_IMAGE_SIZE:
@@ -487,7 +500,12 @@ def validate_settings(s: SearchSettings) -> list[str]:
     if s.max_concurrent < 0:
         problems.append(f"`--max-concurrent >= 0` must hold, but got {s.max_concurrent}")
     cpus = os.cpu_count() or 1
-    if not 0 < s.cpus_per_trial <= cpus:
+    if s.address:  # what the cluster's nodes hold is checked once connected
+        if s.cpus_per_trial <= 0:
+            problems.append(f"`--cpus-per-trial > 0` must hold, but got {s.cpus_per_trial:g}")
+        if s.gpus_per_trial < 0:
+            problems.append(f"`--gpus-per-trial >= 0` must hold, but got {s.gpus_per_trial:g}")
+    elif not 0 < s.cpus_per_trial <= cpus:
         problems.append(
             f"`0 < --cpus-per-trial <= {cpus}` (this machine's CPUs) must hold, "
             f"but got {s.cpus_per_trial:g}"

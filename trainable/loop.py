@@ -33,11 +33,19 @@ class DivergedError(RuntimeError):
     """The training loss became NaN or infinite: the learning rates are too high."""
 
 
-def build_trial_model(cfg: TrialConfig, num_classes: int) -> nn.Module:
-    """The backbone with its pretrained weights, a new head, and the first stages frozen."""
+def build_trial_model(
+    cfg: TrialConfig, num_classes: int, backbone_state: dict[str, torch.Tensor] | None = None
+) -> nn.Module:
+    """The backbone with its pretrained weights, a new head, and the first stages frozen.
+
+    `backbone_state` is `cfg.weights` already loaded (the search hands it to every trial, so
+    that a cluster node needs no cache or download of its own); None loads it here.
+    """
     torch.manual_seed(cfg.seed)  # the new head's initialisation (and the backbone's, from scratch)
     model = build_model(cfg.backbone, num_classes, cfg.image_size)
-    state = load_weights(cfg.weights, cfg.backbone, cfg.data, cfg.image_size, cfg.cache_dir)
+    state = backbone_state
+    if state is None:
+        state = load_weights(cfg.weights, cfg.backbone, cfg.data, cfg.image_size, cfg.cache_dir)
     if state is not None:
         load_backbone_state(model, cfg.backbone, state)
     # A zero head starts every trial at loss log(classes): a random head on large pretrained
@@ -61,12 +69,14 @@ def run_trial(
     data: TransferData | None = None,
     log_dir: Path | None = None,
     log: Callable[[str], None] | None = None,
+    backbone_state: dict[str, torch.Tensor] | None = None,
 ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Train epoch by epoch; yield each epoch's metrics and the state a checkpoint must hold.
 
     `resume` is a loaded checkpoint: training continues after its epoch. `log_dir` receives the
     trial's own TensorBoard summaries (trainable.summaries); None writes none. `log` hears
-    whether the trial trains on cached frozen features, and why not. The yielded state
+    whether the trial trains on cached frozen features, and why not. `backbone_state`: see
+    build_trial_model. The yielded state
     references live tensors, so save it before advancing the generator.
     """
     torch.set_num_threads(cfg.num_threads)
@@ -76,7 +86,7 @@ def run_trial(
         raise RuntimeError("device='cuda', but torch sees no GPU in this trial's process")
     device = torch.device(cfg.device)  # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU
     data = data or build_data(cfg)
-    model = build_trial_model(cfg, len(data.classes)).to(device)
+    model = build_trial_model(cfg, len(data.classes), backbone_state).to(device)
     # On a GPU: bf16 autocast and channels-last convolutions (trainable.engine).
     amp = device.type == "cuda"
     if amp:

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
+import ray
+import torch
 from ray import tune
 
 from trainable import metrics
@@ -89,8 +91,15 @@ def newest_logged_checkpoint(folder: Path, resume: dict[str, Any] | None) -> dic
     return resume
 
 
-def train_transfer(config: dict[str, Any]) -> None:
-    """One transfer-learning trial: resume if Tune restored a checkpoint, report every epoch."""
+def train_transfer(
+    config: dict[str, Any], backbone_state: dict[str, torch.Tensor] | None = None
+) -> None:
+    """One transfer-learning trial: resume if Tune restored a checkpoint, report every epoch.
+
+    `backbone_state` is the search's starting weights, passed through Ray's object store
+    (`tune.with_parameters`): a cluster node reads them from there, not from a cache or a
+    download of its own.
+    """
     cfg = TrialConfig.from_dict({"device": _granted_device(), **config})
     # The trial's working folder: Ray copies it into the trial's folder in the experiment at
     # every report (SyncConfig(sync_artifacts=True)), its TensorBoard summaries included.
@@ -109,8 +118,13 @@ def train_transfer(config: dict[str, Any]) -> None:
             file.write(line + "\n")
 
     trial_dir.mkdir(parents=True, exist_ok=True)
+    # Where the trial ran and where its code came from (a cluster ships it: search.cluster).
+    context = ray.get_runtime_context()
+    shipped = context.runtime_env.get("py_modules") or "none"
+    log(f"node {context.get_node_id()}; code {Path(__file__).parent}; shipped {shipped}")
     try:
-        for result, state in run_trial(cfg, resume, _data_for(cfg), trial_dir, log):
+        trial = run_trial(cfg, resume, _data_for(cfg), trial_dir, log, backbone_state)
+        for result, state in trial:
             with tempfile.TemporaryDirectory() as folder:
                 save_checkpoint(Path(folder) / CHECKPOINT_FILE, state)
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -1,0 +1,94 @@
+"""Running the trials on a Ray cluster that is already up (`--address`, or `$RAY_ADDRESS`).
+
+The driver (this process) connects to the cluster and ships the harness's own code to it as a
+runtime environment (`py_modules`): its nodes need the Python packages of pyproject.toml
+(torch, torchvision, ray, ...), not this repository. Before anything is written, the cluster's
+nodes are checked to hold one trial's `--cpus-per-trial` and `--gpus-per-trial`: otherwise
+Tune would wait forever for a node that never comes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from types import ModuleType
+from typing import Any
+
+import ray
+
+import search
+import spaces
+import trainable
+from search.settings import SearchSettings
+from search.usage import UsageError
+from trainable.config import error_line
+
+CODE: tuple[ModuleType, ...] = (trainable, search, spaces)  # what the nodes import
+
+
+def runtime_env() -> dict[str, Any]:
+    """The runtime environment of every trial: the harness's packages, uploaded by Ray."""
+    return {"py_modules": list(CODE)}
+
+
+def connect(address: str) -> None:
+    """Connect this process to the cluster at `address`; UsageError (one line) if it can't."""
+    try:
+        ray.init(
+            address=address,
+            runtime_env=runtime_env(),
+            logging_level=logging.WARNING,
+            log_to_driver=False,  # as a local search: failures reach the progress lines
+        )
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        message = f"cannot connect to the Ray cluster at {address!r}: {error_line(error)}"
+        raise UsageError(message) from None
+
+
+def node_resources() -> list[dict[str, float]]:
+    """CPU and GPU of each live node of the connected cluster."""
+    return [
+        {
+            "CPU": float(node["Resources"].get("CPU", 0)),
+            "GPU": float(node["Resources"].get("GPU", 0)),
+        }
+        for node in ray.nodes()
+        if node.get("Alive")
+    ]
+
+
+def trials_per_node(node: dict[str, float], cpus: float, gpus: float) -> int:
+    """How many trials of `cpus` CPUs and `gpus` GPUs one node holds at once."""
+    fits = math.floor(node["CPU"] / cpus + 1e-9)
+    if gpus > 0:
+        fits = min(fits, math.floor(node["GPU"] / gpus + 1e-9))
+    return max(0, fits)
+
+
+def cluster_problems(settings: SearchSettings, nodes: list[dict[str, float]]) -> list[str]:
+    """Why no trial could ever start on these nodes (empty when one can)."""
+    cpus, gpus = settings.cpus_per_trial, settings.gpus_per_trial
+    if any(trials_per_node(node, cpus, gpus) for node in nodes):
+        return []
+    have = ", ".join(f"{n['CPU']:g} CPU / {n['GPU']:g} GPU" for n in nodes) or "no live node"
+    return [
+        f"no node of the cluster at {settings.address!r} holds one trial's --cpus-per-trial "
+        f"{cpus:g} and --gpus-per-trial {gpus:g}; its nodes have: {have}"
+    ]
+
+
+def use_cluster(settings: SearchSettings) -> SearchSettings:
+    """Connect to the cluster, check it can run the trials, and return the settings with
+    --max-concurrent (when 0) set to the trials its nodes hold at once. On a problem, the
+    connection is closed and UsageError says why; nothing was written."""
+    connect(settings.address)
+    problems = cluster_problems(settings, node_resources())
+    if problems:
+        ray.shutdown()
+        raise UsageError("; ".join(problems))
+    if settings.max_concurrent:
+        return settings
+    nodes = node_resources()
+    slots = sum(trials_per_node(n, settings.cpus_per_trial, settings.gpus_per_trial) for n in nodes)
+    return dataclasses.replace(settings, max_concurrent=max(1, slots))
