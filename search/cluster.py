@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import socket
 from types import ModuleType
 from typing import Any
 
@@ -32,8 +33,30 @@ def runtime_env() -> dict[str, Any]:
     return {"py_modules": list(CODE)}
 
 
+PROBE_SECONDS = 5  # Ray itself retries an unreachable address for minutes
+
+
+def probe(address: str) -> None:
+    """UsageError (one line) unless HOST:PORT of `address` accepts a TCP connection."""
+    if address == "auto":  # Ray finds the cluster of this machine, or says there is none
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(
+            f"--address must be HOST:PORT, ray://HOST:PORT or auto, but got {address!r}"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()
+    except OSError as error:
+        raise UsageError(
+            f"cannot reach the Ray cluster at {address!r} ({error_line(error)}): is it "
+            "running (`ray status` on its head node), and is the port open from here?"
+        ) from None
+
+
 def connect(address: str) -> None:
     """Connect this process to the cluster at `address`; UsageError (one line) if it can't."""
+    probe(address)
     try:
         ray.init(
             address=address,

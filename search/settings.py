@@ -523,6 +523,11 @@ def validate_settings(s: SearchSettings) -> list[str]:
         )
     problems += wandb_mode_problems(s.wandb)
     storage = Path(s.storage_path).expanduser()
-    if storage.exists() and not storage.is_dir():
+    if "://" in s.storage_path:  # else Path() would make a local folder named "s3:"
+        problems.append(
+            f"--storage-path must be a folder (on a cluster, one every node sees, e.g. NFS); "
+            f"cloud URIs are not supported yet, but got {s.storage_path!r}"
+        )
+    elif storage.exists() and not storage.is_dir():
         problems.append(f"--storage-path must be a folder, but {storage} is a file")
     return problems

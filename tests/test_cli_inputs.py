@@ -92,6 +92,18 @@ CASES: dict[str, tuple[list[str], str]] = {
     "no CPUs": (["--cpus-per-trial", "0"], r"`0 < --cpus-per-trial <= \d+` .*but got 0$"),
     "val fraction": (["--val-fraction", "1.5"], r"`0 < --val-fraction < 1` must hold, but got 1.5"),
     "unknown flag": (["--learning-rate", "3"], r"unrecognized arguments: --learning-rate 3"),
+    "no cluster at the address": (
+        ["--address", "127.0.0.1:1"],
+        r"cannot reach the Ray cluster at '127.0.0.1:1' \(ConnectionRefusedError: .*\): is it",
+    ),
+    "not an address": (
+        ["--address", "headnode"],
+        r"--address must be HOST:PORT, ray://HOST:PORT or auto, but got 'headnode'$",
+    ),
+    "cloud storage": (
+        ["--storage-path", "s3://bucket/runs"],
+        r"cloud URIs are not supported yet, but got 's3://bucket/runs'$",
+    ),
 }
 if not torch.cuda.is_available():  # where a GPU exists the flag is valid
     CASES["GPU without a GPU"] = (
