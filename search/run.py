@@ -112,7 +112,8 @@ def _forward_to_sigint(signum: int, frame: Any) -> None:
 def resume_command(settings: SearchSettings) -> str:
     """The command line that continues this experiment."""
     storage = shown_path(settings.experiment_dir.parent)
-    return f"python scripts/search.py --resume --name {settings.name} --storage-path {storage}"
+    command = f"python scripts/search.py --resume --name {settings.name} --storage-path {storage}"
+    return command + (f" --address {settings.address}" if settings.address else "")
 
 
 def _unfinished(settings: SearchSettings) -> int:

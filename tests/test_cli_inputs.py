@@ -100,10 +100,6 @@ CASES: dict[str, tuple[list[str], str]] = {
         ["--address", "headnode"],
         r"--address must be HOST:PORT, ray://HOST:PORT or auto, but got 'headnode'$",
     ),
-    "cloud storage": (
-        ["--storage-path", "s3://bucket/runs"],
-        r"cloud URIs are not supported yet, but got 's3://bucket/runs'$",
-    ),
 }
 if not torch.cuda.is_available():  # where a GPU exists the flag is valid
     CASES["GPU without a GPU"] = (

@@ -124,3 +124,21 @@ def test_help_lists_every_flag_with_its_default() -> None:
     for flag in ("--data", "--weights", "--image-size", "--no-augment", "--gpus-per-trial"):
         assert flag in done.stdout
     assert "number of trials (default: 16)" in done.stdout
+
+
+def test_a_cloud_storage_uri_is_refused_not_made_a_local_folder(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"cloud URIs are not supported yet, but got 's3://b/r'"):
+        _parse(tmp_path, "--storage-path", "s3://b/r")
+    assert not (tmp_path / "s3:").exists() and not Path("s3:").exists()
+
+
+def test_the_cluster_address_comes_from_the_flag_or_ray_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+    assert _parse(tmp_path).address == "head:6379"
+    assert _parse(tmp_path, "--address", "other:6379").address == "other:6379"
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert _parse(tmp_path).address == ""
+    # On a cluster, this machine's CPU count does not bound a trial's.
+    assert _parse(tmp_path, "--address", "h:1", "--cpus-per-trial", "64").cpus_per_trial == 64

@@ -143,8 +143,10 @@ def test_each_trial_says_whether_it_trained_on_cached_features(sweep: Sweep) -> 
         log = (sweep.root / trial["path"] / "trial.log").read_text()
         # Digits are never augmented: every trial with a frozen stage trains on cached features.
         assert trial["cached_features"] == (params["freeze_depth"] > 0), trial
-        assert log.startswith("frozen-feature cache: " if trial["cached_features"] else
-                              "frozen-feature cache not used: no stage is frozen")  # fmt: skip
+        note = next(line for line in log.splitlines() if line.startswith("frozen-feature"))
+        assert note.startswith("frozen-feature cache: " if trial["cached_features"] else
+                               "frozen-feature cache not used: no stage is frozen")  # fmt: skip
+        assert log.startswith("node ")  # where the trial ran, first
         cached += trial["cached_features"]
     assert 0 < cached < SWEEP_SAMPLES  # seed 0 draws frozen and unfrozen trials
     assert f"{cached} of {SWEEP_SAMPLES} trials trained on cached frozen features" in sweep.stdout
