@@ -40,11 +40,16 @@ def probe(address: str) -> None:
     """UsageError (one line) unless HOST:PORT of `address` accepts a TCP connection."""
     if address == "auto":  # Ray finds the cluster of this machine, or says there is none
         return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
+    if address.startswith("ray://"):
+        # Ray Client runs the Tuner on the head node: its progress, Ctrl-C and optuna.db
+        # would not be this process's.
         raise UsageError(
-            f"--address must be HOST:PORT, ray://HOST:PORT or auto, but got {address!r}"
+            f"--address {address}: Ray Client (ray://) is not supported; run the command on a "
+            "node of the cluster with --address HOST:PORT (the head's GCS port, e.g. 6379)"
         )
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address must be HOST:PORT or auto, but got {address!r}")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()
     except OSError as error:

@@ -31,6 +31,11 @@ class ProgressReporter(Callback):
         self.began = time.monotonic()
         self.last_print = self.began
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restored from an experiment's tuner.pkl, perhaps written before `numbers` existed."""
+        self.__dict__.update(state)
+        self.__dict__.setdefault("numbers", {})
+
     def setup(self, total_num_samples: int | None = None, **info: Any) -> None:
         """Start the clock when Tune starts (again, for a resumed or extended experiment)."""
         self.began = self.last_print = time.monotonic()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pickle
 from pathlib import Path
 from typing import IO, Any
@@ -19,7 +18,15 @@ import optuna
 from ray import cloudpickle
 
 from search.optuna_bridge import STUDY_FILE, study_url
-from search.settings import SETTINGS_FILE, SearchSettings, UsageError, given_flags, resolve
+from search.settings import (
+    SETTINGS_FILE,
+    SearchSettings,
+    UsageError,
+    cluster_address,
+    given_flags,
+    local_resource_problems,
+    resolve,
+)
 from trainable.checkpoint import write_atomically
 
 TUNER_FILE = "tuner.pkl"
@@ -151,7 +158,7 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
     given.pop("resume", None)
     extend = given.pop("extend", 0)
     # Where the trials run is not part of the experiment: a resume may use another cluster.
-    address = given.pop("address", "") or os.environ.get("RAY_ADDRESS", "")
+    address = cluster_address(given.pop("address", None))
     command = "--extend" if extend else "--resume"
     if "name" not in given:
         raise UsageError(f"{command} needs --name NAME, the experiment to continue")
@@ -186,6 +193,10 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
         num_samples=saved.num_samples + extend,
         address=address,
     )
+    if not address:  # made on a cluster perhaps, resumed here: this machine must hold a trial
+        local = local_resource_problems(settings)
+        if local:
+            raise UsageError(f"{command} on this machine: {'; '.join(local)}")
     problems = state_problems(settings)
     if problems:
         raise UsageError(

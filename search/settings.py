@@ -234,8 +234,8 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
         "--address",
         metavar="ADDR",
         default=d.address,
-        help="a running Ray cluster to run the trials on (HOST:6379, ray://HOST:10001 or auto; "
-        "default: $RAY_ADDRESS, else a local Ray on this machine)",
+        help="a running Ray cluster to run the trials on, from one of its nodes (HOST:6379 or "
+        "auto; local: none; default: $RAY_ADDRESS, else a local Ray on this machine)",
     )
     p.add_argument(
         "--cpus-per-trial",
@@ -318,6 +318,12 @@ def given_flags(argv: list[str] | None) -> dict[str, Any]:
     return vars(build_parser(only_given=True).parse_args(argv))
 
 
+def cluster_address(given: str | None) -> str:
+    """--address, else $RAY_ADDRESS; "local" (either way) means no cluster: ""."""
+    address = given or os.environ.get("RAY_ADDRESS", "")
+    return "" if address == "local" else address
+
+
 def parse_settings(argv: list[str] | None) -> SearchSettings:
     """Parse and validate the command line; raise UsageError listing every problem."""
     args = build_parser().parse_args(argv)
@@ -331,7 +337,7 @@ def parse_settings(argv: list[str] | None) -> SearchSettings:
             "weights": args.weights or "",
             "name": name,
             "cache_dir": cache_dir or default_cache_dir(),
-            "address": args.address or os.environ.get("RAY_ADDRESS", ""),
+            "address": cluster_address(args.address),
         }
     )
     settings = resolve(settings)
@@ -458,6 +464,22 @@ def _gpu_problems(gpus_per_trial: float) -> list[str]:
     return []
 
 
+def _cpu_problem(cpus_per_trial: float) -> str:
+    cpus = os.cpu_count() or 1
+    return (
+        f"`0 < --cpus-per-trial <= {cpus}` (this machine's CPUs) must hold, "
+        f"but got {cpus_per_trial:g}"
+    )
+
+
+def local_resource_problems(s: SearchSettings) -> list[str]:
+    """What keeps one trial of `s` from running on this machine (Tune would wait forever)."""
+    problems = _gpu_problems(s.gpus_per_trial)
+    if not 0 < s.cpus_per_trial <= (os.cpu_count() or 1):
+        problems.append(_cpu_problem(s.cpus_per_trial))
+    return problems
+
+
 def validate_settings(s: SearchSettings) -> list[str]:
     """Every problem with the settings, each a sentence stating the rule and the value."""
     problems = _space_problems(s.space, s.backbone)
@@ -465,6 +487,7 @@ def validate_settings(s: SearchSettings) -> list[str]:
     problems += _weights_problems(s)
     if not s.address:  # a cluster's CPUs and GPUs are checked once connected (search.cluster)
         problems += _gpu_problems(s.gpus_per_trial)
+    cpus = os.cpu_count() or 1
     spec = BACKBONES.get(s.backbone)
     least = spec.min_image_size if spec else 16
     if not least <= s.image_size <= MAX_IMAGE_SIZE:
@@ -499,17 +522,13 @@ def validate_settings(s: SearchSettings) -> list[str]:
         problems.append(f"`--max-failures >= 0` must hold, but got {s.max_failures}")
     if s.max_concurrent < 0:
         problems.append(f"`--max-concurrent >= 0` must hold, but got {s.max_concurrent}")
-    cpus = os.cpu_count() or 1
     if s.address:  # what the cluster's nodes hold is checked once connected
         if s.cpus_per_trial <= 0:
             problems.append(f"`--cpus-per-trial > 0` must hold, but got {s.cpus_per_trial:g}")
         if s.gpus_per_trial < 0:
             problems.append(f"`--gpus-per-trial >= 0` must hold, but got {s.gpus_per_trial:g}")
     elif not 0 < s.cpus_per_trial <= cpus:
-        problems.append(
-            f"`0 < --cpus-per-trial <= {cpus}` (this machine's CPUs) must hold, "
-            f"but got {s.cpus_per_trial:g}"
-        )
+        problems.append(_cpu_problem(s.cpus_per_trial))
     if not 0 <= s.seed < 2**32:
         problems.append(f"`0 <= --seed < 2**32` must hold, but got {s.seed}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", s.name):

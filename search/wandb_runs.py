@@ -95,7 +95,10 @@ class TrialRunsCallback(WandbLoggerCallback):
                 config[key] = value
             elif isinstance(value, Number):
                 data[key] = value
-        self._runs.log.remote(trial.trial_id, data, config, result[TRAINING_ITERATION])
+        # The epoch as W&B's step: a resumed trial's training_iteration can repeat one
+        # (trainable.ray_entry takes a newer checkpoint than Tune's state names).
+        step = int(result.get(metrics.EPOCH, result[TRAINING_ITERATION]))
+        self._runs.log.remote(trial.trial_id, data, config, step)
 
     def _end_run(self, trial: Trial, reason: str) -> None:
         summary = {"epochs": epochs_run(trial), "stop_reason": reason}

@@ -12,6 +12,12 @@ from helpers import Sweep, run_sweep
 
 
 @pytest.fixture(autouse=True)
+def _no_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's $RAY_ADDRESS must not send the tests' searches to a cluster."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _single_thread() -> None:
     """Tests run on 2 cores next to Ray workers: one torch thread keeps them predictable."""
     torch.set_num_threads(1)

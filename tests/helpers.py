@@ -12,6 +12,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The flags decide W&B's mode and the cluster, not the environment: a local Ray, W&B by --wandb.
+LOCAL = {"WANDB_MODE": "", "RAY_ADDRESS": "local"}
+
+
 def run_cli(
     *flags: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
@@ -22,8 +26,7 @@ def run_cli(
         text=True,
         timeout=600,
         cwd=cwd,
-        # The flag decides W&B's mode, not the environment.
-        env={**os.environ, "WANDB_MODE": "", **(env or {})},
+        env={**os.environ, **LOCAL, **(env or {})},
     )
 
 
@@ -35,7 +38,7 @@ def popen_cli(*flags: str, cwd: Path, env: dict[str, str] | None = None) -> subp
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "WANDB_MODE": "", **(env or {})},
+        env={**os.environ, **LOCAL, **(env or {})},
     )
 
 

@@ -98,7 +98,11 @@ CASES: dict[str, tuple[list[str], str]] = {
     ),
     "not an address": (
         ["--address", "headnode"],
-        r"--address must be HOST:PORT, ray://HOST:PORT or auto, but got 'headnode'$",
+        r"--address must be HOST:PORT or auto, but got 'headnode'$",
+    ),
+    "Ray Client address": (
+        ["--address", "ray://head:10001"],
+        r"--address ray://head:10001: Ray Client \(ray://\) is not supported; run the command",
     ),
 }
 if not torch.cuda.is_available():  # where a GPU exists the flag is valid

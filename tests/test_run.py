@@ -35,3 +35,15 @@ def test_a_trial_failure_traceback_is_dropped_and_other_records_pass() -> None:
     quiet = TrialFailureFilter()
     assert not quiet.filter(_record("Trial task failed for trial train_transfer_1", None))
     assert quiet.filter(_record("Trial controller checkpointing failed", None))
+
+
+def test_a_progress_printer_pickled_before_trial_numbers_existed_still_restores() -> None:
+    """Tune keeps the printer in the experiment's tuner.pkl; an older one lacks `numbers`."""
+    import pickle
+
+    from search.progress import ProgressReporter
+
+    old = ProgressReporter(["head_lr"], num_samples=2, max_epochs=3)
+    del old.numbers
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.numbers == {} and restored.num_samples == 2

@@ -10,6 +10,7 @@ decoded once per folder state and the result is cached (see `find_unreadable`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -185,7 +186,9 @@ def find_unreadable(
             if time.monotonic() - last >= PROGRESS_SECONDS:
                 say(f"  {done:,} of {len(paths):,} images checked, {len(unreadable)} unreadable")
                 last = time.monotonic()
-    write_atomically(cached, lambda f: f.write(json.dumps(unreadable, indent=1).encode()))
+    # A cluster node without the driver's cache folder checked them anyway: not an error.
+    with contextlib.suppress(OSError):
+        write_atomically(cached, lambda f: f.write(json.dumps(unreadable, indent=1).encode()))
     return unreadable
 
 
