@@ -135,7 +135,7 @@ def importance_bars(groups: list[tuple[str, list[str], dict[str, dict[str, float
     each parameter's importance by each method; groups side by side."""
     rows = max(len(params) for _, params, _ in groups)
     methods = max(len(by_method) for _, _, by_method in groups)
-    figure = Figure(figsize=(3.3 * len(groups) + 0.8, 0.5 + 0.3 * rows * max(1, methods)))
+    figure = Figure(figsize=(3.3 * len(groups) + 0.8, 0.4 + 0.26 * rows * max(1, methods)))
     axes_row = figure.subplots(1, len(groups), squeeze=False)[0]
     colours = ["#0072B2", "#CC79A7", "#56B4E9"]
     for axes, (label, params, by_method) in zip(axes_row, groups, strict=True):

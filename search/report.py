@@ -214,8 +214,8 @@ def _importance_section(importance: list[ImportanceGroup] | str) -> str:
         title
         + figure
         + f'<p class="note">Optuna\'s evaluators: {"; ".join(_e(m) for m in EVALUATORS)}. '
-        f"Computed on {_e(groups)}; each trial scored by its best {METRIC}, ASHA-stopped "
-        f"trials at the epochs they reached.{failed} With few trials, read it as a hint.</p>"
+        f"Computed on {_e(groups)}; each trial scored by its best {METRIC} (ASHA-stopped "
+        f"trials at their last epoch).{failed} With few trials, a hint.</p>"
     )
 
 
