@@ -213,8 +213,20 @@ def test_resuming_a_finished_experiment_only_rebuilds_its_summary(lifetime: Life
     assert lifetime.dirs_after_finished == lifetime.dirs_before_finished
 
 
+def _written_runs(root: Path) -> list[WandbRun]:
+    """The experiment's W&B runs, less a trial's run that the SIGTERM of the extension cut off
+    before W&B wrote its run record (it started as the signal came; nothing of it to read)."""
+    runs = []
+    for folder in sorted(root.glob("wandb/offline-run-*")):
+        try:
+            runs.append(read_wandb_run(folder))
+        except AssertionError:
+            continue
+    return runs
+
+
 def test_the_best_model_is_logged_once_per_search_that_ran_trials(lifetime: Lifetime) -> None:
-    runs = [read_wandb_run(f) for f in sorted(lifetime.root.glob("wandb/offline-run-*"))]
+    runs = _written_runs(lifetime.root)
     # One when the resumed search finished, one when the extension did; none for the resume
     # that found the experiment finished (it kept the artifact's name in its summary).
     assert [run.job_type for run in runs].count(BEST_MODEL_JOB) == 2
