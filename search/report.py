@@ -48,16 +48,10 @@ def trial_history(trial_dir: Path) -> tuple[list[tuple[int, float]], float | Non
     """(epoch, val_acc) of each epoch the trial reported, and its training seconds."""
     curve: dict[int, float] = {}
     seconds = None
-    path = trial_dir / "result.json"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:  # a line cut off by a crash
-                continue
-            if METRIC in row and metrics.EPOCH in row:
-                curve[int(row[metrics.EPOCH])] = float(row[METRIC])  # a resumed epoch: latest
-                seconds = row.get("time_total_s", seconds)
+    for row in metrics.result_rows(trial_dir):
+        if METRIC in row and metrics.EPOCH in row:
+            curve[int(row[metrics.EPOCH])] = float(row[METRIC])  # a resumed epoch: latest
+            seconds = row.get("time_total_s", seconds)
     return sorted(curve.items()), seconds
 
 

@@ -66,7 +66,8 @@ def test_an_interrupted_write_leaves_the_previous_file_and_no_temporary(tmp_path
 
 def test_a_resumed_trial_takes_the_newer_checkpoint_whose_epoch_was_logged(tmp_path: Path) -> None:
     """Ctrl-C can cross a report: result.json has epoch 2 while Tune's state names epoch 1."""
-    from trainable.ray_entry import RESULT_FILE, newest_logged_checkpoint
+    from trainable.metrics import RESULT_FILE
+    from trainable.ray_entry import newest_logged_checkpoint
 
     def state(epoch: int) -> dict:
         return {"model": {}, "optimizer": {}, "epoch": epoch, "config": {}, "classes": [],

@@ -1,5 +1,8 @@
 """Names of the per-epoch metrics every trial reports; defined once, used everywhere."""
 
+import json
+from pathlib import Path
+
 EPOCH = "epoch"  # 1-based; ASHA's time attribute
 TRAIN_LOSS = "train_loss"
 VAL_LOSS = "val_loss"
@@ -15,3 +18,18 @@ PER_EPOCH = (
     EPOCH, TRAIN_LOSS, VAL_LOSS, VAL_ACC, BEST_VAL_ACC, EPOCH_SECONDS, TRAINABLE_PARAMS,
     CACHED_FEATURES,
 )  # fmt: skip
+
+RESULT_FILE = "result.json"  # Tune's log of a trial's reports, one JSON row each, in its folder
+
+
+def result_rows(trial_folder: Path) -> list[dict]:
+    """The rows of the trial's result.json, in order; a line cut off by a crash is skipped."""
+    path = trial_folder / RESULT_FILE
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    return rows

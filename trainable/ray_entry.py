@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from trainable.loop import DivergedError, run_trial
 # (--max-failures) whatever failed it, but a diverged one, with the same seed and learning
 # rates, would train the same epochs again only to diverge again: its retry fails at once.
 DIVERGED_FILE = "diverged.txt"
-RESULT_FILE = "result.json"  # Tune's log of the trial's reports, one JSON row each
 LOG_FILE = "trial.log"  # the trial's own notes (the frozen-feature cache), in its folder
 
 # The data of the last trial this process ran: Tune reuses a trial's process (actor) for the
@@ -50,15 +48,8 @@ def _granted_device() -> str:
 
 def _reported_epochs(trial_folder: Path) -> set[int]:
     """Epochs the driver wrote to the trial's result.json (it writes a row per report)."""
-    epochs = set()
-    path = trial_folder / RESULT_FILE
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                epochs.add(int(json.loads(line)[metrics.EPOCH]))
-            except (ValueError, KeyError, TypeError):  # a cut-off line, a row without epoch
-                continue
-    return epochs
+    rows = metrics.result_rows(trial_folder)
+    return {int(row[metrics.EPOCH]) for row in rows if metrics.EPOCH in row}
 
 
 def _newer_reported_checkpoint(resume: dict[str, Any] | None) -> dict[str, Any] | None:
