@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import torch
 from ray.tune import ExperimentAnalysis
 
 from search.optuna_bridge import STUDY_FILE, study_url
 from search.settings import METRIC, MODE, SearchSettings
 from trainable import metrics
-from trainable.checkpoint import CHECKPOINT_FILE
+from trainable.checkpoint import saved_epoch
 
 SUMMARY_FILE = "summary.json"
 ERROR_FILE = "error.txt"  # Ray Tune's traceback of a failed trial, in the trial folder
@@ -90,15 +89,6 @@ def _trial_entry(
     return entry
 
 
-def checkpoint_epoch(folder: Path) -> int | None:
-    """The epoch a kept checkpoint was saved at (None when its file is unreadable)."""
-    try:  # memory-mapped: reads the small "epoch" entry, not the weights
-        state = torch.load(folder / CHECKPOINT_FILE, mmap=True, weights_only=True)
-        return int(state["epoch"])
-    except Exception:  # a damaged file: the summary falls back on the first best epoch
-        return None
-
-
 def build_summary(settings: SearchSettings, searched: list[str], wandb_mode: str) -> dict:
     """Read the experiment back from disk and summarise it, best trial first."""
     root = settings.experiment_dir
@@ -114,7 +104,8 @@ def build_summary(settings: SearchSettings, searched: list[str], wandb_mode: str
         entry, trial = trials[0]
         checkpoint = analysis.get_best_checkpoint(trial, METRIC, MODE)
         if checkpoint:  # of epochs tied on val_acc, Ray keeps the later one: name its epoch
-            entry["best_epoch"] = checkpoint_epoch(Path(checkpoint.path)) or entry["best_epoch"]
+            # (a damaged file: the first best epoch)
+            entry["best_epoch"] = saved_epoch(Path(checkpoint.path)) or entry["best_epoch"]
         best = {
             "trial_id": entry["trial_id"],
             "config": entry["config"],

@@ -50,3 +50,12 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint written by `save_checkpoint` (tensors and primitives only)."""
     return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def saved_epoch(folder: Path) -> int | None:
+    """The epoch of the checkpoint in `folder`, read memory-mapped (not its weights); None when
+    the file is missing or unreadable (e.g. half copied)."""
+    try:
+        return int(torch.load(folder / CHECKPOINT_FILE, mmap=True, weights_only=True)["epoch"])
+    except Exception:  # torch raises several types for a damaged file
+        return None

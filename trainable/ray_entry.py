@@ -12,7 +12,12 @@ import torch
 from ray import tune
 
 from trainable import metrics
-from trainable.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from trainable.checkpoint import (
+    CHECKPOINT_FILE,
+    load_checkpoint,
+    save_checkpoint,
+    saved_epoch,
+)
 from trainable.config import TrialConfig
 from trainable.data import TransferData
 from trainable.datasets import build_data
@@ -73,12 +78,14 @@ def newest_logged_checkpoint(folder: Path, resume: dict[str, Any] | None) -> dic
     epoch = int(resume["epoch"]) if resume else 0
     reported = _reported_epochs(folder)
     for candidate in sorted(folder.glob("checkpoint_*"), reverse=True):
-        try:
-            state = load_checkpoint(candidate / CHECKPOINT_FILE)
-        except Exception:  # half copied when the trial died: Tune's own choice stands
+        # Its epoch first (memory-mapped): only the checkpoint taken is read whole.
+        candidate_epoch = saved_epoch(candidate)  # None: half copied when the trial died
+        if candidate_epoch is None or candidate_epoch <= epoch or candidate_epoch not in reported:
             continue
-        if int(state["epoch"]) > epoch and int(state["epoch"]) in reported:
-            return state
+        try:
+            return load_checkpoint(candidate / CHECKPOINT_FILE)
+        except Exception:  # unreadable after all: Tune's own choice stands
+            continue
     return resume
 
 
