@@ -21,7 +21,6 @@ from PIL import Image
 
 from search.summary import SUMMARY_FILE, fmt, read_summary
 from search.usage import OneLineErrorParser, UsageError
-from trainable.backbones import build_model, freeze_stages
 from trainable.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from trainable.config import TrialConfig, default_cache_dir, error_line
 from trainable.data import ImageSplit, Split, SplitLike, TransferData
@@ -33,7 +32,7 @@ from trainable.datasets import (
     prepare_torchvision_set,
 )
 from trainable.engine import evaluate
-from trainable.exported import export_state, model_from_export, save_export
+from trainable.exported import export_state, model_from_export, save_export, trained_model
 from trainable.images import DataError
 from trainable.loop import DivergedError, retrain
 from trainable.weights import WeightsError
@@ -119,14 +118,6 @@ def write_split_images(
     return len(split)
 
 
-def _trial_model(cfg: TrialConfig, checkpoint: dict, classes: int) -> torch.nn.Module:
-    """The trial's model with its checkpoint's weights (frozen stages as in training)."""
-    model = build_model(cfg.backbone, classes, cfg.image_size)
-    freeze_stages(model, cfg.backbone, cfg.freeze_depth)
-    model.load_state_dict(checkpoint["model"])
-    return model.eval()
-
-
 def _read_checkpoint(path: Path) -> tuple[dict, TrialConfig]:
     """The checkpoint and its trial's recipe; UsageError (one line) when unreadable."""
     try:
@@ -189,7 +180,9 @@ def export_best(
         print(f"Retrained in {time.monotonic() - began:.0f} s")
     else:
         print(f"Best trial {best['trial_id']} ({config}), checkpoint of epoch {epoch}")
-        model = _trial_model(cfg, checkpoint, len(data.classes))
+        model = trained_model(
+            cfg.backbone, len(data.classes), cfg.image_size, cfg.freeze_depth, checkpoint["model"]
+        )
     source = {
         "experiment": summary["experiment"],
         "trial_id": best["trial_id"],

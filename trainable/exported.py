@@ -94,18 +94,35 @@ def load_export(path: Path) -> dict[str, Any]:
     return export
 
 
+def trained_model(
+    backbone: str,
+    num_classes: int,
+    image_size: int,
+    freeze_depth: int,
+    state: dict[str, torch.Tensor],
+) -> nn.Module:
+    """A fine-tuned model from its weights (a checkpoint's or an export's), in eval mode: the
+    same frozen stages as in training, so the saved FrozenBatchNorm2d buffers fit."""
+    model = build_model(backbone, num_classes, image_size)
+    freeze_stages(model, backbone, freeze_depth)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
 def model_from_export(export: dict[str, Any]) -> nn.Module:
     """The exported model in eval mode, rebuilt from the file alone (no weights download)."""
     config = export["config"]
     try:
-        model = build_model(config["backbone"], config["num_classes"], config["image_size"])
-        # The same frozen stages as in training, so the saved FrozenBatchNorm2d buffers fit.
-        freeze_stages(model, config["backbone"], config["freeze_depth"])
-        model.load_state_dict(export["state_dict"], strict=True)
+        return trained_model(
+            config["backbone"],
+            config["num_classes"],
+            config["image_size"],
+            config["freeze_depth"],
+            export["state_dict"],
+        )
     except (RuntimeError, ValueError) as error:  # weights that do not fit the config
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ExportError(f"the model file's weights do not fit its config: {first}") from None
-    return model.eval()
 
 
 def input_transform(preprocessing: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
