@@ -26,7 +26,14 @@ from search.plots import (
     versus_parameters,
 )
 from search.settings import METRIC, SETTINGS_FILE, OneLineErrorParser, UsageError
-from search.summary import STOP_REASONS, SUMMARY_FILE, fmt, read_summary
+from search.summary import (
+    STOP_REASONS,
+    SUMMARY_FILE,
+    fmt,
+    read_summary,
+    searched_params,
+    shown_path,
+)
 from trainable import metrics
 from trainable.backbones import BACKBONES
 
@@ -113,15 +120,6 @@ def _shortfall(counts: dict[str, int]) -> str:
     return ", ".join(named) if named else "every trial ran its full budget"
 
 
-def _shown(root: Path) -> str:
-    """The experiment folder as the user types it: relative to the working directory when
-    it lies below it."""
-    try:
-        return root.relative_to(Path.cwd()).as_posix()
-    except ValueError:
-        return root.as_posix()
-
-
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
@@ -152,8 +150,9 @@ footer{margin-top:10px;color:#555;font-size:12px}
 """
 
 
-def _trials_table(summary: dict, seconds: dict[str, float | None], max_epochs: int) -> str:
-    searched = list(summary["trials"][0]["config"]) if summary["trials"] else []
+def _trials_table(
+    summary: dict, searched: list[str], seconds: dict[str, float | None], max_epochs: int
+) -> str:
     best_id = (summary.get("best") or {}).get("trial_id")
     scores = [f"best {METRIC}", f"last {METRIC}"]
     head = ["#", "trial", *searched, *scores, "epochs", "stopped", "time"]
@@ -237,7 +236,8 @@ def render_report(
         )
         for t in summary["trials"]
     ]
-    searched = list(summary["trials"][0]["config"]) if summary["trials"] else []
+    searched = searched_params(summary)
+    shown = shown_path(root).as_posix()  # the experiment folder as the user types it
     rungs = asha_rungs(
         int(settings.get("grace_period", 1)), int(settings.get("reduction_factor", 3)), max_epochs
     )
@@ -280,7 +280,7 @@ def render_report(
             '<div class="card">Fine-tuning vs linear probe<br><b>-</b><div>the sweep lacks '
             "a linear probe or a fine-tuned trial; for the transfer gain over a from-scratch "
             "search:<br><code>scripts/report.py "
-            f"{_e(_shown(root))} --reference runs/SCRATCH</code></div></div>"
+            f"{_e(shown)} --reference runs/SCRATCH</code></div></div>"
         )
     cards.append(f'<div class="card">Trials<br><b>{len(summary["trials"])}</b><div>{_e(outcome)}'
                  "</div></div>")  # fmt: skip
@@ -288,7 +288,6 @@ def render_report(
     # the best linear probe as a line across the scatter plots (not another experiment's)
     probe_line = gain["reference_value"] if gain and gain["is_linear_probe"] else None
     versus = versus_parameters(points, searched, METRIC, probe_line) if points and searched else b""
-    shown = _shown(root)
     has_checkpoint = bool(best and best["checkpoint"])
     checkpoint = f"{shown}/{best['checkpoint']}/checkpoint.pt" if has_checkpoint else "-"
     export_hint = (
@@ -315,7 +314,7 @@ def render_report(
 <div class="grid">
 <div>
 <h2>Trials, best {METRIC} first</h2>
-{_trials_table(summary, seconds, max_epochs)}
+{_trials_table(summary, searched, seconds, max_epochs)}
 <p class="note">best {METRIC}: the epoch whose checkpoint is kept; stopped: completed (ran all
 {max_epochs} epochs), asha (stopped at a rung), error (hover for the reason), interrupted.
 time: seconds the trial trained.</p>
@@ -356,7 +355,7 @@ def write_report(root: Path, reference: Path | None = None) -> Path:
         gain = reference_gain(summary, reference)
     else:
         gain = transfer_gain(summary, full_depth)
-    searched = list(summary["trials"][0]["config"]) if summary["trials"] else []
+    searched = searched_params(summary)
     study = summary.get("study") or {}
     importance: list[ImportanceGroup] | str = (
         param_importance(root / study["file"], study["name"], searched)

@@ -23,21 +23,20 @@ from search.loggers import build_callbacks
 from search.progress import ProgressReporter
 from search.resume import grow_search_state, record_extension
 from search.settings import SETTINGS_FILE, SearchSettings
-from search.summary import ENDED, build_summary, format_report, read_summary, write_summary
+from search.summary import (
+    ENDED,
+    build_summary,
+    format_report,
+    read_summary,
+    shown_path,
+    write_summary,
+)
 from search.tensorboard import mark_interrupted, write_experiment_board
 from search.wandb_mode import resolve_wandb_mode
 from search.wandb_runs import log_best_model
 from spaces import get_space, searched_keys
 from trainable.config import TrialConfig, error_line
 from trainable.weights import load_weights
-
-
-def shown_path(path: Path) -> Path:
-    """`path` relative to the working directory when it lies below it, for printing."""
-    try:
-        return path.relative_to(Path.cwd())
-    except ValueError:
-        return path
 
 
 class StagedStateRaceFilter(logging.Filter):

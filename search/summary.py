@@ -21,6 +21,19 @@ STOP_REASONS = ("completed", "asha", "error", "interrupted")
 ENDED = ("TERMINATED", "ERROR")  # Tune statuses of a trial that will not run again
 
 
+def shown_path(path: Path) -> Path:
+    """`path` relative to the working directory when it lies below it, for printing."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def searched_params(summary: dict) -> list[str]:
+    """The searched hyperparameters of a summary's trials, in the space's order."""
+    return list(summary["trials"][0]["config"]) if summary["trials"] else []
+
+
 def _number(value: Any) -> float | int | None:
     """A JSON-safe number: NaN and infinities become None."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -166,7 +179,7 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
 
     `shown` is the experiment folder as the user should type it (relative when possible).
     """
-    searched = list(summary["trials"][0]["config"]) if summary["trials"] else []
+    searched = searched_params(summary)
     header = ["#", "trial", *searched, "epochs", "best val_acc", "last val_acc", "stopped"]
     rows = [
         [
