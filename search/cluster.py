@@ -106,17 +106,24 @@ def cluster_problems(settings: SearchSettings, nodes: list[dict[str, float]]) ->
     ]
 
 
-def use_cluster(settings: SearchSettings) -> SearchSettings:
-    """Connect to the cluster, check it can run the trials, and return the settings with
-    --max-concurrent (when 0) set to the trials its nodes hold at once. On a problem, the
-    connection is closed and UsageError says why; nothing was written."""
+def describe_nodes(nodes: list[dict[str, float]]) -> str:
+    """'3 nodes, 2 CPUs, 0 GPUs' for the console."""
+    cpus, gpus = sum(n["CPU"] for n in nodes), sum(n["GPU"] for n in nodes)
+    return f"{len(nodes)} nodes, {cpus:g} CPUs, {gpus:g} GPUs"
+
+
+def use_cluster(settings: SearchSettings) -> tuple[SearchSettings, list[dict[str, float]]]:
+    """Connect to the cluster and check it can run the trials; return the settings with
+    --max-concurrent (when 0) set to the trials its nodes hold at once, and the nodes. On a
+    problem, the connection is closed and UsageError says why; nothing was written."""
     connect(settings.address)
-    problems = cluster_problems(settings, node_resources())
+    nodes = node_resources()
+    problems = cluster_problems(settings, nodes)
     if problems:
         ray.shutdown()
         raise UsageError("; ".join(problems))
-    if settings.max_concurrent:
-        return settings
-    nodes = node_resources()
-    slots = sum(trials_per_node(n, settings.cpus_per_trial, settings.gpus_per_trial) for n in nodes)
-    return dataclasses.replace(settings, max_concurrent=max(1, slots))
+    if not settings.max_concurrent:
+        cpus, gpus = settings.cpus_per_trial, settings.gpus_per_trial
+        slots = sum(trials_per_node(node, cpus, gpus) for node in nodes)
+        settings = dataclasses.replace(settings, max_concurrent=max(1, slots))
+    return settings, nodes

@@ -17,7 +17,7 @@ from ray.tune import ExperimentAnalysis
 from ray.tune.search import Searcher
 
 from search.builders import build_param_space, build_tuner, restore_tuner
-from search.cluster import node_resources, use_cluster
+from search.cluster import describe_nodes, use_cluster
 from search.inputs import describe_data, prepare_inputs
 from search.loggers import build_callbacks
 from search.progress import ProgressReporter
@@ -136,18 +136,12 @@ def run_search(
     if not settings.address:
         return _run_search(settings, searcher, resume)
     quiet_logs()
-    settings = use_cluster(settings)  # connected, or UsageError with nothing written
-    print(f"Ray cluster at {settings.address}: {_describe_cluster()}")
+    settings, nodes = use_cluster(settings)  # connected, or UsageError with nothing written
+    print(f"Ray cluster at {settings.address}: {describe_nodes(nodes)}")
     try:
         return _run_search(settings, searcher, resume)
     finally:
         ray.shutdown()
-
-
-def _describe_cluster() -> str:
-    nodes = node_resources()
-    cpus, gpus = sum(n["CPU"] for n in nodes), sum(n["GPU"] for n in nodes)
-    return f"{len(nodes)} nodes, {cpus:g} CPUs, {gpus:g} GPUs"
 
 
 def _run_search(settings: SearchSettings, searcher: Searcher | None, resume: bool) -> dict:

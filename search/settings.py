@@ -464,19 +464,15 @@ def _gpu_problems(gpus_per_trial: float) -> list[str]:
     return []
 
 
-def _cpu_problem(cpus_per_trial: float) -> str:
-    cpus = os.cpu_count() or 1
-    return (
-        f"`0 < --cpus-per-trial <= {cpus}` (this machine's CPUs) must hold, "
-        f"but got {cpus_per_trial:g}"
-    )
-
-
 def local_resource_problems(s: SearchSettings) -> list[str]:
     """What keeps one trial of `s` from running on this machine (Tune would wait forever)."""
     problems = _gpu_problems(s.gpus_per_trial)
-    if not 0 < s.cpus_per_trial <= (os.cpu_count() or 1):
-        problems.append(_cpu_problem(s.cpus_per_trial))
+    cpus = os.cpu_count() or 1
+    if not 0 < s.cpus_per_trial <= cpus:
+        problems.append(
+            f"`0 < --cpus-per-trial <= {cpus}` (this machine's CPUs) must hold, "
+            f"but got {s.cpus_per_trial:g}"
+        )
     return problems
 
 
@@ -486,8 +482,7 @@ def validate_settings(s: SearchSettings) -> list[str]:
     problems += _data_problems(s)
     problems += _weights_problems(s)
     if not s.address:  # a cluster's CPUs and GPUs are checked once connected (search.cluster)
-        problems += _gpu_problems(s.gpus_per_trial)
-    cpus = os.cpu_count() or 1
+        problems += local_resource_problems(s)
     spec = BACKBONES.get(s.backbone)
     least = spec.min_image_size if spec else 16
     if not least <= s.image_size <= MAX_IMAGE_SIZE:
@@ -527,8 +522,6 @@ def validate_settings(s: SearchSettings) -> list[str]:
             problems.append(f"`--cpus-per-trial > 0` must hold, but got {s.cpus_per_trial:g}")
         if s.gpus_per_trial < 0:
             problems.append(f"`--gpus-per-trial >= 0` must hold, but got {s.gpus_per_trial:g}")
-    elif not 0 < s.cpus_per_trial <= cpus:
-        problems.append(_cpu_problem(s.cpus_per_trial))
     if not 0 <= s.seed < 2**32:
         problems.append(f"`0 <= --seed < 2**32` must hold, but got {s.seed}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", s.name):
