@@ -1,18 +1,23 @@
-"""Every bad input a user is likely to give, through the real CLI: exit code 2, one line that
-says what to fix, no traceback, nothing written. The runs go concurrently, once per module."""
+"""Every bad input a user is likely to give, through the CLI's `main` as scripts/search.py calls
+it: exit code 2, one line that says what to fix, no traceback, nothing written. The cases run in
+this process, once per module (a Python start and torch import each would cost ~60 s of the
+suite); test_settings.py runs the script itself, in a process of its own, for the exit code.
+"""
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_image_folder, run_cli
+from helpers import LOCAL, make_image_folder
 from PIL import Image
 
+from search.cli import main
 from trainable.backbones import build_model
 
 # name: (flags, the message the one line must match)
@@ -127,18 +132,25 @@ def _make_inputs(work: Path) -> None:
     torch.save(build_model("mobilenet_v3_large", 3).state_dict(), work / "mobilenet.pt")
 
 
+def _run_main(*flags: str) -> subprocess.CompletedProcess:
+    """search.cli.main with `flags`, its exit code and what it printed."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(flags))
+    return subprocess.CompletedProcess(flags, code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess]:
     work = tmp_path_factory.mktemp("inputs")
     _make_inputs(work)
     common = ["--storage-path", "runs", "--cache-dir", str(work / "cache"), "--wandb", "disabled"]
-    env = {"TORCH_HOME": str(work / "torch")}  # an empty hub cache: no ImageNet weights
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = {
-            name: pool.submit(run_cli, *flags, *common, cwd=work, env=env)
-            for name, (flags, _) in CASES.items()
-        }
-        done = {name: future.result() for name, future in futures.items()}
+    with pytest.MonkeyPatch.context() as env:
+        env.chdir(work)  # the cases' relative paths
+        env.setenv("TORCH_HOME", str(work / "torch"))  # an empty hub cache: no ImageNet weights
+        for name, value in LOCAL.items():
+            env.setenv(name, value)
+        done = {name: _run_main(*flags, *common) for name, (flags, _) in CASES.items()}
     assert not (work / "runs").exists(), "a rejected search wrote an experiment"
     return done
 
