@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import ray
@@ -116,17 +116,19 @@ def build_summary(settings: SearchSettings, searched: list[str], wandb_mode: str
     if trials and trials[0][0]["best_val_acc"] is not None:
         entry, trial = trials[0]
         checkpoint = analysis.get_best_checkpoint(trial, METRIC, MODE)
-        if checkpoint:  # of epochs tied on val_acc, Ray keeps the later one: name its epoch
+        # Its folder in the trial's: Ray 2.60 rebases a moved experiment's checkpoint paths by
+        # string replacement, which doubles them when the new path contains the old one (as a
+        # working copy's path contains its bucket's: search.storage).
+        folder = f"{entry['path']}/{PurePosixPath(checkpoint.path).name}" if checkpoint else None
+        if folder:  # of epochs tied on val_acc, Ray keeps the later one: name its epoch
             # (a damaged file: the first best epoch)
-            entry["best_epoch"] = saved_epoch(Path(checkpoint.path)) or entry["best_epoch"]
+            entry["best_epoch"] = saved_epoch(root / folder) or entry["best_epoch"]
         best = {
             "trial_id": entry["trial_id"],
             "config": entry["config"],
             METRIC: entry["best_val_acc"],
             "epoch": entry["best_epoch"],
-            "checkpoint": Path(checkpoint.path).relative_to(root).as_posix()
-            if checkpoint
-            else None,
+            "checkpoint": folder,
         }
     fixed = {k: v for k, v in trials[0][1].config.items() if k not in searched} if trials else {}
     return {
@@ -202,9 +204,9 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
         ]
         lines.append("  " + "  ".join([*cells, row[-1]]))
     budget = summary["budget"]
+    run, full = budget["trial_epochs_run"], budget["num_samples"] * budget["max_epochs"]
     lines.append(
-        f"  {budget['trial_epochs_run']} of {budget['num_samples'] * budget['max_epochs']} "
-        "trial-epochs run (ASHA stopped the rest)"
+        f"  {run} of {full} trial-epochs run" + (" (ASHA stopped the rest)" if run < full else "")
     )
     cached = sum(t.get("cached_features", False) for t in summary["trials"])
     if cached:
