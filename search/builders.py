@@ -102,7 +102,7 @@ def restore_tuner(settings: SearchSettings, backbone_state: dict | None = None) 
     Its searcher, scheduler and callbacks come back from the experiment's saved state.
     """
     return tune.Tuner.restore(
-        str(settings.experiment_dir),
+        settings.experiment_location,
         trainable=build_trainable(settings, backbone_state),
         resume_unfinished=True,
         resume_errored=True,
@@ -134,7 +134,7 @@ def build_tuner(
         ),
         run_config=tune.RunConfig(
             name=settings.name,
-            storage_path=str(settings.experiment_dir.parent),
+            storage_path=settings.storage_location,
             callbacks=callbacks,
             # The best checkpoint by val_acc; Ray also keeps the latest one, to resume from.
             checkpoint_config=tune.CheckpointConfig(

@@ -27,7 +27,9 @@ from search.settings import (
     local_resource_problems,
     resolve,
 )
+from search.storage import RemoteExperiment, is_uri, join_uri, uri_problems, working_copy
 from trainable.checkpoint import write_atomically
+from trainable.config import default_cache_dir, error_line
 
 TUNER_FILE = "tuner.pkl"
 # Written by Ray Tune at every experiment snapshot; a restore reads the newest of each.
@@ -129,7 +131,22 @@ def _study_problems(settings: SearchSettings) -> list[str]:
     space = study.user_attrs.get("space")
     if space != settings.space:
         return [f"{path} belongs to space {space!r}, but the experiment's is {settings.space!r}"]
+    known, held = _searcher_trials(path.parent), len(study.get_trials(deepcopy=False))
+    if known > held:  # Optuna would fail on the first trial it cannot find
+        return [
+            f"{path} holds {held} trials, fewer than the {known} the saved search state names "
+            "(the study is older than the rest of the state)"
+        ]
     return []
+
+
+def _searcher_trials(root: Path) -> int:
+    """How many study trials the experiment's newest searcher state names."""
+    newest = _newest(root, STATE_PATTERNS["searcher state"][0])
+    if newest is None or _unreadable(newest, "pickle"):  # reported on its own
+        return 0
+    with newest.open("rb") as f:
+        return len(_load_inert(f).get("_ot_trials", {}))
 
 
 def saved_study_url(root: Path) -> str | None:
@@ -167,9 +184,15 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
             f"--extend {extend} adds {extend} trials to the experiment's --num-samples; "
             "leave --num-samples out"
         )
-    root = Path(given.get("storage_path", SearchSettings.storage_path)).expanduser().resolve()
-    root = root / given["name"]
+    storage_path = given.get("storage_path", SearchSettings.storage_path)
+    remote = _stored_experiment(command, storage_path, given["name"], given.get("cache_dir"))
+    root = remote.local if remote else Path(storage_path).expanduser().resolve() / given["name"]
     saved = load_settings(root)
+    if remote and root != working_copy(storage_path, saved.name, saved.cache_dir):
+        raise UsageError(
+            f"{command}: {remote.uri} keeps its working copy and study under the cache folder it "
+            f"was started with; resume it with --cache-dir {saved.cache_dir}"
+        )
     if saved.name != root.name:  # its Ray and Optuna state still point at the original
         raise UsageError(
             f"{command}: {root} holds experiment {saved.name!r}, renamed or copied; resume it "
@@ -189,7 +212,7 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
         )
     settings = dataclasses.replace(
         saved,
-        storage_path=str(root.parent),
+        storage_path=storage_path if remote else str(root.parent),
         num_samples=saved.num_samples + extend,
         address=address,
     )
@@ -214,6 +237,29 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
     return settings
 
 
+def _stored_experiment(
+    command: str, storage_path: str, name: str, cache_dir: str | None
+) -> RemoteExperiment | None:
+    """For a URI --storage-path, the stored experiment, downloaded into its working copy;
+    None for a folder. UsageError (one line) when it is not there or can't be read."""
+    if not is_uri(storage_path):
+        return None
+    problems = uri_problems(storage_path)
+    if problems:
+        raise UsageError(problems[0])
+    cache = str(Path(cache_dir).expanduser().resolve()) if cache_dir else default_cache_dir()
+    remote = RemoteExperiment(join_uri(storage_path, name), working_copy(storage_path, name, cache))
+    try:
+        if not remote.exists():
+            where = f"no experiment at {remote.uri}"
+            raise UsageError(f"{command}: {where}; check --name and --storage-path")
+        copied = remote.download()
+    except OSError as error:
+        raise UsageError(f"{command}: {remote.uri} cannot be read: {error_line(error)}") from None
+    print(f"Downloaded {copied} files of {remote.uri} to its working copy {remote.local}")
+    return remote
+
+
 def record_extension(settings: SearchSettings) -> int:
     """Save the `num_samples` grown by `--extend` in settings.json; return the trials added."""
     path = settings.experiment_dir / SETTINGS_FILE
@@ -225,17 +271,18 @@ def record_extension(settings: SearchSettings) -> int:
     return added
 
 
-def grow_search_state(root: Path, total: int) -> None:
+def grow_search_state(root: Path, total: int) -> Path:
     """Let Tune's restored search create trials up to `total` (`--extend`).
 
     Tune restores the trial budget from its newest search state, not from the Tuner, so that is
     where an extension takes effect. Idempotent: an interrupted extension resumes the same way.
+    Returns that file.
     """
     newest = _newest(root, STATE_PATTERNS["search state"][0])
     assert newest is not None, "checked by state_problems"
     with newest.open("rb") as f:
         state = cloudpickle.load(f)
-    if state["total_samples"] >= total:
-        return
-    state.update(total_samples=total, finished=False)
-    write_atomically(newest, lambda f: cloudpickle.dump(state, f))
+    if state["total_samples"] < total:
+        state.update(total_samples=total, finished=False)
+        write_atomically(newest, lambda f: cloudpickle.dump(state, f))
+    return newest

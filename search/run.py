@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import time
@@ -23,6 +24,7 @@ from search.loggers import build_callbacks
 from search.progress import ProgressReporter
 from search.resume import grow_search_state, record_extension
 from search.settings import SETTINGS_FILE, SearchSettings
+from search.storage import RemoteExperiment, StudyUpload
 from search.summary import (
     ENDED,
     build_summary,
@@ -110,7 +112,8 @@ def _forward_to_sigint(signum: int, frame: Any) -> None:
 
 def resume_command(settings: SearchSettings) -> str:
     """The command line that continues this experiment."""
-    storage = shown_path(settings.experiment_dir.parent)
+    folder = str(shown_path(settings.experiment_dir.parent))
+    storage = shlex.quote(settings.storage_path if settings.remote else folder)  # `?a=1&b=2`
     command = f"python scripts/search.py --resume --name {settings.name} --storage-path {storage}"
     return command + (f" --address {settings.address}" if settings.address else "")
 
@@ -155,6 +158,8 @@ def _run_search(settings: SearchSettings, searcher: Searcher | None, resume: boo
     fixed = TrialConfig.from_dict(param_space)
     root = settings.experiment_dir
     shown = shown_path(root)
+    remote = settings.remote
+    where = f"{remote.uri} (working copy {shown})" if remote else shown
     left = settings.num_samples
     previous = read_summary(root) if resume else {}
     if resume:
@@ -163,14 +168,14 @@ def _run_search(settings: SearchSettings, searcher: Searcher | None, resume: boo
         left = _unfinished(settings)
         if added:
             print(
-                f"Extending experiment {shown} by {added} trials to {settings.num_samples}, "
+                f"Extending experiment {where} by {added} trials to {settings.num_samples}, "
                 f"warm-started from its study: {left} to run"
             )
         else:
-            print(f"Resuming experiment {shown}: {left} of {settings.num_samples} trials to finish")
+            print(f"Resuming experiment {where}: {left} of {settings.num_samples} trials to finish")
     else:
         print(
-            f"Experiment {shown}: {settings.num_samples} trials of up to {settings.max_epochs} "
+            f"Experiment {where}: {settings.num_samples} trials of up to {settings.max_epochs} "
             f"epochs, {settings.concurrency} at a time, space {settings.space!r}, "
             f"backbone {settings.backbone}, weights {settings.weights!r}, "
             f"sampler {settings.sampler}, W&B {wandb_mode}"
@@ -184,12 +189,17 @@ def _run_search(settings: SearchSettings, searcher: Searcher | None, resume: boo
         missing = write_experiment_board(root, space, searched, fixed.to_dict(), classes)
         if missing:
             print(f"Note: no model graph in TensorBoard for {settings.backbone} ({missing})")
+        if remote:
+            remote.upload()  # settings.json and the experiment's board, there from the start
     if left > 0:
         # The starting weights, loaded once here and handed to every trial (through Ray's
         # object store): cluster nodes need neither the weights cache nor a download.
         state = load_weights(fixed.weights, fixed.backbone, fixed.data, fixed.image_size,
                              fixed.cache_dir)  # fmt: skip
         _fit(settings, searched, wandb_mode, searcher, resume, state)
+    if remote:
+        print(f"Downloading the results from {remote.uri} ...")
+        remote.download()  # the summary, the report and W&B's model read the working copy
     summary = build_summary(settings, searched, wandb_mode)
     unfinished = [t for t in summary["trials"] if t["stop_reason"] == "interrupted"]
     for trial in unfinished:
@@ -207,14 +217,18 @@ def _run_search(settings: SearchSettings, searcher: Searcher | None, resume: boo
     if report:
         summary["report"] = report
         write_summary(settings, summary)
+    if remote:
+        _upload(remote)
     if not finished:
         raise SearchInterrupted(
             f"Interrupted: {len(summary['trials']) - len(unfinished)} of {settings.num_samples} "
-            f"trials finished; the experiment's state is saved in {shown}.\n"
+            f"trials finished; the experiment's state is saved in {where}.\n"
             + (f"Report so far: {shown / report}\n" if report else "")
             + f"Resume with:  {resume_command(settings)}"
         )
     print(format_report(summary, settings, shown))
+    if remote:
+        print(f"Stored at: {remote.uri} (the paths above are its working copy on this machine)")
     print(f"Done in {summary['wall_seconds']:.0f} s.")
     return summary
 
@@ -229,6 +243,18 @@ def _write_report(root: Path) -> str | None:
     except Exception as error:  # matplotlib's and Optuna's errors vary; the search result stands
         print(f"Warning: report.html was not written: {error_line(error)}", file=sys.stderr)
         return None
+
+
+def _upload(remote: RemoteExperiment) -> None:
+    """Upload the driver's files; a failure costs a warning naming where they still are."""
+    try:
+        remote.upload()
+    except Exception as error:  # pyarrow's errors vary by filesystem
+        print(
+            f"Warning: the summary, report and study were not uploaded to {remote.uri} "
+            f"({error_line(error)}); they are in {remote.local}",
+            file=sys.stderr,
+        )
 
 
 def _log_best_model(settings: SearchSettings, summary: dict, wandb_mode: str) -> str | None:
@@ -255,12 +281,16 @@ def _fit(
     previous = signal.signal(signal.SIGTERM, _forward_to_sigint)
     try:
         if resume:
-            grow_search_state(settings.experiment_dir, settings.num_samples)  # for --extend
+            grown = grow_search_state(settings.experiment_dir, settings.num_samples)  # --extend
+            if settings.remote:  # Tune restores from the stored copy
+                settings.remote.upload([grown.name, SETTINGS_FILE])
             # callbacks and searcher come from the saved state
             tuner = restore_tuner(settings, backbone_state)
         else:
             progress = ProgressReporter(searched, settings.num_samples, settings.max_epochs)
             callbacks = [progress, *build_callbacks(settings, searched, wandb_mode)]
+            if settings.remote and searcher is None:  # the harness's searcher writes optuna.db
+                callbacks.append(StudyUpload(settings.remote))
             tuner = build_tuner(settings, callbacks, searcher, backbone_state)
         tuner.fit()  # Ctrl-C (or SIGTERM): Tune stops the trials and saves its state, then returns
     finally:

@@ -17,12 +17,13 @@ from typing import Any
 import torch
 
 from search.optuna_bridge import SAMPLERS
+from search.storage import RemoteExperiment, is_uri, join_uri, uri_problems, working_copy
 from search.usage import OneLineErrorParser, UsageError
 from search.wandb_mode import WANDB_MODES, wandb_mode_problems
 from spaces import SPACES, get_space, validate_space, value_range
 from trainable import weights as w
 from trainable.backbones import BACKBONES
-from trainable.config import TrialConfig, default_cache_dir, lookup
+from trainable.config import TrialConfig, default_cache_dir, error_line, lookup
 from trainable.datasets import CHOICES as DATA_CHOICES
 from trainable.datasets import (
     DIGITS,
@@ -99,8 +100,28 @@ class SearchSettings:
 
     @property
     def experiment_dir(self) -> Path:
-        """The experiment folder, `storage_path/name`, absolute."""
+        """The experiment folder, `storage_path/name`, absolute; for a URI --storage-path, its
+        local working copy (search.storage)."""
+        if is_uri(self.storage_path):
+            return working_copy(self.storage_path, self.name, self.cache_dir or default_cache_dir())
         return Path(self.storage_path).expanduser().resolve() / self.name
+
+    @property
+    def remote(self) -> RemoteExperiment | None:
+        """The experiment at a URI --storage-path with its working copy; None for a folder."""
+        if not is_uri(self.storage_path):
+            return None
+        return RemoteExperiment(join_uri(self.storage_path, self.name), self.experiment_dir)
+
+    @property
+    def experiment_location(self) -> str:
+        """Where Ray stores the experiment: its URI, or its folder."""
+        return self.remote.uri if self.remote else str(self.experiment_dir)
+
+    @property
+    def storage_location(self) -> str:
+        """Ray's RunConfig storage_path: the URI as given, or the absolute folder."""
+        return self.storage_path if self.remote else str(self.experiment_dir.parent)
 
     @property
     def concurrency(self) -> int:
@@ -347,6 +368,29 @@ def parse_settings(argv: list[str] | None) -> SearchSettings:
     return settings
 
 
+def _existing_experiment(s: SearchSettings) -> list[str]:
+    """A problem when experiment --name exists (at a URI --storage-path: there or in its local
+    working copy); experiments are never overwritten."""
+    remote = s.remote
+    if remote is None:
+        where: list[Any] = [s.experiment_dir] if s.experiment_dir.exists() else []
+    elif uri_problems(s.storage_path):  # reported with the --storage-path problems
+        return []
+    else:
+        try:
+            where = [remote.uri] if remote.exists() else []
+        except OSError as error:  # unreachable, no credentials, no such bucket
+            return [f"--storage-path {s.storage_path!r} cannot be read: {error_line(error)}"]
+        if s.experiment_dir.exists():  # left by an experiment whose stored copy was removed
+            where.append(f"its working copy {s.experiment_dir}")
+    if not where:
+        return []
+    return [
+        f"experiment {' and '.join(map(str, where))} already exists and is never overwritten; "
+        "choose another --name"
+    ]
+
+
 def resolve(s: SearchSettings) -> SearchSettings:
     """Fill in the defaults that depend on other settings, and make paths absolute, so that
     settings.json and each trial's params.json say exactly what ran. An unknown data set is
@@ -528,18 +572,12 @@ def validate_settings(s: SearchSettings) -> list[str]:
         problems.append(
             f"--name must be a folder name of letters, digits, '.', '_' or '-', but got {s.name!r}"
         )
-    elif s.experiment_dir.exists():
-        problems.append(
-            f"experiment {s.experiment_dir} already exists and is never overwritten; "
-            "choose another --name"
-        )
+    else:
+        problems += _existing_experiment(s)
     problems += wandb_mode_problems(s.wandb)
     storage = Path(s.storage_path).expanduser()
-    if "://" in s.storage_path:  # else Path() would make a local folder named "s3:"
-        problems.append(
-            f"--storage-path must be a folder (on a cluster, one every node sees, e.g. NFS); "
-            f"cloud URIs are not supported yet, but got {s.storage_path!r}"
-        )
+    if is_uri(s.storage_path):
+        problems += uri_problems(s.storage_path)
     elif storage.exists() and not storage.is_dir():
         problems.append(f"--storage-path must be a folder, but {storage} is a file")
     return problems

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
@@ -98,8 +99,9 @@ def test_a_truncated_state_file_is_named(tmp_path: Path) -> None:
     ), problems
 
 
-def _saved_experiment(tmp_path: Path, num_samples: int = 3) -> SearchSettings:
-    """An experiment with every state file a restore reads; the searcher's is real."""
+def _saved_experiment(tmp_path: Path, num_samples: int = 3, suggested: int = 0) -> SearchSettings:
+    """An experiment with every state file a restore reads; the searcher's is real, and has
+    suggested `suggested` trials."""
     settings = _experiment(tmp_path, num_samples=num_samples)
     root = settings.experiment_dir
     searcher = BudgetAwareOptunaSearch(
@@ -112,6 +114,8 @@ def _saved_experiment(tmp_path: Path, num_samples: int = 3) -> SearchSettings:
         study_attrs={"space": "resnet_small"},
     )
     searcher.set_search_properties("val_acc", "max", {})
+    for number in range(suggested):
+        searcher.suggest(f"trial{number}")
     searcher.save(str(root / "searcher-state-2026-01-01_00-00-00.pkl"))
     (root / "tuner.pkl").write_bytes(pickle.dumps({}))
     (root / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
@@ -144,6 +148,16 @@ def test_a_moved_experiment_is_refused_and_its_old_place_left_alone(tmp_path: Pa
     with pytest.raises(UsageError, match=r"moved or copied from .*old/exp, and its saved search"):
         _resume(tmp_path / "new", "--name", "exp")
     assert not (tmp_path / "old" / "exp").exists()  # the check opened no study there
+
+
+def test_a_study_older_than_the_search_state_is_named(tmp_path: Path) -> None:
+    empty = _saved_experiment(tmp_path / "a")  # its study holds no trial yet
+    settings = _saved_experiment(tmp_path / "b", suggested=2)
+    shutil.copy(empty.experiment_dir / "optuna.db", settings.experiment_dir / "optuna.db")
+    problems = state_problems(settings)
+    assert any("holds 0 trials, fewer than the 2 the saved search state names" in p
+               for p in problems), problems  # fmt: skip
+    assert state_problems(_saved_experiment(tmp_path / "c", suggested=2)) == []
 
 
 def test_growing_the_search_state_raises_its_budget_once(tmp_path: Path) -> None:

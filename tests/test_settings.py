@@ -126,10 +126,32 @@ def test_help_lists_every_flag_with_its_default() -> None:
     assert "number of trials (default: 16)" in done.stdout
 
 
-def test_a_cloud_storage_uri_is_refused_not_made_a_local_folder(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"cloud URIs are not supported yet, but got 's3://b/r'"):
-        _parse(tmp_path, "--storage-path", "s3://b/r")
-    assert not (tmp_path / "s3:").exists() and not Path("s3:").exists()
+def test_a_storage_uri_keeps_its_working_copy_in_the_cache_not_a_folder_named_s3(
+    tmp_path: Path,
+) -> None:
+    uri = "s3://b/r?region=us-east-1"
+    settings = SearchSettings(storage_path=uri, cache_dir=str(tmp_path), name="exp")
+    assert settings.remote and settings.remote.uri == "s3://b/r/exp?region=us-east-1"
+    assert settings.experiment_dir == tmp_path / "storage" / "s3" / "b" / "r" / "exp"
+    assert settings.remote.local == settings.experiment_dir
+    assert settings.storage_location == uri and settings.experiment_location == settings.remote.uri
+    local = SearchSettings(storage_path=str(tmp_path), name="exp")
+    assert local.remote is None and local.storage_location == str(tmp_path.resolve())
+
+
+def test_an_experiment_stored_at_a_uri_is_never_overwritten(tmp_path: Path) -> None:
+    uri = f"file://{tmp_path}/bucket"
+    (tmp_path / "bucket" / "exp").mkdir(parents=True)
+    with pytest.raises(UsageError, match=rf"experiment {uri}/exp already exists"):
+        parse_settings(["--storage-path", uri, "--name", "exp", "--cache-dir", str(tmp_path)])
+    (tmp_path / "storage" / "file" / str(tmp_path)[1:] / "bucket" / "new").mkdir(parents=True)
+    with pytest.raises(UsageError, match=r"experiment its working copy .*/new already exists"):
+        parse_settings(["--storage-path", uri, "--name", "new", "--cache-dir", str(tmp_path)])
+
+
+def test_a_storage_uri_of_an_unknown_scheme_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"a URI Ray supports .* but 'nosuch://b/r' is neither"):
+        _parse(tmp_path, "--storage-path", "nosuch://b/r")
 
 
 def test_the_cluster_address_comes_from_the_flag_or_ray_address(

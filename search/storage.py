@@ -1,0 +1,240 @@
+"""Where an experiment is stored: a local folder, or a cloud URI that Ray supports (`s3://`,
+`gs://`, ... anything `pyarrow.fs.FileSystem.from_uri` opens).
+
+With a URI, Ray Tune writes the trials, their checkpoints and its own state straight there.
+The files the driver writes itself (settings.json, optuna.db, summary.json, report.html, the
+experiment's TensorBoard events, offline W&B runs, the marks of interrupted trials) go to a
+local working copy of the experiment under the cache folder, and are uploaded: at the start,
+the study after every finished trial, and everything at the end. At the end the experiment is
+downloaded into the working copy too, so the summary, the report, TensorBoard and export read
+local files. Each file has one writer (Ray or the driver), so a sync never overwrites newer
+work with older.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import sys
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pyarrow.fs
+from ray import tune
+
+from search.optuna_bridge import STUDY_FILE
+from trainable.config import error_line
+
+COPIES_FOLDER = "storage"  # the working copies: <cache_dir>/storage/<scheme>/<bucket>/<path>/<name>
+# Files at the experiment's root that the driver writes (everything else there is Ray's).
+DRIVER_FILES = ("settings.json", STUDY_FILE, "summary.json", "report.html")
+INTERRUPTED_SUFFIX = ".interrupted"  # search.tensorboard.mark_interrupted's events files
+UPLOAD_SUFFIX = ".upload"  # a consistent snapshot of optuna.db, taken while the study is open
+MANIFEST = ".synced.json"  # in the working copy: what was downloaded and uploaded, when
+Stat = list  # [size, mtime_ns] of a file, as JSON keeps it
+
+
+def _stat(path: Path) -> Stat:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def is_uri(storage_path: str) -> bool:
+    """Whether --storage-path names a URI (`s3://bucket/runs`) rather than a local folder."""
+    return "://" in storage_path
+
+
+def join_uri(uri: str, name: str) -> str:
+    """`uri` with `name` appended to its path; its query (`?endpoint_override=...`) kept."""
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{name}"))
+
+
+def working_copy(storage_uri: str, name: str, cache_dir: str) -> Path:
+    """The local folder of experiment `name` stored at `storage_uri`: one per URI and name, so
+    a resume on the same machine (or one with the same cache folder) finds it again."""
+    parts = urlsplit(storage_uri)
+    host = parts.netloc.rpartition("@")[2]  # never credentials in a folder name
+    words = [parts.scheme, host, *PurePosixPath(parts.path).parts[1:]]
+    safe = [re.sub(r"[^A-Za-z0-9._-]", "_", word) for word in words if word]
+    return Path(cache_dir, COPIES_FOLDER, *safe, name)
+
+
+def storage_filesystem(folder: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    """The filesystem and path of a local folder or a URI."""
+    if is_uri(folder):
+        fs, path = pyarrow.fs.FileSystem.from_uri(folder)
+        return fs, path.rstrip("/")
+    return pyarrow.fs.LocalFileSystem(), folder
+
+
+def uri_problems(storage_path: str) -> list[str]:
+    """Why Ray could not store experiments at the URI `storage_path` (empty when it can)."""
+    try:
+        pyarrow.fs.FileSystem.from_uri(storage_path)  # an s3:// URI without ?region= asks AWS
+    except ValueError as error:  # pyarrow's ArrowInvalid: an unknown scheme, a malformed URI
+        return [
+            f"--storage-path must be a local folder or a URI Ray supports (s3://, gs://, ...), "
+            f"but {storage_path!r} is neither ({error_line(error)})"
+        ]
+    except OSError as error:  # no network, no such bucket, a filesystem library missing
+        return [f"--storage-path {storage_path!r} cannot be reached: {error_line(error)}"]
+    return []
+
+
+def driver_owned(relative: str) -> bool:
+    """Whether the driver, not Ray, writes this file of the experiment folder."""
+    parts = PurePosixPath(relative).parts
+    at_root = len(parts) == 1 and (
+        parts[0] in DRIVER_FILES or parts[0].startswith("events.out.tfevents")
+    )
+    return at_root or parts[0] == "wandb" or relative.endswith(INTERRUPTED_SUFFIX)
+
+
+@dataclass(frozen=True)
+class RemoteExperiment:
+    """An experiment stored at `uri` and its local working copy `local`."""
+
+    uri: str
+    local: Path
+
+    def _filesystem(self) -> tuple[pyarrow.fs.FileSystem, str]:
+        return storage_filesystem(self.uri)
+
+    def exists(self) -> bool:
+        """Whether anything is stored at the experiment's URI (OSError if it can't be read)."""
+        fs, path = self._filesystem()
+        return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+    def _remote_files(self) -> dict[str, Stat]:
+        """Each stored file's path relative to the experiment, with its size and mtime."""
+        fs, path = self._filesystem()
+        selector = pyarrow.fs.FileSelector(path, recursive=True, allow_not_found=True)
+        return {
+            PurePosixPath(info.path).relative_to(path).as_posix(): [info.size, info.mtime_ns]
+            for info in fs.get_file_info(selector)
+            if info.type == pyarrow.fs.FileType.File
+        }
+
+    def _local_files(self) -> dict[str, Stat]:
+        """Each file of the working copy (but the sync's own) with its size and mtime."""
+        return {
+            path.relative_to(self.local).as_posix(): _stat(path)
+            for path in self.local.rglob("*")
+            if path.is_file() and path.name != MANIFEST and not path.name.endswith(UPLOAD_SUFFIX)
+        }
+
+    def _manifest(self) -> dict[str, dict[str, Stat]]:
+        """What was synced: `downloaded` (the stored file's stat then), `uploaded` (the local
+        file's stat then). A file is copied again only when its side changed since."""
+        try:
+            saved = json.loads((self.local / MANIFEST).read_text())
+        except (OSError, ValueError):  # none yet (or damaged): everything counts as new
+            saved = {}
+        return {"downloaded": saved.get("downloaded", {}), "uploaded": saved.get("uploaded", {})}
+
+    def _save(self, manifest: dict[str, dict[str, Stat]]) -> None:
+        self.local.mkdir(parents=True, exist_ok=True)
+        (self.local / MANIFEST).write_text(json.dumps(manifest))
+
+    def download(self) -> int:
+        """Copy what Ray stored that changed since the last download (and the driver's files
+        missing here) into the working copy; return the files copied."""
+        fs, path = self._filesystem()
+        here, manifest = self._local_files(), self._manifest()
+        copied = 0
+        for relative, stat in self._remote_files().items():
+            if driver_owned(relative):  # the working copy's is newer, unless there is none
+                wanted = relative not in here
+            else:
+                wanted = relative not in here or manifest["downloaded"].get(relative) != stat
+            if wanted:
+                target = self.local / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                pyarrow.fs.copy_files(
+                    f"{path}/{relative}", str(target), source_filesystem=fs,
+                    destination_filesystem=pyarrow.fs.LocalFileSystem(),
+                )  # fmt: skip
+                manifest["downloaded"][relative] = stat
+                if driver_owned(relative):  # the same on both sides: nothing to upload
+                    manifest["uploaded"][relative] = _stat(target)
+                copied += 1
+        self._save(manifest)
+        return copied
+
+    def upload(self, files: list[str] | None = None) -> int:
+        """Copy the driver's files that changed since their last upload from the working copy
+        to the URI (or `files`, relative paths, whatever changed); return the files copied."""
+        fs, path = self._filesystem()
+        here, manifest = self._local_files(), self._manifest()
+        if files is None:
+            # The study always: small, and the one file a resume cannot do without
+            chosen = [f for f, stat in here.items() if driver_owned(f) and (
+                f == STUDY_FILE or manifest["uploaded"].get(f) != stat)]  # fmt: skip
+        else:
+            chosen = [f for f in files if f in here]
+        for relative in chosen:
+            if relative == STUDY_FILE:
+                self.upload_study()
+            else:
+                self._put(self.local / relative, f"{path}/{relative}", fs)
+            manifest["uploaded"][relative] = here[relative]
+        self._save(manifest)
+        return len(chosen)
+
+    def upload_study(self) -> None:
+        """Upload a consistent snapshot of optuna.db, which the searcher may be writing."""
+        fs, path = self._filesystem()
+        study = self.local / STUDY_FILE
+        before = _stat(study)  # a write during the copy leaves it newer: uploaded again later
+        snapshot = study.with_name(STUDY_FILE + UPLOAD_SUFFIX)
+        source, copy = sqlite3.connect(study), sqlite3.connect(snapshot)
+        try:
+            source.backup(copy)
+        finally:
+            source.close()
+            copy.close()
+        try:
+            self._put(snapshot, f"{path}/{STUDY_FILE}", fs)
+        finally:
+            snapshot.unlink()
+        manifest = self._manifest()
+        manifest["uploaded"][STUDY_FILE] = before
+        self._save(manifest)
+
+    @staticmethod
+    def _put(source: Path, target: str, fs: pyarrow.fs.FileSystem) -> None:
+        fs.create_dir(str(PurePosixPath(target).parent), recursive=True)
+        pyarrow.fs.copy_files(
+            str(source), target, source_filesystem=pyarrow.fs.LocalFileSystem(),
+            destination_filesystem=fs,
+        )  # fmt: skip
+
+
+class StudyUpload(tune.Callback):
+    """Uploads the study when a trial starts and ends: a driver lost mid-search leaves the URI
+    with a study that holds every trial Ray's saved state names, so it can be resumed."""
+
+    def __init__(self, experiment: RemoteExperiment) -> None:
+        self.experiment = experiment
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """The study holds the new trial before Ray's state can name it."""
+        self._upload()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Upload optuna.db; a failure costs a warning (the end of the search uploads again)."""
+        self._upload()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """An errored trial is told to the study too."""
+        self._upload()
+
+    def _upload(self) -> None:
+        try:
+            self.experiment.upload_study()
+        except Exception as error:  # pyarrow's and sqlite's errors vary; the search goes on
+            print(f"Warning: optuna.db was not uploaded: {error_line(error)}", file=sys.stderr)

@@ -1,0 +1,149 @@
+"""An experiment at a URI and its local working copy (search.storage), through pyarrow's real
+filesystems: `file://` URIs stand in for a bucket."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from search.storage import (
+    RemoteExperiment,
+    driver_owned,
+    join_uri,
+    uri_problems,
+    working_copy,
+)
+
+
+def test_a_name_joins_the_path_of_a_uri_and_keeps_its_query() -> None:
+    uri = "s3://bucket/runs/?endpoint_override=localhost%3A9000&scheme=http"
+    assert join_uri(uri, "exp") == (
+        "s3://bucket/runs/exp?endpoint_override=localhost%3A9000&scheme=http"
+    )
+
+
+def test_the_working_copy_is_one_folder_per_uri_and_name_without_credentials() -> None:
+    copy = working_copy("s3://key:secret@bucket/a b/runs?region=x", "exp", "/cache")
+    assert copy == Path("/cache/storage/s3/bucket/a_b/runs/exp")
+    assert copy != working_copy("gs://bucket/a b/runs", "exp", "/cache")
+
+
+def test_an_unknown_scheme_is_a_problem_naming_the_value() -> None:
+    (problem,) = uri_problems("nosuch://bucket/runs")
+    assert "a URI Ray supports" in problem and "'nosuch://bucket/runs'" in problem
+    assert uri_problems("s3://bucket/runs?region=us-east-1") == []  # opened, not yet read
+
+
+def test_a_uri_that_cannot_be_reached_is_a_problem_saying_so() -> None:
+    # Without ?region=, pyarrow asks AWS for the bucket's region: no network here or in CI.
+    (problem,) = uri_problems("s3://transfer-tune-no-such-bucket/runs")
+    assert problem.startswith("--storage-path 's3://transfer-tune-no-such-bucket/runs' cannot ")
+
+
+@pytest.mark.parametrize(
+    ("path", "owned"),
+    [
+        ("settings.json", True),
+        ("optuna.db", True),
+        ("events.out.tfevents.1.host.experiment", True),
+        ("wandb/offline-run-1/run.wandb", True),
+        ("train_transfer_1/events.out.tfevents.2.host.interrupted", True),
+        ("experiment_state-2026.json", False),
+        ("train_transfer_1/result.json", False),
+        ("train_transfer_1/events.out.tfevents.2.host.search", False),
+        ("train_transfer_1/checkpoint_000001/checkpoint.pt", False),
+    ],
+)
+def test_each_file_has_one_writer(path: str, owned: bool) -> None:
+    assert driver_owned(path) is owned
+
+
+def _experiment(tmp_path: Path) -> tuple[RemoteExperiment, Path]:
+    stored = tmp_path / "bucket" / "runs" / "exp"
+    return RemoteExperiment(f"file://{stored}", tmp_path / "copy"), stored
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_download_takes_rays_files_and_keeps_the_drivers_newer_ones(tmp_path: Path) -> None:
+    experiment, stored = _experiment(tmp_path)
+    _write(stored / "train_transfer_1" / "result.json", '{"epoch": 1}\n{"epoch": 2}\n')
+    _write(stored / "settings.json", "stored")
+    _write(stored / "summary.json", "stored")
+    _write(experiment.local / "settings.json", "the driver's, newer")
+    _write(experiment.local / "train_transfer_1" / "result.json", '{"epoch": 1}\n')
+
+    assert experiment.download() == 2  # result.json grew; summary.json is missing here
+    assert (experiment.local / "train_transfer_1" / "result.json").read_text().count("epoch") == 2
+    assert (experiment.local / "settings.json").read_text() == "the driver's, newer"
+    assert (experiment.local / "summary.json").read_text() == "stored"
+    assert experiment.download() == 0  # nothing changed
+
+    # Ray rewrites a state file in place: same size, new content
+    _write(stored / "train_transfer_1" / "result.json", '{"epoch": 3}\n{"epoch": 4}\n')
+    os.utime(stored / "train_transfer_1" / "result.json", ns=(1, 10**18))
+    assert experiment.download() == 1
+    assert "4" in (experiment.local / "train_transfer_1" / "result.json").read_text()
+
+
+def test_upload_sends_only_the_drivers_files_that_changed(tmp_path: Path) -> None:
+    experiment, stored = _experiment(tmp_path)
+    _write(experiment.local / "summary.json", "{}")
+    _write(experiment.local / "wandb" / "offline-run-1" / "run.wandb", "w")
+    _write(experiment.local / "train_transfer_1" / "result.json", "Ray's, not ours to send")
+
+    assert experiment.upload() == 2
+    assert (stored / "summary.json").read_text() == "{}"
+    assert (stored / "wandb" / "offline-run-1" / "run.wandb").exists()
+    assert not (stored / "train_transfer_1").exists()
+    assert experiment.upload() == 0
+    assert experiment.upload(["train_transfer_1/result.json"]) == 1  # named: sent
+    _write(experiment.local / "summary.json", "[]")  # rewritten at the same size
+    assert experiment.upload() == 1
+    assert (stored / "summary.json").read_text() == "[]"
+
+
+def test_the_study_is_uploaded_as_a_consistent_copy_while_it_is_open(tmp_path: Path) -> None:
+    experiment, stored = _experiment(tmp_path)
+    experiment.local.mkdir(parents=True)
+    study = sqlite3.connect(experiment.local / "optuna.db")
+    try:
+        study.execute("create table trials (number integer)")
+        study.executemany("insert into trials values (?)", [(0,), (1,)])
+        study.commit()
+        experiment.upload_study()
+    finally:
+        study.close()
+    copy = sqlite3.connect(stored / "optuna.db")
+    try:
+        assert copy.execute("select count(*) from trials").fetchone() == (2,)
+    finally:
+        copy.close()
+    assert not list(experiment.local.glob("*.upload"))  # the snapshot is removed
+
+    # A told trial rarely grows the file: comparing sizes would keep the stale study.
+    study = sqlite3.connect(experiment.local / "optuna.db")
+    try:
+        study.execute("insert into trials values (2)")
+        study.commit()
+    finally:
+        study.close()
+    assert experiment.upload() == 1  # the study is always sent
+    copy = sqlite3.connect(stored / "optuna.db")
+    try:
+        assert copy.execute("select count(*) from trials").fetchone() == (3,)
+    finally:
+        copy.close()
+
+
+def test_a_missing_experiment_does_not_exist(tmp_path: Path) -> None:
+    experiment, stored = _experiment(tmp_path)
+    assert not experiment.exists()
+    stored.mkdir(parents=True)
+    assert experiment.exists()
