@@ -13,15 +13,19 @@ import dataclasses
 import logging
 import math
 import socket
+import uuid
 from types import ModuleType
 from typing import Any
 
+import pyarrow.fs
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import search
 import spaces
 import trainable
 from search.settings import SearchSettings
+from search.storage import storage_filesystem
 from search.usage import UsageError
 from trainable.config import error_line
 
@@ -74,19 +78,21 @@ def connect(address: str) -> None:
         raise UsageError(message) from None
 
 
-def node_resources() -> list[dict[str, float]]:
-    """CPU and GPU of each live node of the connected cluster."""
+def node_resources() -> list[dict[str, Any]]:
+    """CPU, GPU, id and IP address of each live node of the connected cluster."""
     return [
         {
             "CPU": float(node["Resources"].get("CPU", 0)),
             "GPU": float(node["Resources"].get("GPU", 0)),
+            "id": node["NodeID"],
+            "ip": node["NodeManagerAddress"],
         }
         for node in ray.nodes()
         if node.get("Alive")
     ]
 
 
-def trials_per_node(node: dict[str, float], cpus: float, gpus: float) -> int:
+def trials_per_node(node: dict[str, Any], cpus: float, gpus: float) -> int:
     """How many trials of `cpus` CPUs and `gpus` GPUs one node holds at once."""
     fits = math.floor(node["CPU"] / cpus + 1e-9)
     if gpus > 0:
@@ -94,7 +100,7 @@ def trials_per_node(node: dict[str, float], cpus: float, gpus: float) -> int:
     return max(0, fits)
 
 
-def cluster_problems(settings: SearchSettings, nodes: list[dict[str, float]]) -> list[str]:
+def cluster_problems(settings: SearchSettings, nodes: list[dict[str, Any]]) -> list[str]:
     """Why no trial could ever start on these nodes (empty when one can)."""
     cpus, gpus = settings.cpus_per_trial, settings.gpus_per_trial
     if any(trials_per_node(node, cpus, gpus) for node in nodes):
@@ -106,19 +112,70 @@ def cluster_problems(settings: SearchSettings, nodes: list[dict[str, float]]) ->
     ]
 
 
-def describe_nodes(nodes: list[dict[str, float]]) -> str:
+STORAGE_CHECK_SECONDS = 120  # a node's first task sets up the runtime environment
+
+
+@ray.remote(num_cpus=0)
+def _sees(folder: str, marker: str) -> bool:
+    """On one node: whether `marker` is in `folder` (a local folder or a URI)."""
+    fs, path = storage_filesystem(folder)
+    return fs.get_file_info(f"{path}/{marker}").type == pyarrow.fs.FileType.File
+
+
+def _answer(ref: ray.ObjectRef, ready: list[ray.ObjectRef]) -> bool:
+    """A node's answer to _sees; False when it failed or did not come in time."""
+    try:
+        return ref in ready and bool(ray.get(ref))
+    except ray.exceptions.RayError:  # e.g. no credentials for the URI on that node
+        return False
+
+
+def storage_problems(storage: str, nodes: list[dict[str, Any]]) -> list[str]:
+    """Nodes that do not see the folder or URI `storage` (empty when all do).
+
+    Ray would fail every trial on such a node at its first checkpoint. A marker file written
+    here is looked for by a task on each node, then removed.
+    """
+    fs, path = storage_filesystem(storage)
+    marker = f".transfer-tune-{uuid.uuid4().hex}"
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(f"{path}/{marker}"):
+        pass
+    try:
+        answers = {
+            node["ip"]: _sees.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["id"], soft=False)
+            ).remote(storage, marker)
+            for node in nodes
+        }
+        ready, _ = ray.wait(list(answers.values()), num_returns=len(answers),
+                            timeout=STORAGE_CHECK_SECONDS)  # fmt: skip
+        blind = [ip for ip, ref in answers.items() if not _answer(ref, ready)]
+    finally:
+        fs.delete_file(f"{path}/{marker}")
+    if not blind:
+        return []
+    return [
+        f"--storage-path {storage} must be shared by every node (NFS, or a cloud URI), but "
+        f"the nodes at {', '.join(blind)} do not see it"
+    ]
+
+
+def describe_nodes(nodes: list[dict[str, Any]]) -> str:
     """'3 nodes, 2 CPUs, 0 GPUs' for the console."""
     cpus, gpus = sum(n["CPU"] for n in nodes), sum(n["GPU"] for n in nodes)
     return f"{len(nodes)} nodes, {cpus:g} CPUs, {gpus:g} GPUs"
 
 
-def use_cluster(settings: SearchSettings) -> tuple[SearchSettings, list[dict[str, float]]]:
+def use_cluster(settings: SearchSettings) -> tuple[SearchSettings, list[dict[str, Any]]]:
     """Connect to the cluster and check it can run the trials; return the settings with
     --max-concurrent (when 0) set to the trials its nodes hold at once, and the nodes. On a
     problem, the connection is closed and UsageError says why; nothing was written."""
     connect(settings.address)
     nodes = node_resources()
-    problems = cluster_problems(settings, nodes)
+    problems = cluster_problems(settings, nodes) or storage_problems(
+        settings.storage_location, nodes
+    )
     if problems:
         ray.shutdown()
         raise UsageError("; ".join(problems))

@@ -2,23 +2,30 @@
 
 A head without CPUs and two worker nodes of one CPU each (`ray.cluster_utils.Cluster`), so that
 every trial must run on a worker. Once the first checkpoint is written, one worker node is
-removed: the trial it ran resumes from its checkpoint on the other. Every process the tests
-start is stopped by its handle, even when a test fails.
+removed: the trial it ran resumes from its checkpoint on the other. The experiment is stored at
+a `file://` URI, which takes the path of a cloud bucket's (search.storage), and is then extended
+by one trial on this machine from the stored copy alone. Every process the tests start is
+stopped by its handle, even when a test fails.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 from helpers import popen_cli, run_cli
+from optuna.trial import TrialState
 from ray.cluster_utils import Cluster
+
+from search.storage import working_copy
 
 pytestmark = pytest.mark.sweep
 NUM_SAMPLES, MAX_EPOCHS = 4, 4
@@ -34,6 +41,7 @@ class ClusterSweep:
     removed: str
     address: str
     work: Path
+    storage: str  # the file:// URI the experiment is stored at
 
 
 def _node_of_first_report(root: Path, workers: list, process: subprocess.Popen) -> Any:
@@ -56,7 +64,8 @@ def _node_of_first_report(root: Path, workers: list, process: subprocess.Popen) 
 @pytest.fixture(scope="session")
 def cluster_sweep(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> ClusterSweep:
     work = tmp_path_factory.mktemp("cluster")
-    root = work / "runs" / "c"
+    storage = f"file://{work}/bucket/runs"  # not a folder path: the harness treats it as a bucket
+    root = work / "bucket" / "runs" / "c"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     process = None
     try:
@@ -66,7 +75,7 @@ def cluster_sweep(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> 
             "--address", cluster.address,
             "--num-samples", str(NUM_SAMPLES), "--max-epochs", str(MAX_EPOCHS),
             "--grace-period", str(MAX_EPOCHS),  # no ASHA stop: every trial runs all epochs
-            "--name", "c", "--storage-path", "runs", "--cache-dir", str(cache_dir),
+            "--name", "c", "--storage-path", storage, "--cache-dir", str(cache_dir),
             "--wandb", "offline",
             "--no-feature-cache",  # epochs of ~0.5 s: the cut-off trial has 2 or 3 left
             cwd=work,
@@ -79,7 +88,7 @@ def cluster_sweep(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> 
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
         return ClusterSweep(
             done, root, summary, cluster.head_node.node_id,
-            [w.node_id for w in workers], removed.node_id, cluster.address, work,
+            [w.node_id for w in workers], removed.node_id, cluster.address, work, storage,
         )  # fmt: skip
     finally:  # the cluster and the CLI, by their handles, whatever happened
         if process is not None and process.poll() is None:
@@ -94,6 +103,9 @@ def test_the_sweep_finishes_on_the_cluster_with_every_trial_accounted_for(
     done = cluster_sweep.done
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"Ray cluster at {cluster_sweep.address}: 3 nodes, 2 CPUs, 0 GPUs" in done.stdout
+    assert f"Stored at: {cluster_sweep.storage}/c" in done.stdout
+    settings = json.loads((cluster_sweep.root / "settings.json").read_text())
+    assert settings["max_concurrent"] == 2  # one trial per worker node, saved for a resume
     trials = cluster_sweep.summary["trials"]
     assert len(trials) == NUM_SAMPLES
     assert all(t["stop_reason"] == "completed" and t["epochs"] == MAX_EPOCHS for t in trials)
@@ -125,20 +137,97 @@ def test_every_trial_ran_on_a_worker_with_the_code_the_driver_shipped(
             assert "_ray_pkg_" in shipped  # py_modules uploaded by Ray
 
 
-def test_a_trial_no_node_can_hold_is_refused_before_anything_is_written(
-    cluster_sweep: ClusterSweep,
-) -> None:
-    # The fixture's cluster is gone; a new one-node cluster answers for the check.
+@dataclass(frozen=True)
+class Refusals:
+    no_gpu: subprocess.CompletedProcess  # --gpus-per-trial 1 on a cluster without GPUs
+    unshared: subprocess.CompletedProcess  # storage the node does not see
+    work: Path
+
+
+@pytest.fixture(scope="session")
+def refusals(cluster_sweep: ClusterSweep) -> Refusals:
+    """Two searches a new one-node cluster refuses (the fixture's cluster is gone)."""
+    work = cluster_sweep.work
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
-        done = run_cli(
+        no_gpu = run_cli(
             "--address", cluster.address, "--gpus-per-trial", "1", "--name", "nogpu",
-            "--storage-path", "runs", "--wandb", "disabled", cwd=cluster_sweep.work,
+            "--storage-path", "runs", "--wandb", "disabled", cwd=work,
+        )  # fmt: skip
+        # Arrow's mock:// filesystem lives in the memory of each process that opens it: the
+        # marker the driver writes there is invisible to the node, as a node-local disk would be.
+        unshared = run_cli(
+            "--address", cluster.address, "--name", "unshared",
+            "--storage-path", "mock://bucket/runs", "--wandb", "disabled", cwd=work,
         )  # fmt: skip
     finally:
         cluster.shutdown()
+    return Refusals(no_gpu, unshared, work)
+
+
+def _one_line_error(done: subprocess.CompletedProcess) -> str:
     assert done.returncode == 2, done.stderr[-2000:]
     error = done.stderr.strip().splitlines()
-    assert len(error) == 1 and "no node of the cluster" in error[0]
-    assert "1 CPU / 0 GPU" in error[0] and "Traceback" not in done.stderr
-    assert not (cluster_sweep.work / "runs" / "nogpu").exists()
+    assert len(error) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    return error[0]
+
+
+def test_a_trial_no_node_can_hold_is_refused_before_anything_is_written(
+    refusals: Refusals,
+) -> None:
+    error = _one_line_error(refusals.no_gpu)
+    assert "no node of the cluster" in error and "1 CPU / 0 GPU" in error
+    assert not (refusals.work / "runs" / "nogpu").exists()
+
+
+def test_storage_a_node_does_not_see_is_refused_before_a_trial_starts(refusals: Refusals) -> None:
+    error = _one_line_error(refusals.unshared)
+    assert error.startswith(
+        "search.py: error: --storage-path mock://bucket/runs must be shared by every node"
+    )
+    assert error.endswith("do not see it")
+    assert not (refusals.work / "runs" / "unshared").exists()
+
+
+@dataclass(frozen=True)
+class Extension:
+    done: subprocess.CompletedProcess
+    summary: dict  # the stored summary.json
+    study: list[optuna.trial.FrozenTrial]  # the stored optuna.db
+    copy: Path  # the driver's working copy
+
+
+@pytest.fixture(scope="session")
+def extension(cluster_sweep: ClusterSweep, cache_dir: Path) -> Extension:
+    """`--extend 1` of the stored experiment on this machine's own Ray, its working copy
+    deleted first: all it has is what is stored, as on another machine."""
+    copy = working_copy(cluster_sweep.storage, "c", str(cache_dir))
+    assert (copy / "summary.json").exists()  # the search wrote its files here, then uploaded
+    shutil.rmtree(copy)
+    done = run_cli(
+        "--extend", "1", "--name", "c", "--storage-path", cluster_sweep.storage,
+        "--cache-dir", str(cache_dir), cwd=cluster_sweep.work,
+    )  # fmt: skip
+    stored = cluster_sweep.root
+    summary = json.loads((stored / "summary.json").read_text())
+    study = optuna.load_study(study_name="c", storage=f"sqlite:///{stored / 'optuna.db'}")
+    return Extension(done, summary, study.get_trials(), copy)
+
+
+def test_the_stored_experiment_is_extended_from_the_stored_copy_alone(
+    extension: Extension, cluster_sweep: ClusterSweep
+) -> None:
+    done = extension.done
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"of {cluster_sweep.storage}/c to its working copy" in done.stdout
+    assert f"Stored at: {cluster_sweep.storage}/c" in done.stdout
+    trials = extension.summary["trials"]
+    assert len(trials) == NUM_SAMPLES + 1
+    assert all(t["stop_reason"] == "completed" for t in trials)
+    assert (extension.copy / "summary.json").exists()
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_the_stored_study_holds_every_trial_told(extension: Extension) -> None:
+    assert len(extension.study) == NUM_SAMPLES + 1
+    assert all(t.state == TrialState.COMPLETE for t in extension.study)
