@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from search.settings import OneLineErrorParser, UsageError
+from search.storage import EXPERIMENT_HELP, local_experiment
 
 LOCAL_HOST = "127.0.0.1"
 
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineErrorParser(
         prog="board.py", description="Browse an experiment's trials in TensorBoard."
     )
-    p.add_argument("experiment", help="the experiment folder, e.g. runs/NAME")
+    p.add_argument("experiment", help=EXPERIMENT_HELP)
     p.add_argument(
         "--port",
         type=int,
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def experiment_logdir(path: str) -> Path:
     """The experiment folder `path`, checked to hold TensorBoard event files."""
-    root = Path(path).expanduser().resolve()
+    root = local_experiment(path)
     if not root.is_dir():
         raise UsageError(f"no experiment folder at {root}")
     if next(root.glob("*/events.out.tfevents.*"), None) is None:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from search.storage import EXPERIMENT_HELP, local_experiment
 from search.summary import SUMMARY_FILE, fmt, read_summary
 from search.usage import OneLineErrorParser, UsageError
 from trainable.checkpoint import CHECKPOINT_FILE, load_checkpoint
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="export.py",
         description="Export the best model of an experiment, evaluated on its test split.",
     )
-    p.add_argument("experiment", help="the experiment folder, e.g. runs/NAME")
+    p.add_argument("experiment", help=EXPERIMENT_HELP)
     p.add_argument("--out", required=True, help="the model file to write (must not exist)")
     p.add_argument(
         "--retrain",
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     """Export the best model; exit 2 on bad input (one line)."""
     try:
         args = build_parser().parse_args(argv)
-        root = Path(args.experiment).expanduser().resolve()
+        root = local_experiment(args.experiment)
         test_images = Path(args.test_images) if args.test_images else None
         export_best(root, Path(args.out), args.retrain, test_images)
     except UsageError as error:

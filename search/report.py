@@ -26,6 +26,7 @@ from search.plots import (
     versus_parameters,
 )
 from search.settings import METRIC, SETTINGS_FILE, OneLineErrorParser, UsageError
+from search.storage import EXPERIMENT_HELP, local_experiment
 from search.summary import (
     STOP_REASONS,
     SUMMARY_FILE,
@@ -375,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"Write an experiment's {REPORT_FILE}: ranked trials, learning curves, "
         f"{METRIC} against each hyperparameter, their importance, budget and transfer gain.",
     )
-    p.add_argument("experiment", help="the experiment folder, e.g. runs/NAME")
+    p.add_argument("experiment", help=EXPERIMENT_HELP)
     p.add_argument(
         "--reference",
         metavar="EXPERIMENT_DIR",
@@ -389,10 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     """Write the report; exit 2 on bad input (one line)."""
     try:
         args = build_parser().parse_args(argv)
-        root = Path(args.experiment).expanduser().resolve()
+        root = local_experiment(args.experiment)
         if not root.is_dir():
             raise UsageError(f"no experiment folder at {root}")
-        reference = Path(args.reference).expanduser().resolve() if args.reference else None
+        reference = local_experiment(args.reference) if args.reference else None
         try:
             path = write_report(root, reference)
         except UsageError:

@@ -26,7 +26,8 @@ import pyarrow.fs
 from ray import tune
 
 from search.optuna_bridge import STUDY_FILE
-from trainable.config import error_line
+from search.usage import UsageError
+from trainable.config import default_cache_dir, error_line
 
 COPIES_FOLDER = "storage"  # the working copies: <cache_dir>/storage/<scheme>/<bucket>/<path>/<name>
 # Files at the experiment's root that the driver writes (everything else there is Ray's).
@@ -51,6 +52,40 @@ def join_uri(uri: str, name: str) -> str:
     """`uri` with `name` appended to its path; its query (`?endpoint_override=...`) kept."""
     parts = urlsplit(uri)
     return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{name}"))
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/runs/NAME?q` as its storage URI `s3://bucket/runs?q` and NAME."""
+    parts = urlsplit(uri)
+    parent, _, name = parts.path.rstrip("/").rpartition("/")
+    return urlunsplit(parts._replace(path=parent)), name
+
+
+# The positional argument of scripts/board.py, export.py and report.py
+EXPERIMENT_HELP = (
+    "the experiment folder, e.g. runs/NAME, or its URI (s3://bucket/runs/NAME), downloaded "
+    "first into its working copy under the cache folder"
+)
+
+
+def local_experiment(path: str) -> Path:
+    """The experiment folder a script was given: a local folder, or for a URI its working
+    copy (under the default cache folder), brought up to date with what is stored there."""
+    if not is_uri(path):
+        return Path(path).expanduser().resolve()
+    problems = uri_problems(path)
+    if problems:
+        raise UsageError(problems[0])
+    storage, name = split_uri(path)
+    experiment = RemoteExperiment(path, working_copy(storage, name, default_cache_dir()))
+    try:
+        if not experiment.exists():
+            raise UsageError(f"no experiment at {path}")
+        copied = experiment.download()
+    except OSError as error:
+        raise UsageError(f"{path} cannot be read: {error_line(error)}") from None
+    print(f"Downloaded {copied} files of {path} to its working copy {experiment.local}")
+    return experiment.local
 
 
 def working_copy(storage_uri: str, name: str, cache_dir: str) -> Path:

@@ -13,9 +13,12 @@ from search.storage import (
     RemoteExperiment,
     driver_owned,
     join_uri,
+    local_experiment,
+    split_uri,
     uri_problems,
     working_copy,
 )
+from search.usage import UsageError
 
 
 def test_a_name_joins_the_path_of_a_uri_and_keeps_its_query() -> None:
@@ -147,3 +150,21 @@ def test_a_missing_experiment_does_not_exist(tmp_path: Path) -> None:
     assert not experiment.exists()
     stored.mkdir(parents=True)
     assert experiment.exists()
+
+
+def test_a_uri_splits_into_its_storage_and_the_experiment_name() -> None:
+    assert split_uri("s3://bucket/runs/exp?region=x") == ("s3://bucket/runs?region=x", "exp")
+
+
+def test_a_script_given_a_uri_reads_the_downloaded_working_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRANSFER_TUNE_CACHE", str(tmp_path / "cache"))
+    experiment, stored = _experiment(tmp_path)
+    _write(stored / "summary.json", "{}")
+    local = local_experiment(experiment.uri)
+    assert local == working_copy(f"file://{tmp_path}/bucket/runs", "exp", str(tmp_path / "cache"))
+    assert (local / "summary.json").read_text() == "{}"
+    assert local_experiment("runs/exp") == Path("runs/exp").resolve()
+    with pytest.raises(UsageError, match=r"^no experiment at file://.*/bucket/runs/other$"):
+        local_experiment(f"file://{tmp_path}/bucket/runs/other")
