@@ -3,8 +3,9 @@
 The driver (this process) connects to the cluster and ships the harness's own code to it as a
 runtime environment (`py_modules`): its nodes need the Python packages of pyproject.toml
 (torch, torchvision, ray, ...), not this repository. Before anything is written, the cluster's
-nodes are checked to hold one trial's `--cpus-per-trial` and `--gpus-per-trial`: otherwise
-Tune would wait forever for a node that never comes.
+nodes are checked to hold one trial's `--cpus-per-trial` and `--gpus-per-trial` (otherwise
+Tune would wait forever for a node that never comes), and the nodes that can run trials to see
+`--storage-path` (otherwise each trial would fail at its first checkpoint).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import math
 import socket
 import uuid
+from pathlib import PurePosixPath
 from types import ModuleType
 from typing import Any
 
@@ -122,42 +124,51 @@ def _sees(folder: str, marker: str) -> bool:
     return fs.get_file_info(f"{path}/{marker}").type == pyarrow.fs.FileType.File
 
 
-def _answer(ref: ray.ObjectRef, ready: list[ray.ObjectRef]) -> bool:
-    """A node's answer to _sees; False when it failed or did not come in time."""
+def _blindness(ref: ray.ObjectRef, ready: list[ray.ObjectRef]) -> str | None:
+    """Why a node's _sees answer is not yes; None when it sees the marker."""
+    if ref not in ready:
+        return f"did not answer within {STORAGE_CHECK_SECONDS} s"
     try:
-        return ref in ready and bool(ray.get(ref))
-    except ray.exceptions.RayError:  # e.g. no credentials for the URI on that node
-        return False
+        return None if ray.get(ref) else "does not see it"
+    except ray.exceptions.RayError as error:  # e.g. no credentials for the URI on that node
+        return f"cannot open it ({error_line(error.as_instanceof_cause())})"
 
 
 def storage_problems(storage: str, nodes: list[dict[str, Any]]) -> list[str]:
-    """Nodes that do not see the folder or URI `storage` (empty when all do).
+    """Why the folder or URI `storage` is not shared by these nodes (empty when it is).
 
-    Ray would fail every trial on such a node at its first checkpoint. A marker file written
-    here is looked for by a task on each node, then removed.
+    Ray would fail every trial on a node that does not see it at its first checkpoint. A
+    marker file written here is looked for by a task on each node, then removed (with the
+    folder, when this check made it).
     """
     fs, path = storage_filesystem(storage)
-    marker = f".transfer-tune-{uuid.uuid4().hex}"
-    fs.create_dir(path, recursive=True)
-    with fs.open_output_stream(f"{path}/{marker}"):
-        pass
+    marker = f"{path}/.transfer-tune-{uuid.uuid4().hex}"
+    try:
+        made = fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(marker):
+            pass
+    except OSError as error:
+        return [f"--storage-path {storage} cannot be written: {error_line(error)}"]
     try:
         answers = {
             node["ip"]: _sees.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node["id"], soft=False)
-            ).remote(storage, marker)
+            ).remote(storage, PurePosixPath(marker).name)
             for node in nodes
         }
         ready, _ = ray.wait(list(answers.values()), num_returns=len(answers),
                             timeout=STORAGE_CHECK_SECONDS)  # fmt: skip
-        blind = [ip for ip, ref in answers.items() if not _answer(ref, ready)]
+        blind = {ip: why for ip, ref in answers.items() if (why := _blindness(ref, ready))}
     finally:
-        fs.delete_file(f"{path}/{marker}")
+        fs.delete_file(marker)
+        if made:
+            fs.delete_dir(path)
     if not blind:
         return []
     return [
-        f"--storage-path {storage} must be shared by every node (NFS, or a cloud URI), but "
-        f"the nodes at {', '.join(blind)} do not see it"
+        f"--storage-path {storage} must be shared by every node that runs trials (NFS, or a "
+        f"cloud URI), but " + "; ".join(f"the node at {ip} {why}" for ip, why in blind.items())
     ]
 
 
@@ -173,14 +184,15 @@ def use_cluster(settings: SearchSettings) -> tuple[SearchSettings, list[dict[str
     problem, the connection is closed and UsageError says why; nothing was written."""
     connect(settings.address)
     nodes = node_resources()
+    cpus, gpus = settings.cpus_per_trial, settings.gpus_per_trial
+    runners = [node for node in nodes if trials_per_node(node, cpus, gpus)]
     problems = cluster_problems(settings, nodes) or storage_problems(
-        settings.storage_location, nodes
+        settings.storage_location, runners
     )
     if problems:
         ray.shutdown()
         raise UsageError("; ".join(problems))
     if not settings.max_concurrent:
-        cpus, gpus = settings.cpus_per_trial, settings.gpus_per_trial
         slots = sum(trials_per_node(node, cpus, gpus) for node in nodes)
         settings = dataclasses.replace(settings, max_concurrent=max(1, slots))
     return settings, nodes

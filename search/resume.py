@@ -188,15 +188,15 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
     remote = _stored_experiment(command, storage_path, given["name"], given.get("cache_dir"))
     root = remote.local if remote else Path(storage_path).expanduser().resolve() / given["name"]
     saved = load_settings(root)
+    if saved.name != root.name:  # its Ray and Optuna state still point at the original
+        raise UsageError(
+            f"{command}: {remote.uri if remote else root} holds experiment {saved.name!r}, "
+            "renamed or copied; resume it under its own name"
+        )
     if remote and root != working_copy(storage_path, saved.name, saved.cache_dir):
         raise UsageError(
             f"{command}: {remote.uri} keeps its working copy and study under the cache folder it "
             f"was started with; resume it with --cache-dir {saved.cache_dir}"
-        )
-    if saved.name != root.name:  # its Ray and Optuna state still point at the original
-        raise UsageError(
-            f"{command}: {root} holds experiment {saved.name!r}, renamed or copied; resume it "
-            "under its own name"
         )
     if "cache_dir" in given:  # compared as a new search would store it
         given["cache_dir"] = str(Path(given["cache_dir"]).expanduser().resolve())
@@ -220,6 +220,13 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
         local = local_resource_problems(settings)
         if local:
             raise UsageError(f"{command} on this machine: {'; '.join(local)}")
+    if remote:  # everything else checked: now the whole experiment
+        try:
+            copied = remote.download()
+        except OSError as error:
+            reason = error_line(error)
+            raise UsageError(f"{command}: {remote.uri} cannot be read: {reason}") from None
+        print(f"Downloaded {copied} files of {remote.uri} to its working copy {root}")
     problems = state_problems(settings)
     if problems:
         raise UsageError(
@@ -227,6 +234,11 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
             f"resumed or overwritten: {'; '.join(problems)}"
         )
     url = saved_study_url(root)
+    if url and url != study_url(root) and remote:
+        raise UsageError(
+            f"{command}: {remote.uri} was moved or copied from where it was made, and its saved "
+            f"search state writes to that experiment's study ({url}); continue it there"
+        )
     if url and url != study_url(root):  # Ray would reopen the study where it was made
         made_at = Path(url.removeprefix("sqlite:///")).parent
         raise UsageError(
@@ -240,8 +252,9 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
 def _stored_experiment(
     command: str, storage_path: str, name: str, cache_dir: str | None
 ) -> RemoteExperiment | None:
-    """For a URI --storage-path, the stored experiment, downloaded into its working copy;
-    None for a folder. UsageError (one line) when it is not there or can't be read."""
+    """For a URI --storage-path, the stored experiment with its settings.json downloaded into
+    its working copy (the rest comes once the settings are checked); None for a folder.
+    UsageError (one line) when it is not there or can't be read."""
     if not is_uri(storage_path):
         return None
     problems = uri_problems(storage_path)
@@ -249,14 +262,9 @@ def _stored_experiment(
         raise UsageError(problems[0])
     cache = str(Path(cache_dir).expanduser().resolve()) if cache_dir else default_cache_dir()
     remote = RemoteExperiment(join_uri(storage_path, name), working_copy(storage_path, name, cache))
-    try:
-        if not remote.exists():
-            where = f"no experiment at {remote.uri}"
-            raise UsageError(f"{command}: {where}; check --name and --storage-path")
-        copied = remote.download()
-    except OSError as error:
-        raise UsageError(f"{command}: {remote.uri} cannot be read: {error_line(error)}") from None
-    print(f"Downloaded {copied} files of {remote.uri} to its working copy {remote.local}")
+    remote.fetch_settings(
+        f"{command}: no experiment at {remote.uri}; check --name and --storage-path"
+    )
     return remote
 
 

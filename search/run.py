@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -34,6 +35,7 @@ from search.summary import (
     write_summary,
 )
 from search.tensorboard import mark_interrupted, write_experiment_board
+from search.usage import UsageError
 from search.wandb_mode import resolve_wandb_mode
 from search.wandb_runs import log_best_model
 from spaces import get_space, searched_keys
@@ -189,8 +191,12 @@ def _run_search(settings: SearchSettings, searcher: Searcher | None, resume: boo
         missing = write_experiment_board(root, space, searched, fixed.to_dict(), classes)
         if missing:
             print(f"Note: no model graph in TensorBoard for {settings.backbone} ({missing})")
-        if remote:
-            remote.upload()  # settings.json and the experiment's board, there from the start
+        if remote:  # settings.json and the experiment's board, there from the start
+            try:
+                remote.upload()
+            except OSError as error:  # checked writable a moment ago: the network, say
+                shutil.rmtree(root)  # nothing ran: no working copy to refuse the next try
+                raise UsageError(f"cannot write to {remote.uri}: {error_line(error)}") from None
     if left > 0:
         # The starting weights, loaded once here and handed to every trial (through Ray's
         # object store): cluster nodes need neither the weights cache nor a download.
@@ -198,8 +204,8 @@ def _run_search(settings: SearchSettings, searcher: Searcher | None, resume: boo
                              fixed.cache_dir)  # fmt: skip
         _fit(settings, searched, wandb_mode, searcher, resume, state)
     if remote:
-        print(f"Downloading the results from {remote.uri} ...")
-        remote.download()  # the summary, the report and W&B's model read the working copy
+        _upload(remote)  # the study and W&B's runs first: a download can take minutes
+        _download(remote, settings)  # the summary, report and W&B's model read the copy
     summary = build_summary(settings, searched, wandb_mode)
     unfinished = [t for t in summary["trials"] if t["stop_reason"] == "interrupted"]
     for trial in unfinished:
@@ -243,6 +249,20 @@ def _write_report(root: Path) -> str | None:
     except Exception as error:  # matplotlib's and Optuna's errors vary; the search result stands
         print(f"Warning: report.html was not written: {error_line(error)}", file=sys.stderr)
         return None
+
+
+def _download(remote: RemoteExperiment, settings: SearchSettings) -> None:
+    """Bring the working copy up to date with what Ray stored; SearchInterrupted (with the
+    resume command, which finishes the summary) when the URI can't be read."""
+    print(f"Downloading the results from {remote.uri} ...")
+    try:
+        remote.download()
+    except OSError as error:  # the network, the credentials: nothing lost, it is all stored
+        raise SearchInterrupted(
+            f"The results stored at {remote.uri} could not be downloaded "
+            f"({error_line(error)}); nothing is lost.\n"
+            f"Finish the summary with:  {resume_command(settings)}"
+        ) from None
 
 
 def _upload(remote: RemoteExperiment) -> None:

@@ -17,7 +17,15 @@ from typing import Any
 import torch
 
 from search.optuna_bridge import SAMPLERS
-from search.storage import RemoteExperiment, is_uri, join_uri, uri_problems, working_copy
+from search.storage import (
+    SETTINGS_FILE,  # noqa: F401 (the resolved settings, in the experiment folder: re-exported)
+    RemoteExperiment,
+    is_uri,
+    join_uri,
+    uri_problems,
+    working_copy,
+    writable_problems,
+)
 from search.usage import OneLineErrorParser, UsageError
 from search.wandb_mode import WANDB_MODES, wandb_mode_problems
 from spaces import SPACES, get_space, validate_space, value_range
@@ -36,7 +44,6 @@ from trainable.images import DataError, index_image_folder
 from trainable.metrics import VAL_ACC
 from trainable.pretrain import SOURCES
 
-SETTINGS_FILE = "settings.json"  # the resolved settings, in the experiment folder
 METRIC, MODE = VAL_ACC, "max"  # the search metric and its direction, set once in TuneConfig
 # Trial settings the harness sets from flags; a space may not define them.
 HARNESS_KEYS = (
@@ -381,6 +388,10 @@ def _existing_experiment(s: SearchSettings) -> list[str]:
             where = [remote.uri] if remote.exists() else []
         except OSError as error:  # unreachable, no credentials, no such bucket
             return [f"--storage-path {s.storage_path!r} cannot be read: {error_line(error)}"]
+        if not where:  # the search uploads its settings first thing
+            problems = writable_problems(s.storage_path)
+            if problems:
+                return problems
         if s.experiment_dir.exists():  # left by an experiment whose stored copy was removed
             where.append(f"its working copy {s.experiment_dir}")
     if not where:

@@ -5,22 +5,25 @@ With a URI, Ray Tune writes the trials, their checkpoints and its own state stra
 The files the driver writes itself (settings.json, optuna.db, summary.json, report.html, the
 experiment's TensorBoard events, offline W&B runs, the marks of interrupted trials) go to a
 local working copy of the experiment under the cache folder, and are uploaded: at the start,
-the study after every finished trial, and everything at the end. At the end the experiment is
+the study when a trial starts or ends, and everything at the end. At the end the experiment is
 downloaded into the working copy too, so the summary, the report, TensorBoard and export read
-local files. Each file has one writer (Ray or the driver), so a sync never overwrites newer
-work with older.
+local files. A manifest in the working copy records each file's state on both sides at its
+last sync: a file is uploaded when it changed here, and downloaded when it changed there (by
+Ray, or by a driver elsewhere that resumed the experiment).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sqlite3
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import pyarrow.fs
 from ray import tune
@@ -31,11 +34,12 @@ from trainable.config import default_cache_dir, error_line
 
 COPIES_FOLDER = "storage"  # the working copies: <cache_dir>/storage/<scheme>/<bucket>/<path>/<name>
 # Files at the experiment's root that the driver writes (everything else there is Ray's).
-DRIVER_FILES = ("settings.json", STUDY_FILE, "summary.json", "report.html")
+SETTINGS_FILE = "settings.json"  # search.settings.SETTINGS_FILE (which imports this module)
+DRIVER_FILES = (SETTINGS_FILE, STUDY_FILE, "summary.json", "report.html")
 INTERRUPTED_SUFFIX = ".interrupted"  # search.tensorboard.mark_interrupted's events files
 UPLOAD_SUFFIX = ".upload"  # a consistent snapshot of optuna.db, taken while the study is open
 MANIFEST = ".synced.json"  # in the working copy: what was downloaded and uploaded, when
-Stat = list  # [size, mtime_ns] of a file, as JSON keeps it
+Stat = list[int | None]  # [size, mtime_ns] of a file, as JSON keeps it
 
 
 def _stat(path: Path) -> Stat:
@@ -78,12 +82,8 @@ def local_experiment(path: str) -> Path:
         raise UsageError(problems[0])
     storage, name = split_uri(path)
     experiment = RemoteExperiment(path, working_copy(storage, name, default_cache_dir()))
-    try:
-        if not experiment.exists():
-            raise UsageError(f"no experiment at {path}")
-        copied = experiment.download()
-    except OSError as error:
-        raise UsageError(f"{path} cannot be read: {error_line(error)}") from None
+    experiment.fetch_settings(f"no experiment at {path}")
+    copied = experiment.download()
     print(f"Downloaded {copied} files of {path} to its working copy {experiment.local}")
     return experiment.local
 
@@ -93,6 +93,9 @@ def working_copy(storage_uri: str, name: str, cache_dir: str) -> Path:
     a resume on the same machine (or one with the same cache folder) finds it again."""
     parts = urlsplit(storage_uri)
     host = parts.netloc.rpartition("@")[2]  # never credentials in a folder name
+    endpoint = parse_qs(parts.query).get("endpoint_override")
+    if endpoint:  # the same bucket at another endpoint is another store: keep copies apart
+        host += "-" + hashlib.sha1(endpoint[0].encode()).hexdigest()[:8]
     words = [parts.scheme, host, *PurePosixPath(parts.path).parts[1:]]
     safe = [re.sub(r"[^A-Za-z0-9._-]", "_", word) for word in words if word]
     return Path(cache_dir, COPIES_FOLDER, *safe, name)
@@ -115,8 +118,24 @@ def uri_problems(storage_path: str) -> list[str]:
             f"--storage-path must be a local folder or a URI Ray supports (s3://, gs://, ...), "
             f"but {storage_path!r} is neither ({error_line(error)})"
         ]
-    except OSError as error:  # no network, no such bucket, a filesystem library missing
-        return [f"--storage-path {storage_path!r} cannot be reached: {error_line(error)}"]
+    except (OSError, NotImplementedError) as error:  # no network or bucket; pyarrow built
+        # without that filesystem (ArrowNotImplementedError); HDFS without Java
+        return [f"--storage-path {storage_path!r} cannot be opened: {error_line(error)}"]
+    return []
+
+
+def writable_problems(storage_path: str) -> list[str]:
+    """Why the driver could not write at the URI `storage_path` (empty when it can): a marker
+    file is written there and removed, as Ray's own check does."""
+    fs, path = storage_filesystem(storage_path)
+    marker = f"{path}/.transfer-tune-{uuid.uuid4().hex}"
+    try:
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(marker):
+            pass
+        fs.delete_file(marker)
+    except OSError as error:  # read-only credentials, no such bucket, no network
+        return [f"--storage-path {storage_path!r} cannot be written: {error_line(error)}"]
     return []
 
 
@@ -144,6 +163,18 @@ class RemoteExperiment:
         fs, path = self._filesystem()
         return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
+    def fetch_settings(self, missing: str) -> None:
+        """Download the stored settings.json alone (the cheap checks need it first);
+        UsageError `missing` when there is none, or one line when the URI can't be read."""
+        try:
+            fs, path = self._filesystem()
+            info = fs.get_file_info(f"{path}/{SETTINGS_FILE}")
+            if info.type != pyarrow.fs.FileType.File:
+                raise UsageError(missing)
+            self._get(SETTINGS_FILE, [info.size, info.mtime_ns], self._manifest())
+        except OSError as error:
+            raise UsageError(f"{self.uri} cannot be read: {error_line(error)}") from None
+
     def _remote_files(self) -> dict[str, Stat]:
         """Each stored file's path relative to the experiment, with its size and mtime."""
         fs, path = self._filesystem()
@@ -163,67 +194,64 @@ class RemoteExperiment:
         }
 
     def _manifest(self) -> dict[str, dict[str, Stat]]:
-        """What was synced: `downloaded` (the stored file's stat then), `uploaded` (the local
-        file's stat then). A file is copied again only when its side changed since."""
+        """Each file's state at its last sync: `stored` (at the URI) and `local` (here)."""
         try:
             saved = json.loads((self.local / MANIFEST).read_text())
-        except (OSError, ValueError):  # none yet (or damaged): everything counts as new
+        except (OSError, ValueError):  # none yet (or damaged): every file counts as changed
             saved = {}
-        return {"downloaded": saved.get("downloaded", {}), "uploaded": saved.get("uploaded", {})}
+        return {"stored": saved.get("stored", {}), "local": saved.get("local", {})}
 
     def _save(self, manifest: dict[str, dict[str, Stat]]) -> None:
         self.local.mkdir(parents=True, exist_ok=True)
         (self.local / MANIFEST).write_text(json.dumps(manifest))
 
-    def download(self) -> int:
-        """Copy what Ray stored that changed since the last download (and the driver's files
-        missing here) into the working copy; return the files copied."""
+    def _get(self, relative: str, stored: Stat, manifest: dict[str, dict[str, Stat]]) -> None:
+        """Copy one stored file here and record both sides in `manifest` (saved)."""
         fs, path = self._filesystem()
-        here, manifest = self._local_files(), self._manifest()
-        copied = 0
-        for relative, stat in self._remote_files().items():
-            if driver_owned(relative):  # the working copy's is newer, unless there is none
-                wanted = relative not in here
-            else:
-                wanted = relative not in here or manifest["downloaded"].get(relative) != stat
-            if wanted:
-                target = self.local / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                pyarrow.fs.copy_files(
-                    f"{path}/{relative}", str(target), source_filesystem=fs,
-                    destination_filesystem=pyarrow.fs.LocalFileSystem(),
-                )  # fmt: skip
-                manifest["downloaded"][relative] = stat
-                if driver_owned(relative):  # the same on both sides: nothing to upload
-                    manifest["uploaded"][relative] = _stat(target)
-                copied += 1
+        target = self.local / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pyarrow.fs.copy_files(
+            f"{path}/{relative}", str(target), source_filesystem=fs,
+            destination_filesystem=pyarrow.fs.LocalFileSystem(),
+        )  # fmt: skip
+        manifest["stored"][relative], manifest["local"][relative] = stored, _stat(target)
         self._save(manifest)
-        return copied
+
+    def download(self) -> int:
+        """Copy the stored files that changed since their last sync (or are missing here)
+        into the working copy; return the files copied. OSError if the URI can't be read."""
+        here, manifest = self._local_files(), self._manifest()
+        changed = {
+            relative: stat
+            for relative, stat in self._remote_files().items()
+            if relative not in here or manifest["stored"].get(relative) != stat
+        }
+        for relative, stat in changed.items():
+            self._get(relative, stat, manifest)
+        return len(changed)
 
     def upload(self, files: list[str] | None = None) -> int:
-        """Copy the driver's files that changed since their last upload from the working copy
-        to the URI (or `files`, relative paths, whatever changed); return the files copied."""
-        fs, path = self._filesystem()
+        """Copy the driver's files that changed here since their last sync (or `files`,
+        relative paths) to the URI; return the files copied. OSError if it can't be written."""
         here, manifest = self._local_files(), self._manifest()
         if files is None:
             # The study always: small, and the one file a resume cannot do without
             chosen = [f for f, stat in here.items() if driver_owned(f) and (
-                f == STUDY_FILE or manifest["uploaded"].get(f) != stat)]  # fmt: skip
+                f == STUDY_FILE or manifest["local"].get(f) != stat)]  # fmt: skip
         else:
             chosen = [f for f in files if f in here]
         for relative in chosen:
             if relative == STUDY_FILE:
                 self.upload_study()
             else:
-                self._put(self.local / relative, f"{path}/{relative}", fs)
-            manifest["uploaded"][relative] = here[relative]
-        self._save(manifest)
+                self._put(relative, here[relative])
         return len(chosen)
 
     def upload_study(self) -> None:
         """Upload a consistent snapshot of optuna.db, which the searcher may be writing."""
-        fs, path = self._filesystem()
         study = self.local / STUDY_FILE
+        if not study.is_file():  # sqlite3.connect would create an empty one
+            return
         before = _stat(study)  # a write during the copy leaves it newer: uploaded again later
         snapshot = study.with_name(STUDY_FILE + UPLOAD_SUFFIX)
         source, copy = sqlite3.connect(study), sqlite3.connect(snapshot)
@@ -233,20 +261,24 @@ class RemoteExperiment:
             source.close()
             copy.close()
         try:
-            self._put(snapshot, f"{path}/{STUDY_FILE}", fs)
+            self._put(STUDY_FILE, before, source=snapshot)
         finally:
             snapshot.unlink()
-        manifest = self._manifest()
-        manifest["uploaded"][STUDY_FILE] = before
-        self._save(manifest)
 
-    @staticmethod
-    def _put(source: Path, target: str, fs: pyarrow.fs.FileSystem) -> None:
+    def _put(self, relative: str, local: Stat, source: Path | None = None) -> None:
+        """Copy one file (or `source` in its place) to the URI; record both sides."""
+        fs, path = self._filesystem()
+        target = f"{path}/{relative}"
         fs.create_dir(str(PurePosixPath(target).parent), recursive=True)
         pyarrow.fs.copy_files(
-            str(source), target, source_filesystem=pyarrow.fs.LocalFileSystem(),
-            destination_filesystem=fs,
+            str(source or self.local / relative), target,
+            source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs,
         )  # fmt: skip
+        info = fs.get_file_info(target)
+        manifest = self._manifest()
+        manifest["stored"][relative] = [info.size, info.mtime_ns]
+        manifest["local"][relative] = local
+        self._save(manifest)
 
 
 class StudyUpload(tune.Callback):

@@ -154,6 +154,14 @@ def test_a_storage_uri_of_an_unknown_scheme_is_refused(tmp_path: Path) -> None:
         _parse(tmp_path, "--storage-path", "nosuch://b/r")
 
 
+def test_a_storage_uri_that_cannot_be_written_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("not a folder")
+    uri = f"file://{tmp_path}/a_file/runs"
+    with pytest.raises(UsageError, match=rf"--storage-path '{uri}' cannot be written"):
+        parse_settings(["--storage-path", uri, "--cache-dir", str(tmp_path / "cache")])
+    assert not (tmp_path / "cache").exists()  # no working copy
+
+
 def test_the_cluster_address_comes_from_the_flag_or_ray_address(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

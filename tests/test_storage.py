@@ -11,12 +11,14 @@ import pytest
 
 from search.storage import (
     RemoteExperiment,
+    StudyUpload,
     driver_owned,
     join_uri,
     local_experiment,
     split_uri,
     uri_problems,
     working_copy,
+    writable_problems,
 )
 from search.usage import UsageError
 
@@ -29,9 +31,16 @@ def test_a_name_joins_the_path_of_a_uri_and_keeps_its_query() -> None:
 
 
 def test_the_working_copy_is_one_folder_per_uri_and_name_without_credentials() -> None:
-    copy = working_copy("s3://key:secret@bucket/a b/runs?region=x", "exp", "/cache")
+    copy = working_copy("s3://key:secret@bucket/a b/runs", "exp", "/cache")
     assert copy == Path("/cache/storage/s3/bucket/a_b/runs/exp")
     assert copy != working_copy("gs://bucket/a b/runs", "exp", "/cache")
+    # the same bucket on two endpoints: two stores
+    minio = working_copy("s3://bucket/runs?endpoint_override=minio:9000", "exp", "/cache")
+    other = working_copy("s3://bucket/runs?endpoint_override=other:9000", "exp", "/cache")
+    assert minio.parent.parent.name.startswith("bucket-") and minio != other
+    assert working_copy("s3://bucket/runs?region=eu-west-1", "exp", "/cache") == Path(
+        "/cache/storage/s3/bucket/runs/exp"
+    )  # the region names no other store
 
 
 def test_an_unknown_scheme_is_a_problem_naming_the_value() -> None:
@@ -40,10 +49,18 @@ def test_an_unknown_scheme_is_a_problem_naming_the_value() -> None:
     assert uri_problems("s3://bucket/runs?region=us-east-1") == []  # opened, not yet read
 
 
-def test_a_uri_that_cannot_be_reached_is_a_problem_saying_so() -> None:
-    # Without ?region=, pyarrow asks AWS for the bucket's region: no network here or in CI.
-    (problem,) = uri_problems("s3://transfer-tune-no-such-bucket/runs")
-    assert problem.startswith("--storage-path 's3://transfer-tune-no-such-bucket/runs' cannot ")
+def test_a_uri_that_cannot_be_opened_is_a_problem_saying_so() -> None:
+    # pyarrow opens HDFS through Java's libjvm, which neither this machine nor CI has
+    (problem,) = uri_problems("hdfs://namenode:8020/runs")
+    assert problem.startswith("--storage-path 'hdfs://namenode:8020/runs' cannot be opened: ")
+
+
+def test_a_uri_that_cannot_be_written_is_a_problem_saying_so(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("not a folder")
+    (problem,) = writable_problems(f"file://{tmp_path}/a_file/runs")
+    assert problem.startswith(f"--storage-path 'file://{tmp_path}/a_file/runs' cannot be written")
+    assert writable_problems(f"file://{tmp_path}/runs") == []
+    assert list((tmp_path / "runs").iterdir()) == []  # the marker is removed
 
 
 @pytest.mark.parametrize(
@@ -74,19 +91,23 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def test_download_takes_rays_files_and_keeps_the_drivers_newer_ones(tmp_path: Path) -> None:
+def test_download_takes_what_changed_there_and_keeps_what_changed_here(tmp_path: Path) -> None:
     experiment, stored = _experiment(tmp_path)
-    _write(stored / "train_transfer_1" / "result.json", '{"epoch": 1}\n{"epoch": 2}\n')
-    _write(stored / "settings.json", "stored")
-    _write(stored / "summary.json", "stored")
-    _write(experiment.local / "settings.json", "the driver's, newer")
-    _write(experiment.local / "train_transfer_1" / "result.json", '{"epoch": 1}\n')
+    _write(experiment.local / "settings.json", "the search's settings")
+    assert experiment.upload() == 1
+    _write(stored / "train_transfer_1" / "result.json", '{"epoch": 1}\n{"epoch": 2}\n')  # Ray's
+    _write(experiment.local / "summary.json", "written here, not yet uploaded")
 
-    assert experiment.download() == 2  # result.json grew; summary.json is missing here
+    assert experiment.download() == 1  # result.json
     assert (experiment.local / "train_transfer_1" / "result.json").read_text().count("epoch") == 2
-    assert (experiment.local / "settings.json").read_text() == "the driver's, newer"
-    assert (experiment.local / "summary.json").read_text() == "stored"
+    assert (experiment.local / "summary.json").read_text() == "written here, not yet uploaded"
     assert experiment.download() == 0  # nothing changed
+
+    # Another driver resumed the experiment elsewhere: its settings are the newer ones
+    _write(stored / "settings.json", "extended elsewhere")
+    assert experiment.download() == 1
+    assert (experiment.local / "settings.json").read_text() == "extended elsewhere"
+    assert experiment.upload() == 1  # summary.json; settings.json came from there
 
     # Ray rewrites a state file in place: same size, new content
     _write(stored / "train_transfer_1" / "result.json", '{"epoch": 3}\n{"epoch": 4}\n')
@@ -161,6 +182,7 @@ def test_a_script_given_a_uri_reads_the_downloaded_working_copy(
 ) -> None:
     monkeypatch.setenv("TRANSFER_TUNE_CACHE", str(tmp_path / "cache"))
     experiment, stored = _experiment(tmp_path)
+    _write(stored / "settings.json", "{}")
     _write(stored / "summary.json", "{}")
     local = local_experiment(experiment.uri)
     assert local == working_copy(f"file://{tmp_path}/bucket/runs", "exp", str(tmp_path / "cache"))
@@ -168,3 +190,21 @@ def test_a_script_given_a_uri_reads_the_downloaded_working_copy(
     assert local_experiment("runs/exp") == Path("runs/exp").resolve()
     with pytest.raises(UsageError, match=r"^no experiment at file://.*/bucket/runs/other$"):
         local_experiment(f"file://{tmp_path}/bucket/runs/other")
+    # The storage above the experiments is no experiment: nothing of it is downloaded
+    with pytest.raises(UsageError, match=r"^no experiment at file://.*/bucket/runs$"):
+        local_experiment(f"file://{tmp_path}/bucket/runs")
+
+
+def test_the_study_is_uploaded_when_a_trial_ends_and_a_failure_is_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    experiment, stored = _experiment(tmp_path)
+    experiment.local.mkdir(parents=True)
+    sqlite3.connect(experiment.local / "optuna.db").close()
+    StudyUpload(experiment).on_trial_complete(1, [], None)
+    assert (stored / "optuna.db").is_file()
+
+    (tmp_path / "a_file").write_text("not a folder")
+    broken = RemoteExperiment(f"file://{tmp_path}/a_file/exp", experiment.local)
+    StudyUpload(broken).on_trial_start(2, [], None)  # the search goes on
+    assert capsys.readouterr().err.startswith("Warning: optuna.db was not uploaded: ")

@@ -21,10 +21,12 @@ from typing import Any
 
 import optuna
 import pytest
+import ray
 from helpers import popen_cli, run_cli
 from optuna.trial import TrialState
 from ray.cluster_utils import Cluster
 
+from search.cluster import connect, node_resources, storage_problems
 from search.storage import working_copy
 
 pytestmark = pytest.mark.sweep
@@ -141,12 +143,15 @@ def test_every_trial_ran_on_a_worker_with_the_code_the_driver_shipped(
 class Refusals:
     no_gpu: subprocess.CompletedProcess  # --gpus-per-trial 1 on a cluster without GPUs
     unshared: subprocess.CompletedProcess  # storage the node does not see
+    shared: list[str]  # storage_problems of a folder the node sees
     work: Path
+    cache_dir: Path
 
 
 @pytest.fixture(scope="session")
-def refusals(cluster_sweep: ClusterSweep) -> Refusals:
-    """Two searches a new one-node cluster refuses (the fixture's cluster is gone)."""
+def refusals(cluster_sweep: ClusterSweep, cache_dir: Path) -> Refusals:
+    """Two searches a new one-node cluster refuses (the fixture's cluster is gone), and its
+    storage check of a folder on this machine, from this process."""
     work = cluster_sweep.work
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
@@ -158,11 +163,17 @@ def refusals(cluster_sweep: ClusterSweep) -> Refusals:
         # marker the driver writes there is invisible to the node, as a node-local disk would be.
         unshared = run_cli(
             "--address", cluster.address, "--name", "unshared",
-            "--storage-path", "mock://bucket/runs", "--wandb", "disabled", cwd=work,
+            "--storage-path", "mock://bucket/runs", "--wandb", "disabled",
+            "--cache-dir", str(cache_dir), cwd=work,
         )  # fmt: skip
+        connect(cluster.address)
+        try:
+            shared = storage_problems(str(work / "runs"), node_resources())
+        finally:
+            ray.shutdown()
     finally:
         cluster.shutdown()
-    return Refusals(no_gpu, unshared, work)
+    return Refusals(no_gpu, unshared, shared, work, cache_dir)
 
 
 def _one_line_error(done: subprocess.CompletedProcess) -> str:
@@ -183,10 +194,17 @@ def test_a_trial_no_node_can_hold_is_refused_before_anything_is_written(
 def test_storage_a_node_does_not_see_is_refused_before_a_trial_starts(refusals: Refusals) -> None:
     error = _one_line_error(refusals.unshared)
     assert error.startswith(
-        "search.py: error: --storage-path mock://bucket/runs must be shared by every node"
+        "search.py: error: --storage-path mock://bucket/runs must be shared by every node that "
+        "runs trials (NFS, or a cloud URI), but the node at "
     )
-    assert error.endswith("do not see it")
-    assert not (refusals.work / "runs" / "unshared").exists()
+    assert error.endswith(" does not see it")
+    working_copy_ = working_copy("mock://bucket/runs", "unshared", str(refusals.cache_dir))
+    assert not working_copy_.exists()
+
+
+def test_a_folder_every_node_sees_passes_the_storage_check(refusals: Refusals) -> None:
+    assert refusals.shared == []
+    assert not (refusals.work / "runs").exists()  # made for the check, removed with its marker
 
 
 @dataclass(frozen=True)
