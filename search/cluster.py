@@ -14,8 +14,6 @@ import dataclasses
 import logging
 import math
 import socket
-import uuid
-from pathlib import PurePosixPath
 from types import ModuleType
 from typing import Any
 
@@ -27,7 +25,7 @@ import search
 import spaces
 import trainable
 from search.settings import SearchSettings
-from search.storage import storage_filesystem
+from search.storage import storage_filesystem, written_marker
 from search.usage import UsageError
 from trainable.config import error_line
 
@@ -141,29 +139,19 @@ def storage_problems(storage: str, nodes: list[dict[str, Any]]) -> list[str]:
     marker file written here is looked for by a task on each node, then removed (with the
     folder, when this check made it).
     """
-    fs, path = storage_filesystem(storage)
-    marker = f"{path}/.transfer-tune-{uuid.uuid4().hex}"
     try:
-        made = fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound
-        fs.create_dir(path, recursive=True)
-        with fs.open_output_stream(marker):
-            pass
+        with written_marker(storage) as marker:
+            answers = {
+                node["ip"]: _sees.options(
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node["id"], soft=False)
+                ).remote(storage, marker)
+                for node in nodes
+            }
+            ready, _ = ray.wait(list(answers.values()), num_returns=len(answers),
+                                timeout=STORAGE_CHECK_SECONDS)  # fmt: skip
+            blind = {ip: why for ip, ref in answers.items() if (why := _blindness(ref, ready))}
     except OSError as error:
         return [f"--storage-path {storage} cannot be written: {error_line(error)}"]
-    try:
-        answers = {
-            node["ip"]: _sees.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node["id"], soft=False)
-            ).remote(storage, PurePosixPath(marker).name)
-            for node in nodes
-        }
-        ready, _ = ray.wait(list(answers.values()), num_returns=len(answers),
-                            timeout=STORAGE_CHECK_SECONDS)  # fmt: skip
-        blind = {ip: why for ip, ref in answers.items() if (why := _blindness(ref, ready))}
-    finally:
-        fs.delete_file(marker)
-        if made:
-            fs.delete_dir(path)
     if not blind:
         return []
     return [

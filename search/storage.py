@@ -20,7 +20,10 @@ import re
 import sqlite3
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -124,16 +127,30 @@ def uri_problems(storage_path: str) -> list[str]:
     return []
 
 
+@contextmanager
+def written_marker(folder: str) -> Iterator[str]:
+    """An empty marker file written in the folder or URI `folder` (made if missing) for the
+    duration; yields its name. Both are removed afterwards. OSError if it can't be written."""
+    fs, path = storage_filesystem(folder)
+    marker = f"{path}/.transfer-tune-{uuid.uuid4().hex}"
+    made = fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(marker):
+        pass
+    try:
+        yield PurePosixPath(marker).name
+    finally:
+        fs.delete_file(marker)
+        if made:
+            fs.delete_dir(path)
+
+
 def writable_problems(storage_path: str) -> list[str]:
     """Why the driver could not write at the URI `storage_path` (empty when it can): a marker
     file is written there and removed, as Ray's own check does."""
-    fs, path = storage_filesystem(storage_path)
-    marker = f"{path}/.transfer-tune-{uuid.uuid4().hex}"
     try:
-        fs.create_dir(path, recursive=True)
-        with fs.open_output_stream(marker):
+        with written_marker(storage_path):
             pass
-        fs.delete_file(marker)
     except OSError as error:  # read-only credentials, no such bucket, no network
         return [f"--storage-path {storage_path!r} cannot be written: {error_line(error)}"]
     return []
@@ -155,29 +172,33 @@ class RemoteExperiment:
     uri: str
     local: Path
 
+    @cached_property
     def _filesystem(self) -> tuple[pyarrow.fs.FileSystem, str]:
+        """Opened once: an s3:// URI without ?region= asks AWS for it at every opening."""
         return storage_filesystem(self.uri)
 
     def exists(self) -> bool:
         """Whether anything is stored at the experiment's URI (OSError if it can't be read)."""
-        fs, path = self._filesystem()
+        fs, path = self._filesystem
         return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
     def fetch_settings(self, missing: str) -> None:
         """Download the stored settings.json alone (the cheap checks need it first);
         UsageError `missing` when there is none, or one line when the URI can't be read."""
         try:
-            fs, path = self._filesystem()
+            fs, path = self._filesystem
             info = fs.get_file_info(f"{path}/{SETTINGS_FILE}")
             if info.type != pyarrow.fs.FileType.File:
                 raise UsageError(missing)
-            self._get(SETTINGS_FILE, [info.size, info.mtime_ns], self._manifest())
+            manifest = self._manifest()
+            self._get(SETTINGS_FILE, [info.size, info.mtime_ns], manifest)
+            self._save(manifest)
         except OSError as error:
             raise UsageError(f"{self.uri} cannot be read: {error_line(error)}") from None
 
     def _remote_files(self) -> dict[str, Stat]:
         """Each stored file's path relative to the experiment, with its size and mtime."""
-        fs, path = self._filesystem()
+        fs, path = self._filesystem
         selector = pyarrow.fs.FileSelector(path, recursive=True, allow_not_found=True)
         return {
             PurePosixPath(info.path).relative_to(path).as_posix(): [info.size, info.mtime_ns]
@@ -206,8 +227,8 @@ class RemoteExperiment:
         (self.local / MANIFEST).write_text(json.dumps(manifest))
 
     def _get(self, relative: str, stored: Stat, manifest: dict[str, dict[str, Stat]]) -> None:
-        """Copy one stored file here and record both sides in `manifest` (saved)."""
-        fs, path = self._filesystem()
+        """Copy one stored file here and record both sides in `manifest`."""
+        fs, path = self._filesystem
         target = self.local / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         pyarrow.fs.copy_files(
@@ -215,7 +236,6 @@ class RemoteExperiment:
             destination_filesystem=pyarrow.fs.LocalFileSystem(),
         )  # fmt: skip
         manifest["stored"][relative], manifest["local"][relative] = stored, _stat(target)
-        self._save(manifest)
 
     def download(self) -> int:
         """Copy the stored files that changed since their last sync (or are missing here)
@@ -226,8 +246,11 @@ class RemoteExperiment:
             for relative, stat in self._remote_files().items()
             if relative not in here or manifest["stored"].get(relative) != stat
         }
-        for relative, stat in changed.items():
-            self._get(relative, stat, manifest)
+        try:
+            for relative, stat in changed.items():
+                self._get(relative, stat, manifest)
+        finally:  # what was copied before a failure is not copied again
+            self._save(manifest)
         return len(changed)
 
     def upload(self, files: list[str] | None = None) -> int:
@@ -240,15 +263,23 @@ class RemoteExperiment:
                 f == STUDY_FILE or manifest["local"].get(f) != stat)]  # fmt: skip
         else:
             chosen = [f for f in files if f in here]
-        for relative in chosen:
-            if relative == STUDY_FILE:
-                self.upload_study()
-            else:
-                self._put(relative, here[relative])
+        try:
+            for relative in chosen:
+                if relative == STUDY_FILE:
+                    self._put_study(manifest)
+                else:
+                    self._put(relative, here[relative], manifest)
+        finally:  # what was sent before a failure is not sent again
+            self._save(manifest)
         return len(chosen)
 
     def upload_study(self) -> None:
         """Upload a consistent snapshot of optuna.db, which the searcher may be writing."""
+        manifest = self._manifest()
+        self._put_study(manifest)
+        self._save(manifest)
+
+    def _put_study(self, manifest: dict[str, dict[str, Stat]]) -> None:
         study = self.local / STUDY_FILE
         if not study.is_file():  # sqlite3.connect would create an empty one
             return
@@ -261,13 +292,20 @@ class RemoteExperiment:
             source.close()
             copy.close()
         try:
-            self._put(STUDY_FILE, before, source=snapshot)
+            self._put(STUDY_FILE, before, manifest, source=snapshot)
         finally:
             snapshot.unlink()
 
-    def _put(self, relative: str, local: Stat, source: Path | None = None) -> None:
-        """Copy one file (or `source` in its place) to the URI; record both sides."""
-        fs, path = self._filesystem()
+    def _put(
+        self,
+        relative: str,
+        local: Stat,
+        manifest: dict[str, dict[str, Stat]],
+        source: Path | None = None,
+    ) -> None:
+        """Copy one file (or `source` in its place) to the URI; record both sides in
+        `manifest`."""
+        fs, path = self._filesystem
         target = f"{path}/{relative}"
         fs.create_dir(str(PurePosixPath(target).parent), recursive=True)
         pyarrow.fs.copy_files(
@@ -275,10 +313,8 @@ class RemoteExperiment:
             source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs,
         )  # fmt: skip
         info = fs.get_file_info(target)
-        manifest = self._manifest()
         manifest["stored"][relative] = [info.size, info.mtime_ns]
         manifest["local"][relative] = local
-        self._save(manifest)
 
 
 class StudyUpload(tune.Callback):
