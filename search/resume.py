@@ -234,13 +234,13 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
             f"resumed or overwritten: {'; '.join(problems)}"
         )
     url = saved_study_url(root)
-    if url and url != study_url(root) and remote:
-        raise UsageError(
-            f"{command}: {remote.uri} was moved or copied from where it was made, and its saved "
-            f"search state writes to that experiment's study ({url}); continue it there"
-        )
     if url and url != study_url(root):  # Ray would reopen the study where it was made
         made_at = Path(url.removeprefix("sqlite:///")).parent
+        if remote:
+            raise UsageError(
+                f"{command}: {remote.uri} was moved or copied from where it was made, and its "
+                f"saved search state writes to that experiment's study ({url}); continue it there"
+            )
         raise UsageError(
             f"{command}: {root} was moved or copied from {made_at}, and its saved search "
             f"state writes to the study there; continue it at {made_at} (--storage-path "

@@ -381,8 +381,6 @@ def _existing_experiment(s: SearchSettings) -> list[str]:
     remote = s.remote
     if remote is None:
         where: list[Any] = [s.experiment_dir] if s.experiment_dir.exists() else []
-    elif uri_problems(s.storage_path):  # reported with the --storage-path problems
-        return []
     else:
         try:
             where = [remote.uri] if remote.exists() else []
@@ -519,6 +517,16 @@ def _gpu_problems(gpus_per_trial: float) -> list[str]:
     return []
 
 
+def _storage_problems(storage_path: str) -> list[str]:
+    """Why --storage-path cannot hold experiments: a file, or a URI pyarrow cannot open."""
+    if is_uri(storage_path):
+        return uri_problems(storage_path)
+    folder = Path(storage_path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        return [f"--storage-path must be a folder, but {folder} is a file"]
+    return []
+
+
 def local_resource_problems(s: SearchSettings) -> list[str]:
     """What keeps one trial of `s` from running on this machine (Tune would wait forever)."""
     problems = _gpu_problems(s.gpus_per_trial)
@@ -579,16 +587,12 @@ def validate_settings(s: SearchSettings) -> list[str]:
             problems.append(f"`--gpus-per-trial >= 0` must hold, but got {s.gpus_per_trial:g}")
     if not 0 <= s.seed < 2**32:
         problems.append(f"`0 <= --seed < 2**32` must hold, but got {s.seed}")
+    storage = _storage_problems(s.storage_path)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", s.name):
         problems.append(
             f"--name must be a folder name of letters, digits, '.', '_' or '-', but got {s.name!r}"
         )
-    else:
+    elif not storage:  # with a storage that can't be used, where it would be is moot
         problems += _existing_experiment(s)
     problems += wandb_mode_problems(s.wandb)
-    storage = Path(s.storage_path).expanduser()
-    if is_uri(s.storage_path):
-        problems += uri_problems(s.storage_path)
-    elif storage.exists() and not storage.is_dir():
-        problems.append(f"--storage-path must be a folder, but {storage} is a file")
-    return problems
+    return problems + storage
