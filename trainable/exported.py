@@ -23,7 +23,7 @@ from torchvision import transforms
 
 from trainable.backbones import BACKBONES, build_model, freeze_stages
 from trainable.checkpoint import write_atomically
-from trainable.config import TrialConfig
+from trainable.config import TrialConfig, error_line
 from trainable.images import DECODE_ERRORS, DataError, eval_transform
 
 EXPORT_KEYS = ("state_dict", "config", "classes", "metrics")
@@ -73,8 +73,9 @@ def load_export(path: Path) -> dict[str, Any]:
     try:
         export = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as error:  # torch raises several types for a foreign or damaged file
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ExportError(f"{path} is not a readable model file: {first[:200]}") from None
+        raise ExportError(
+            f"{path} is not a readable model file: {error_line(error)[:200]}"
+        ) from None
     missing = [key for key in EXPORT_KEYS if key not in export] if isinstance(export, dict) else []
     if not isinstance(export, dict) or missing:
         raise ExportError(
@@ -121,8 +122,8 @@ def model_from_export(export: dict[str, Any]) -> nn.Module:
             export["state_dict"],
         )
     except (RuntimeError, ValueError) as error:  # weights that do not fit the config
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ExportError(f"the model file's weights do not fit its config: {first}") from None
+        reason = error_line(error)
+        raise ExportError(f"the model file's weights do not fit its config: {reason}") from None
 
 
 def input_transform(preprocessing: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
