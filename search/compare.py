@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -68,11 +67,7 @@ def budget_curve(experiment_dir: Path, summary: dict) -> list[float]:
     """Best metric so far after each trial-epoch, in the order the results arrived."""
     rows = []
     for trial in summary["trials"]:
-        result_file = experiment_dir / trial["path"] / "result.json"
-        if not result_file.exists():
-            continue
-        for line in result_file.read_text().splitlines():
-            row = json.loads(line)
+        for row in metrics.result_rows(experiment_dir / trial["path"]):
             if METRIC in row and metrics.EPOCH in row:
                 # `timestamp` has 1 s resolution: break ties by the trial's own clock.
                 rows.append((row["timestamp"], row["time_total_s"], row[METRIC]))

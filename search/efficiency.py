@@ -130,8 +130,8 @@ def search_breakdown(experiment: Path, wall: float) -> dict[str, float]:
     trials' time (building the model and features, checkpoints, reporting), and everything
     outside trials (start-up, Ray, the summary, the W&B artifact, shutdown)."""
     epochs = trial_time = 0.0
-    for results in experiment.glob("*/result.json"):
-        rows = [json.loads(line) for line in results.read_text().splitlines()]
+    for results in experiment.glob(f"*/{metrics.RESULT_FILE}"):
+        rows = metrics.result_rows(results.parent)
         if not rows:  # failed before its first epoch ended
             continue
         epochs += sum(row[metrics.EPOCH_SECONDS] for row in rows)
