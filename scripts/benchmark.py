@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from search.benchmark import format_markdown, run_benchmark  # noqa: E402
-from search.settings import OneLineErrorParser, UsageError  # noqa: E402
+from search.usage import OneLineErrorParser, UsageError  # noqa: E402
 from trainable.config import default_cache_dir  # noqa: E402
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from search.compare import compare, format_markdown  # noqa: E402
-from search.settings import SearchSettings, UsageError  # noqa: E402
+from search.config.settings import SearchSettings  # noqa: E402
+from search.usage import UsageError  # noqa: E402
 from trainable.config import default_cache_dir  # noqa: E402
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from search.config.settings import SearchSettings, resolve
 from search.efficiency import (
     feature_cache_speedup,
     full_budget,
@@ -34,7 +35,6 @@ from search.efficiency import (
     optuna_peer,
 )
 from search.run import run_search
-from search.settings import SearchSettings, resolve
 from trainable.config import TrialConfig
 from trainable.datasets import build_data
 from trainable.loop import run_trial

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from search.settings import OneLineErrorParser, UsageError
 from search.storage import EXPERIMENT_HELP, local_experiment
+from search.usage import OneLineErrorParser, UsageError
 
 LOCAL_HOST = "127.0.0.1"
 

@@ -9,16 +9,16 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.sample import Domain
 
+from search.config.settings import METRIC, MODE, SearchSettings
 from search.optuna_bridge import (
     BudgetAwareOptunaSearch,
     ConditionalSpace,
     build_sampler,
     build_storage,
 )
-from search.settings import METRIC, MODE, SearchSettings
 from spaces import get_space
 from trainable import metrics
-from trainable.backbones import BACKBONES
+from trainable.catalog import BACKBONES
 from trainable.config import TrialConfig
 from trainable.ray_entry import train_transfer
 
@@ -43,6 +43,7 @@ def build_param_space(settings: SearchSettings) -> dict[str, Any]:
         "max_epochs": settings.max_epochs,  # the trial's epochs and ASHA's max_t: one value
         "seed": settings.seed,
         "num_threads": max(1, int(settings.cpus_per_trial)),
+        "loader_workers": settings.loader_workers,
         "device": "cuda" if settings.gpus_per_trial > 0 else "cpu",
         "cache_dir": settings.cache_dir,
     }

@@ -1,15 +1,17 @@
 """The command line of scripts/search.py: parse, validate, run; exit codes as documented.
 
 0 done; 1 anything unexpected; 2 bad input (one line, no traceback); 130 interrupted.
+Torch, Ray and Optuna are imported only once the input has been checked: `--help`,
+`--version` and a typo answer at once.
 """
 
 from __future__ import annotations
 
 import sys
 
-from search.resume import parse_resume
-from search.run import SearchInterrupted, run_search
-from search.settings import UsageError, build_parser, given_flags, parse_settings
+from search.config.parse import build_parser, given_flags, package_version
+from search.config.preflight import checked_settings
+from search.usage import SearchInterrupted, UsageError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,10 +22,19 @@ def main(argv: list[str] | None = None) -> int:
         if given.get("help"):
             build_parser().print_help()
             return 0
-        if given.get("resume") or given.get("extend"):
-            run_search(parse_resume(argv), resume=True)
+        if given.get("version"):
+            print(f"transfer-tune {package_version()}")
+            return 0
+        resume = bool(given.get("resume") or given.get("extend"))
+        if resume:
+            from search.resume import parse_resume
+
+            settings = parse_resume(argv)
         else:
-            run_search(parse_settings(argv))
+            settings = checked_settings(argv)
+        from search.run import run_search  # Ray, torch and Optuna: the input is good
+
+        run_search(settings, resume=resume)
     except UsageError as error:
         print(f"search.py: error: {error}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 import search
 import spaces
 import trainable
-from search.settings import SearchSettings
+from search.config.settings import SearchSettings
 from search.storage import storage_filesystem, written_marker
 from search.usage import UsageError
 from trainable.config import error_line

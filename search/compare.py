@@ -23,16 +23,12 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search.builders import build_space
+from search.config.preflight import quick_problems, thorough_problems
+from search.config.settings import METRIC, MODE, SearchSettings, resolve
+from search.config.validate import settings_problems
 from search.optuna_bridge import build_sampler
 from search.run import run_search, start_ray
-from search.settings import (
-    METRIC,
-    MODE,
-    SearchSettings,
-    UsageError,
-    resolve,
-    validate_settings,
-)
+from search.usage import UsageError
 from trainable import metrics
 
 METHODS = ("bridge", "stock", "random")
@@ -95,7 +91,8 @@ def compare(
     """Run every method for every seed under `base.storage_path`; return the comparison."""
     say = say or (lambda line: print(line, flush=True))
     planned = [method_settings(method, base, seed) for seed in seeds for method in METHODS]
-    problems = sorted({p for settings in planned for p in validate_settings(settings)})
+    checks = (settings_problems, quick_problems, thorough_problems)
+    problems = sorted({p for settings in planned for check in checks for p in check(settings)})
     if problems:  # e.g. an earlier comparison in the same folder: never overwritten
         raise UsageError("; ".join(problems))
     runs: list[dict[str, Any]] = []

@@ -27,8 +27,8 @@ import optuna
 import torch
 
 from search.builders import build_param_space, build_space
+from search.config.settings import DIGITS_IMAGE_SIZE, SearchSettings, resolve
 from search.optuna_bridge import build_sampler
-from search.settings import DIGITS_IMAGE_SIZE, SearchSettings, resolve
 from trainable import metrics
 from trainable.config import TrialConfig
 from trainable.datasets import build_data

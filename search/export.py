@@ -22,20 +22,14 @@ from PIL import Image
 from search.storage import EXPERIMENT_HELP, local_experiment
 from search.summary import SUMMARY_FILE, fmt, read_summary
 from search.usage import OneLineErrorParser, UsageError
-from trainable.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from trainable.catalog import DIGITS, IMAGE_FOLDER, DataError, DataSpec
+from trainable.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from trainable.config import TrialConfig, default_cache_dir, error_line
 from trainable.data import ImageSplit, Split, SplitLike, TransferData
-from trainable.datasets import (
-    DIGITS,
-    IMAGE_FOLDER,
-    DataSpec,
-    build_data,
-    prepare_torchvision_set,
-)
+from trainable.datasets import build_data, prepare_torchvision_set
 from trainable.engine import evaluate
-from trainable.exported import export_state, model_from_export, save_export, trained_model
-from trainable.images import DataError
-from trainable.loop import DivergedError, retrain
+from trainable.exported import MODEL_FILE, export_state, model_from_export, save_export
+from trainable.loop import DivergedError, retrain, trained_model
 from trainable.weights import WeightsError
 
 
@@ -181,9 +175,10 @@ def export_best(
         print(f"Retrained in {time.monotonic() - began:.0f} s")
     else:
         print(f"Best trial {best['trial_id']} ({config}), checkpoint of epoch {epoch}")
-        model = trained_model(
-            cfg.backbone, len(data.classes), cfg.image_size, cfg.freeze_depth, checkpoint["model"]
-        )
+        try:  # its frozen stages from the starting weights, as the trial built them
+            model = trained_model(cfg, checkpoint)
+        except (CheckpointError, WeightsError, OSError) as error:
+            raise UsageError(f"the checkpoint {path} cannot be restored: {error}") from None
     source = {
         "experiment": summary["experiment"],
         "trial_id": best["trial_id"],
@@ -192,7 +187,7 @@ def export_best(
         "epochs": cfg.max_epochs if retrain_it else epoch,
     }
     # A retrained model saw the validation images: it has no val_acc.
-    scores = {"val_acc": None if retrain_it else float(checkpoint["best_val_acc"])}
+    scores = {"val_acc": None if retrain_it else best["val_acc"]}
     export = export_state(model, recipe, data.classes, data.preprocessing, scores, source)
     try:
         # The test accuracy of the model as predict.py rebuilds it: from the file's bytes.
@@ -213,6 +208,35 @@ def export_best(
         print(f"test_acc {test.acc:.4f} on {len(data.test)} held-out test images")
     print(f"Model: {out}\nPredict with:  python scripts/predict.py {out} IMAGE_OR_FOLDER ...")
     return export["metrics"]
+
+
+def write_model_file(
+    root: Path,
+    best: dict[str, Any],
+    experiment: str,
+    preprocessing: dict[str, Any],
+    backbone_state: dict[str, torch.Tensor] | None,
+) -> Path:
+    """The best trial's whole model, written next to its checkpoint as MODEL_FILE in the
+    exported format (scripts/predict.py reads it; test_acc null: only export.py evaluates
+    on the test split). The frozen stages come from `backbone_state`, the search's starting
+    weights."""
+    folder = root / best["checkpoint"]
+    checkpoint = load_checkpoint(folder / CHECKPOINT_FILE)
+    cfg = TrialConfig.from_dict(checkpoint["config"])
+    model = trained_model(cfg, checkpoint, backbone_state)
+    source = {
+        "experiment": experiment,
+        "trial_id": best["trial_id"],
+        "checkpoint": Path(best["checkpoint"], CHECKPOINT_FILE).as_posix(),
+        "retrained": False,
+        "epochs": int(checkpoint["epoch"]),
+    }
+    scores = {"val_acc": best["val_acc"], "test_acc": None, "test_images": 0}
+    classes = tuple(checkpoint["classes"])
+    path = folder / MODEL_FILE
+    save_export(path, export_state(model, cfg, classes, preprocessing, scores, source))
+    return path
 
 
 def _round_trip(export: dict[str, Any]) -> dict[str, Any]:

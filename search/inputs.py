@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from search.settings import SearchSettings, UsageError
+from search.config.settings import SearchSettings
+from search.usage import UsageError
+from trainable.catalog import DIGITS, IMAGE_FOLDER, IMAGENET, SOURCE, DataError, DataSpec
 from trainable.config import TrialConfig
 from trainable.data import TransferData
-from trainable.datasets import DIGITS, IMAGE_FOLDER, DataSpec, build_data, prepare_torchvision_set
-from trainable.images import DataError
+from trainable.datasets import build_data, prepare_torchvision_set
 from trainable.pretrain import ensure_source_weights
-from trainable.weights import IMAGENET, SOURCE, WeightsError, check_imagenet, prepare_imagenet
+from trainable.weights import WeightsError, check_imagenet, prepare_imagenet
 
 
 def prepare_inputs(settings: SearchSettings, fixed: TrialConfig) -> TransferData:

@@ -27,14 +27,9 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Domain
 
-STUDY_FILE = "optuna.db"  # in the experiment folder; the study is named after the experiment
-SAMPLERS = ("tpe", "random")
+from search.storage import study_url
+
 TUNE_TRIAL_ID = "tune_trial_id"  # study trial user attribute: which Tune trial it is
-
-
-def study_url(experiment_dir: Path) -> str:
-    """SQLAlchemy URL of the study, as the `optuna` CLI and optuna-dashboard take it."""
-    return f"sqlite:///{experiment_dir / STUDY_FILE}"
 
 
 def build_storage(experiment_dir: Path) -> optuna.storages.RDBStorage:

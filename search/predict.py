@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 from search.usage import OneLineErrorParser, UsageError
+from trainable.catalog import DataError
 from trainable.exported import ExportError, load_export, model_from_export, predict_files
-from trainable.images import IMAGE_EXTENSIONS, DataError
+from trainable.folders import IMAGE_EXTENSIONS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from search.config.settings import METRIC
 from search.importance import EVALUATORS, ImportanceGroup, param_importance
 from search.plots import (
     STOP_COLOURS,
@@ -25,8 +26,7 @@ from search.plots import (
     learning_curves,
     versus_parameters,
 )
-from search.settings import METRIC, SETTINGS_FILE, OneLineErrorParser, UsageError
-from search.storage import EXPERIMENT_HELP, local_experiment
+from search.storage import EXPERIMENT_HELP, SETTINGS_FILE, local_experiment
 from search.summary import (
     STOP_REASONS,
     SUMMARY_FILE,
@@ -35,8 +35,9 @@ from search.summary import (
     searched_params,
     shown_path,
 )
+from search.usage import OneLineErrorParser, UsageError
 from trainable import metrics
-from trainable.backbones import BACKBONES
+from trainable.catalog import BACKBONES
 
 REPORT_FILE = "report.html"
 # Settings two experiments must share for one's best val_acc to be a reference for the other's

@@ -14,22 +14,20 @@ import pickle
 from pathlib import Path
 from typing import IO, Any
 
-import optuna
-from ray import cloudpickle
-
-from search.optuna_bridge import STUDY_FILE, study_url
-from search.settings import (
+from search.config.parse import cluster_address, given_flags
+from search.config.preflight import gpu_problems
+from search.config.settings import SearchSettings, is_uri, join_uri, resolve, working_copy
+from search.config.validate import local_resource_problems
+from search.storage import (
     SETTINGS_FILE,
-    SearchSettings,
-    UsageError,
-    cluster_address,
-    given_flags,
-    local_resource_problems,
-    resolve,
+    STUDY_FILE,
+    RemoteExperiment,
+    study_url,
+    uri_problems,
 )
-from search.storage import RemoteExperiment, is_uri, join_uri, uri_problems, working_copy
-from trainable.checkpoint import write_atomically
-from trainable.config import default_cache_dir, error_line
+from search.usage import UsageError
+from trainable.config import TrialConfig, default_cache_dir, error_line
+from trainable.files import write_atomically
 
 TUNER_FILE = "tuner.pkl"
 # Written by Ray Tune at every experiment snapshot; a restore reads the newest of each.
@@ -84,11 +82,18 @@ class _InertUnpickler(pickle.Unpickler):
 
 
 def _load_inert(f: IO[bytes]) -> Any:
-    return _InertUnpickler(f).load()
+    unpickler = _InertUnpickler(f)
+    try:
+        return unpickler.load()
+    finally:
+        # Its memo would keep what it made alive past the caller (until the interpreter
+        # exits, when Ray's W&B callback's __del__ fails without Ray's module: a traceback).
+        unpickler.memo.clear()
 
 
 def _unreadable(path: Path, kind: str) -> str | None:
     """Why `path` cannot be read as `kind` ('json' or 'pickle'); None when it can."""
+    reason = None
     try:
         if kind == "json":
             json.loads(path.read_text())
@@ -96,8 +101,8 @@ def _unreadable(path: Path, kind: str) -> str | None:
             with path.open("rb") as f:
                 _load_inert(f)
     except Exception as error:  # any failure to load means a restore would fail or start over
-        return f"{type(error).__name__}: {error}"
-    return None
+        reason = f"{type(error).__name__}: {error}"
+    return reason
 
 
 def state_problems(settings: SearchSettings) -> list[str]:
@@ -121,6 +126,8 @@ def state_problems(settings: SearchSettings) -> list[str]:
 
 def _study_problems(settings: SearchSettings) -> list[str]:
     """Problems of the experiment's Optuna study: missing, or made for another space."""
+    import optuna
+
     path = settings.experiment_dir / STUDY_FILE
     if not path.is_file():
         return [f"{path} is missing"]
@@ -217,7 +224,7 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
         address=address,
     )
     if not address:  # made on a cluster perhaps, resumed here: this machine must hold a trial
-        local = local_resource_problems(settings)
+        local = local_resource_problems(settings) + gpu_problems(settings.gpus_per_trial)
         if local:
             raise UsageError(f"{command} on this machine: {'; '.join(local)}")
     if remote:  # everything else checked: now the whole experiment
@@ -288,9 +295,48 @@ def grow_search_state(root: Path, total: int) -> Path:
     """
     newest = _newest(root, STATE_PATTERNS["search state"][0])
     assert newest is not None, "checked by state_problems"
+    from ray import cloudpickle
+
     with newest.open("rb") as f:
         state = cloudpickle.load(f)
     if state["total_samples"] < total:
         state.update(total_samples=total, finished=False)
         write_atomically(newest, lambda f: cloudpickle.dump(state, f))
     return newest
+
+
+def checkpoint_problems(root: Path, fixed: TrialConfig, backbone_state: dict | None) -> list[str]:
+    """The trials a resume would continue whose newest checkpoint trained on other frozen
+    stages than `backbone_state`, the starting weights the search has now: a lean checkpoint
+    holds only what trained (trainable.checkpoint) and would fail in the trial."""
+    import torch
+    from ray.tune import ExperimentAnalysis
+
+    from trainable.checkpoint import CHECKPOINT_FILE
+    from trainable.loop import build_trial_model, frozen_fingerprint
+
+    expected: dict[int, str] = {}
+    problems = []
+    for trial in ExperimentAnalysis(str(root)).trials:
+        if trial.status == "TERMINATED":  # never resumed
+            continue
+        for folder in sorted(Path(trial.path).glob("checkpoint_*"), reverse=True):
+            try:
+                saved = torch.load(folder / CHECKPOINT_FILE, mmap=True, weights_only=True)
+            except Exception:  # half written: the trial takes an older one (trainable.ray_entry)
+                continue
+            if "frozen_fingerprint" not in saved:  # a whole model: nothing to rebuild
+                break
+            cfg = dataclasses.replace(TrialConfig.from_dict(saved["config"]), device="cpu")
+            if cfg.freeze_depth not in expected:
+                model = build_trial_model(cfg, len(saved["classes"]), backbone_state)
+                expected[cfg.freeze_depth] = frozen_fingerprint(model, cfg)[1]
+            if saved["frozen_fingerprint"] != expected[cfg.freeze_depth]:
+                problems.append(
+                    f"trial {trial.trial_id}'s checkpoint {folder.name} trained on frozen "
+                    f"stages other than the starting weights --weights {fixed.weights} gives "
+                    "now (they changed since the search started); put back the weights it "
+                    "started from"
+                )
+            break
+    return problems

@@ -20,12 +20,14 @@ from ray.tune.search import Searcher
 
 from search.builders import build_param_space, build_tuner, restore_tuner
 from search.cluster import describe_nodes, use_cluster
+from search.config.settings import SearchSettings
+from search.export import write_model_file
 from search.inputs import describe_data, prepare_inputs
-from search.loggers import build_callbacks
+from search.loggers import StudyUpload, build_callbacks
 from search.progress import ProgressReporter
-from search.resume import grow_search_state, record_extension
-from search.settings import SETTINGS_FILE, SearchSettings
-from search.storage import RemoteExperiment, StudyUpload
+from search.resume import checkpoint_problems, grow_search_state, record_extension
+from search.retention import prune_checkpoints
+from search.storage import SETTINGS_FILE, RemoteExperiment, remote_experiment
 from search.summary import (
     ENDED,
     build_summary,
@@ -35,7 +37,7 @@ from search.summary import (
     write_summary,
 )
 from search.tensorboard import mark_interrupted, write_experiment_board
-from search.usage import UsageError
+from search.usage import SearchInterrupted, UsageError
 from search.wandb_mode import resolve_wandb_mode
 from search.wandb_runs import log_best_model
 from spaces import get_space, searched_keys
@@ -92,7 +94,7 @@ def start_ray() -> None:
     quiet_logs()
     ray.init(
         # A new Ray of this process's own: without it, ray.init() joins the newest cluster
-        # `ray start` left on this machine ($RAY_ADDRESS is --address's, see search.settings).
+        # `ray start` left on this machine ($RAY_ADDRESS is --address's, see search.config.parse).
         address="local",
         num_cpus=os.cpu_count(),
         include_dashboard=False,
@@ -103,10 +105,6 @@ def start_ray() -> None:
     )
 
 
-class SearchInterrupted(Exception):
-    """The search stopped early (Ctrl-C or SIGTERM) with its state saved; says how to resume."""
-
-
 def _forward_to_sigint(signum: int, frame: Any) -> None:
     """SIGTERM (sent by cluster schedulers) takes Ctrl-C's graceful path: stop, save, exit."""
     signal.raise_signal(signal.SIGINT)
@@ -115,7 +113,7 @@ def _forward_to_sigint(signum: int, frame: Any) -> None:
 def resume_command(settings: SearchSettings) -> str:
     """The command line that continues this experiment."""
     folder = str(shown_path(settings.experiment_dir.parent))
-    storage = shlex.quote(settings.storage_path if settings.remote else folder)  # `?a=1&b=2`
+    storage = shlex.quote(settings.storage_path if settings.experiment_uri else folder)  # ?a=1&b=2
     command = f"python scripts/search.py --resume --name {settings.name} --storage-path {storage}"
     return command + (f" --address {settings.address}" if settings.address else "")
 
@@ -160,7 +158,7 @@ def _run_search(settings: SearchSettings, searcher: Searcher | None, resume: boo
     fixed = TrialConfig.from_dict(param_space)
     root = settings.experiment_dir
     shown = shown_path(root)
-    remote = settings.remote
+    remote = remote_experiment(settings)
     where = f"{remote.uri} (working copy {shown})" if remote else shown
     left = settings.num_samples
     previous = read_summary(root) if resume else {}
@@ -197,11 +195,16 @@ def _run_search(settings: SearchSettings, searcher: Searcher | None, resume: boo
             except OSError as error:  # checked writable a moment ago: the network, say
                 shutil.rmtree(root)  # nothing ran: no working copy to refuse the next try
                 raise UsageError(f"cannot write to {remote.uri}: {error_line(error)}") from None
+    state = None
     if left > 0:
         # The starting weights, loaded once here and handed to every trial (through Ray's
         # object store): cluster nodes need neither the weights cache nor a download.
         state = load_weights(fixed.weights, fixed.backbone, fixed.data, fixed.image_size,
                              fixed.cache_dir)  # fmt: skip
+        if resume:  # a lean checkpoint resumes only on the frozen stages it trained with
+            problems = checkpoint_problems(root, fixed, state)
+            if problems:
+                raise UsageError(f"--resume: {'; '.join(problems)}")
         _fit(settings, searched, wandb_mode, searcher, resume, state)
     if remote:
         _upload(remote)  # the study and W&B's runs first: a download can take minutes
@@ -214,9 +217,17 @@ def _run_search(settings: SearchSettings, searcher: Searcher | None, resume: boo
     finished = len(summary["trials"]) == settings.num_samples and not unfinished
     if finished and wandb_mode != "disabled" and summary["best"]:
         if left > 0:  # trials ran: the best may be new
-            summary["wandb_model"] = _log_best_model(settings, summary, wandb_mode)
+            model = _best_model_file(settings, summary, data.preprocessing, state)
+            summary["wandb_model"] = model and _log_best_model(settings, summary, wandb_mode, model)
         else:  # a finished experiment resumed: its summary is rebuilt, its artifact stands
             summary["wandb_model"] = previous.get("wandb_model")
+    pruned = prune_checkpoints(settings, summary)
+    if pruned.folders:
+        print(
+            f"Removed {pruned.folders} checkpoints ({pruned.bytes / 1e6:,.0f} MB) of "
+            f"{pruned.trials} finished trials outside the best {settings.keep_checkpoints or 'all'}"
+            " (--keep-checkpoints)"
+        )
     summary["wall_seconds"] = round(time.monotonic() - began, 1)
     write_summary(settings, summary)
     report = _write_report(root)  # it reads summary.json
@@ -277,10 +288,26 @@ def _upload(remote: RemoteExperiment) -> None:
         )
 
 
-def _log_best_model(settings: SearchSettings, summary: dict, wandb_mode: str) -> str | None:
-    """Log the best checkpoint to W&B as a model artifact; a W&B failure costs only a warning."""
+def _best_model_file(
+    settings: SearchSettings, summary: dict, preprocessing: dict, state: dict | None
+) -> Path | None:
+    """The best trial's whole model as a file (search.export.write_model_file); a failure
+    costs only a warning: the checkpoint stands, and scripts/export.py writes the model."""
     try:
-        return log_best_model(settings, summary, wandb_mode)
+        return write_model_file(
+            settings.experiment_dir, summary["best"], settings.name, preprocessing, state
+        )
+    except Exception as error:  # a full disk, a checkpoint that does not restore
+        print(f"Warning: the best model file was not written: {error_line(error)}", file=sys.stderr)
+        return None
+
+
+def _log_best_model(
+    settings: SearchSettings, summary: dict, wandb_mode: str, model: Path
+) -> str | None:
+    """Log the best model to W&B as a model artifact; a W&B failure costs only a warning."""
+    try:
+        return log_best_model(settings, summary, wandb_mode, model)
     except Exception as error:  # W&B's own errors vary by version; the search result stands
         print(f"Warning: the best model was not logged to W&B: {error}", file=sys.stderr)
         return None
@@ -302,15 +329,17 @@ def _fit(
     try:
         if resume:
             grown = grow_search_state(settings.experiment_dir, settings.num_samples)  # --extend
-            if settings.remote:  # Tune restores from the stored copy
-                settings.remote.upload([grown.name, SETTINGS_FILE])
+            remote = remote_experiment(settings)
+            if remote:  # Tune restores from the stored copy
+                remote.upload([grown.name, SETTINGS_FILE])
             # callbacks and searcher come from the saved state
             tuner = restore_tuner(settings, backbone_state)
         else:
             progress = ProgressReporter(searched, settings.num_samples, settings.max_epochs)
             callbacks = [progress, *build_callbacks(settings, searched, wandb_mode)]
-            if settings.remote and searcher is None:  # the harness's searcher writes optuna.db
-                callbacks.append(StudyUpload(settings.remote))
+            remote = remote_experiment(settings)
+            if remote and searcher is None:  # the harness's searcher writes optuna.db
+                callbacks.append(StudyUpload(remote))
             tuner = build_tuner(settings, callbacks, searcher, backbone_state)
         tuner.fit()  # Ctrl-C (or SIGTERM): Tune stops the trials and saves its state, then returns
     finally:

@@ -14,30 +14,25 @@ Ray, or by a driver elsewhere that resumed the experiment).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
+import shutil
 import sqlite3
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import pyarrow.fs
-from ray import tune
 
-from search.optuna_bridge import STUDY_FILE
+from search.config.settings import SearchSettings, is_uri, split_uri, working_copy
 from search.usage import UsageError
 from trainable.config import default_cache_dir, error_line
 
-COPIES_FOLDER = "storage"  # the working copies: <cache_dir>/storage/<scheme>/<bucket>/<path>/<name>
 # Files at the experiment's root that the driver writes (everything else there is Ray's).
-SETTINGS_FILE = "settings.json"  # search.settings.SETTINGS_FILE (which imports this module)
+SETTINGS_FILE = "settings.json"  # the resolved settings the experiment was made with
+STUDY_FILE = "optuna.db"  # the Optuna study, named after the experiment
 DRIVER_FILES = (SETTINGS_FILE, STUDY_FILE, "summary.json", "report.html")
 INTERRUPTED_SUFFIX = ".interrupted"  # search.tensorboard.mark_interrupted's events files
 UPLOAD_SUFFIX = ".upload"  # a consistent snapshot of optuna.db, taken while the study is open
@@ -48,24 +43,6 @@ Stat = list[int | None]  # [size, mtime_ns] of a file, as JSON keeps it
 def _stat(path: Path) -> Stat:
     stat = path.stat()
     return [stat.st_size, stat.st_mtime_ns]
-
-
-def is_uri(storage_path: str) -> bool:
-    """Whether --storage-path names a URI (`s3://bucket/runs`) rather than a local folder."""
-    return "://" in storage_path
-
-
-def join_uri(uri: str, name: str) -> str:
-    """`uri` with `name` appended to its path; its query (`?endpoint_override=...`) kept."""
-    parts = urlsplit(uri)
-    return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{name}"))
-
-
-def split_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/runs/NAME?q` as its storage URI `s3://bucket/runs?q` and NAME."""
-    parts = urlsplit(uri)
-    parent, _, name = parts.path.rstrip("/").rpartition("/")
-    return urlunsplit(parts._replace(path=parent)), name
 
 
 # The positional argument of scripts/board.py, export.py and report.py
@@ -89,19 +66,6 @@ def local_experiment(path: str) -> Path:
     copied = experiment.download()
     print(f"Downloaded {copied} files of {path} to its working copy {experiment.local}")
     return experiment.local
-
-
-def working_copy(storage_uri: str, name: str, cache_dir: str) -> Path:
-    """The local folder of experiment `name` stored at `storage_uri`: one per URI and name, so
-    a resume on the same machine (or one with the same cache folder) finds it again."""
-    parts = urlsplit(storage_uri)
-    host = parts.netloc.rpartition("@")[2]  # never credentials in a folder name
-    endpoint = parse_qs(parts.query).get("endpoint_override")
-    if endpoint:  # the same bucket at another endpoint is another store: keep copies apart
-        host += "-" + hashlib.sha1(endpoint[0].encode()).hexdigest()[:8]
-    words = [parts.scheme, host, *PurePosixPath(parts.path).parts[1:]]
-    safe = [re.sub(r"[^A-Za-z0-9._-]", "_", word) for word in words if word]
-    return Path(cache_dir, COPIES_FOLDER, *safe, name)
 
 
 def storage_filesystem(folder: str) -> tuple[pyarrow.fs.FileSystem, str]:
@@ -163,6 +127,17 @@ def driver_owned(relative: str) -> bool:
         parts[0] in DRIVER_FILES or parts[0].startswith("events.out.tfevents")
     )
     return at_root or parts[0] == "wandb" or relative.endswith(INTERRUPTED_SUFFIX)
+
+
+def study_url(experiment_dir: Path) -> str:
+    """SQLAlchemy URL of the study, as the `optuna` CLI and optuna-dashboard take it."""
+    return f"sqlite:///{experiment_dir / STUDY_FILE}"
+
+
+def remote_experiment(settings: SearchSettings) -> RemoteExperiment | None:
+    """The experiment of a URI --storage-path with its working copy; None for a folder."""
+    uri = settings.experiment_uri
+    return RemoteExperiment(uri, settings.experiment_dir) if uri else None
 
 
 @dataclass(frozen=True)
@@ -273,6 +248,17 @@ class RemoteExperiment:
             self._save(manifest)
         return len(chosen)
 
+    def delete(self, folder: str) -> None:
+        """Remove `folder` (relative to the experiment) at the URI and in the working copy."""
+        fs, path = self._filesystem
+        fs.delete_dir(f"{path}/{folder}")
+        shutil.rmtree(self.local / folder, ignore_errors=True)
+        manifest = self._manifest()
+        for side in manifest.values():
+            for relative in [r for r in side if r.startswith(f"{folder}/")]:
+                del side[relative]
+        self._save(manifest)
+
     def upload_study(self) -> None:
         """Upload a consistent snapshot of optuna.db, which the searcher may be writing."""
         manifest = self._manifest()
@@ -315,29 +301,3 @@ class RemoteExperiment:
         info = fs.get_file_info(target)
         manifest["stored"][relative] = [info.size, info.mtime_ns]
         manifest["local"][relative] = local
-
-
-class StudyUpload(tune.Callback):
-    """Uploads the study when a trial starts and ends: a driver lost mid-search leaves the URI
-    with a study that holds every trial Ray's saved state names, so it can be resumed."""
-
-    def __init__(self, experiment: RemoteExperiment) -> None:
-        self.experiment = experiment
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """The study holds the new trial before Ray's state can name it."""
-        self._upload()
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """Upload optuna.db; a failure costs a warning (the end of the search uploads again)."""
-        self._upload()
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """An errored trial is told to the study too."""
-        self._upload()
-
-    def _upload(self) -> None:
-        try:
-            self.experiment.upload_study()
-        except Exception as error:  # pyarrow's and sqlite's errors vary; the search goes on
-            print(f"Warning: optuna.db was not uploaded: {error_line(error)}", file=sys.stderr)

@@ -10,8 +10,8 @@ from typing import Any
 import ray
 from ray.tune import ExperimentAnalysis
 
-from search.optuna_bridge import STUDY_FILE, study_url
-from search.settings import METRIC, MODE, SearchSettings
+from search.config.settings import METRIC, MODE, SearchSettings
+from search.storage import STUDY_FILE, study_url
 from trainable import metrics
 from trainable.checkpoint import saved_epoch
 
@@ -102,6 +102,19 @@ def _trial_entry(
     return entry
 
 
+def _best_checkpoint(analysis: ExperimentAnalysis, trial: Any, path: str, root: Path) -> str | None:
+    """The folder of the trial's best checkpoint, relative to the experiment; None when it has
+    none (no epoch ended, or search.retention removed it)."""
+    checkpoint = analysis.get_best_checkpoint(trial, METRIC, MODE)
+    if checkpoint is None:
+        return None
+    # Its folder in the trial's: Ray 2.60 rebases a moved experiment's checkpoint paths by
+    # string replacement, which doubles them when the new path contains the old one (as a
+    # working copy's path contains its bucket's: search.storage).
+    folder = f"{path}/{PurePosixPath(checkpoint.path).name}"
+    return folder if (root / folder).is_dir() else None
+
+
 def build_summary(settings: SearchSettings, searched: list[str], wandb_mode: str) -> dict:
     """Read the experiment back from disk and summarise it, best trial first."""
     root = settings.experiment_dir
@@ -111,15 +124,13 @@ def build_summary(settings: SearchSettings, searched: list[str], wandb_mode: str
         (_trial_entry(t, frames.get(t.trial_id), searched, settings, root), t)
         for t in analysis.trials
     ]
+    for entry, trial in trials:
+        entry["checkpoint"] = _best_checkpoint(analysis, trial, entry["path"], root)
     trials.sort(key=lambda pair: -(pair[0]["best_val_acc"] or -1.0))
     best = None
     if trials and trials[0][0]["best_val_acc"] is not None:
         entry, trial = trials[0]
-        checkpoint = analysis.get_best_checkpoint(trial, METRIC, MODE)
-        # Its folder in the trial's: Ray 2.60 rebases a moved experiment's checkpoint paths by
-        # string replacement, which doubles them when the new path contains the old one (as a
-        # working copy's path contains its bucket's: search.storage).
-        folder = f"{entry['path']}/{PurePosixPath(checkpoint.path).name}" if checkpoint else None
+        folder = entry["checkpoint"]
         if folder:  # of epochs tied on val_acc, Ray keeps the later one: name its epoch
             # (a damaged file: the first best epoch)
             entry["best_epoch"] = saved_epoch(root / folder) or entry["best_epoch"]
@@ -241,5 +252,5 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
     elif summary["wandb"] == "online":
         lines.append(f"  W&B: project runs grouped as {summary['experiment']!r}")
     if summary.get("wandb_model"):
-        lines.append(f"  W&B model artifact: {summary['wandb_model']}:best (the best checkpoint)")
+        lines.append(f"  W&B model artifact: {summary['wandb_model']}:best (the best model)")
     return "\n".join(line for line in lines if line != "")

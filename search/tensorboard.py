@@ -37,7 +37,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from search.summary import STOP_REASONS, epochs_run, stop_reason
 from trainable import metrics
-from trainable.backbones import build_model, get_backbone
+from trainable.backbones import build_model
+from trainable.catalog import get_backbone
 from trainable.config import error_line
 
 STOP_REASON = "stop_reason"

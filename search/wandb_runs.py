@@ -5,7 +5,7 @@ one history row per epoch, and a summary to compare trials by: `best_val_acc` (t
 it every epoch, so the last value is the best), `epochs` and `stop_reason`. Runs of trials that a
 stop cut off end cleanly, as `interrupted` (Ray's callback killed them). All runs live in one
 logging actor (search.wandb_actor) instead of two processes per trial. At the end of a search,
-`log_best_model` logs the best checkpoint as a model artifact. The mode (offline without
+`log_best_model` logs the best model as a model artifact. The mode (offline without
 credentials) is resolved in search.wandb_mode.
 """
 
@@ -25,7 +25,7 @@ from ray.exceptions import GetTimeoutError
 from ray.tune.experiment import Trial
 from ray.tune.utils import flatten_dict
 
-from search.settings import SearchSettings
+from search.config.settings import SearchSettings
 from search.summary import epochs_run, stop_reason
 from search.wandb_actor import WandbRuns
 from trainable import metrics
@@ -138,14 +138,16 @@ def build_wandb_callback(settings: SearchSettings, wandb_mode: str) -> TrialRuns
     )
 
 
-def log_best_model(settings: SearchSettings, summary: dict[str, Any], wandb_mode: str) -> str:
-    """Log the best trial's checkpoint as a W&B model artifact, from a run in the experiment's
-    group (job type `best-model`); return the artifact's name. The file is referenced, not
-    copied (policy "immutable"): `wandb sync` uploads it from the experiment folder."""
+def log_best_model(
+    settings: SearchSettings, summary: dict[str, Any], wandb_mode: str, path: Path
+) -> str:
+    """Log the best trial's model file `path` (the exported format: search.export) as a W&B
+    model artifact, from a run in the experiment's group (job type `best-model`); return the
+    artifact's name. The file is referenced, not copied (policy "immutable"): `wandb sync`
+    uploads it from the experiment folder."""
     import wandb  # imported here: a second of start-up that a search without W&B never pays
 
     best = summary["best"]
-    path = settings.experiment_dir / best["checkpoint"] / CHECKPOINT_FILE
     name = f"{settings.name}-best"
     run = wandb.init(
         project=wandb_project(),
@@ -161,8 +163,8 @@ def log_best_model(settings: SearchSettings, summary: dict[str, Any], wandb_mode
         artifact = wandb.Artifact(
             name,
             type="model",
-            description=f"Best checkpoint of experiment {settings.name} "
-            f"(loads with torch.load(path, weights_only=True))",
+            description=f"Best model of experiment {settings.name}: the whole model, for "
+            "scripts/predict.py (loads with torch.load(path, weights_only=True))",
             metadata={
                 "experiment": settings.name,
                 "space": settings.space,
@@ -173,7 +175,7 @@ def log_best_model(settings: SearchSettings, summary: dict[str, Any], wandb_mode
                 "checkpoint": Path(best["checkpoint"], CHECKPOINT_FILE).as_posix(),
             },
         )
-        artifact.add_file(str(path), name=CHECKPOINT_FILE, policy="immutable")
+        artifact.add_file(str(path), name=path.name, policy="immutable")
         run.log_artifact(artifact, aliases=["best"])
         run.summary.update(
             {"trial_id": best["trial_id"], metrics.BEST_VAL_ACC: best[metrics.VAL_ACC]}

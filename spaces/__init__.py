@@ -3,10 +3,21 @@
 from spaces.registry import (
     SEARCHED,
     SPACES,
+    Space,
     get_space,
     searched_keys,
+    space_backbone,
     validate_space,
     value_range,
 )
 
-__all__ = ["SEARCHED", "SPACES", "get_space", "searched_keys", "validate_space", "value_range"]
+__all__ = [
+    "SEARCHED",
+    "SPACES",
+    "Space",
+    "get_space",
+    "searched_keys",
+    "space_backbone",
+    "validate_space",
+    "value_range",
+]

@@ -1,45 +1,73 @@
-"""The named search spaces a user picks with `--space`, and their structural validation."""
+"""The named search spaces a user picks with `--space`, and their structural validation.
+
+Nothing here imports Ray until a space is built: its name and backbone are read first (the
+command line checks them in milliseconds).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
-
-from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform
 
 from spaces.families import convnext, efficientnet, mobilenet, vit
 from spaces.resnet import resnet_large, resnet_small
 
-# Adding a space: write a function returning a flat dict, and register it here.
-SPACES: dict[str, Callable[[], dict[str, Any]]] = {
-    "resnet_small": resnet_small,
-    "resnet_large": resnet_large,
-    "mobilenet": mobilenet,
-    "efficientnet": efficientnet,
-    "convnext": convnext,
-    "vit": vit,
+
+@dataclass(frozen=True)
+class Space:
+    """A registered space: the function returning its searched and fixed settings (a flat
+    dict of `ray.tune` domains and constants), and the backbone it fine-tunes."""
+
+    build: Callable[[], dict[str, Any]]
+    backbone: str  # a name of trainable.catalog.BACKBONES
+
+
+# Adding a space: write a function returning a flat dict, and register it here with its backbone.
+SPACES: dict[str, Space] = {
+    "resnet_small": Space(resnet_small, "resnet18"),
+    "resnet_large": Space(resnet_large, "resnet50"),
+    "mobilenet": Space(mobilenet, "mobilenet_v3_large"),
+    "efficientnet": Space(efficientnet, "efficientnet_b0"),
+    "convnext": Space(convnext, "convnext_tiny"),
+    "vit": Space(vit, "vit_b_16"),
 }
 
 SEARCHED = ("freeze_depth", "backbone_lr", "head_lr")  # every space must define these
 _CONSTANTS = (bool, int, float, str)
 
 
-def get_space(name: str) -> dict[str, Any]:
-    """The search space registered as `name`; unknown names list the choices."""
+def _registered(name: str) -> Space:
     if name not in SPACES:
         raise ValueError(
             f"unknown search space {name!r}; choose one of: {', '.join(sorted(SPACES))}"
         )
-    return SPACES[name]()
+    return SPACES[name]
+
+
+def space_backbone(name: str) -> str:
+    """The backbone of the space registered as `name`, without building the space."""
+    return _registered(name).backbone
+
+
+def get_space(name: str) -> dict[str, Any]:
+    """The search space registered as `name`, its backbone included; unknown names list the
+    choices."""
+    entry = _registered(name)
+    return {"backbone": entry.backbone, **entry.build()}
 
 
 def searched_keys(space: dict[str, Any]) -> list[str]:
     """Keys whose values the searcher samples (domains), in the space's order."""
+    from ray.tune.search.sample import Domain
+
     return [key for key, value in space.items() if isinstance(value, Domain)]
 
 
 def value_range(value: Any) -> tuple[float, float] | None:
     """Smallest and largest value a constant or domain can take; None when not numeric."""
+    from ray.tune.search.sample import Categorical, Float, Integer
+
     if isinstance(value, bool | str):
         return None
     if isinstance(value, int | float):
@@ -57,6 +85,8 @@ def value_range(value: Any) -> tuple[float, float] | None:
 
 def _integer_valued(value: Any) -> bool:
     """True for an int, a tune.randint, or a tune.choice of ints."""
+    from ray.tune.search.sample import Categorical, Integer
+
     if isinstance(value, Categorical):
         return all(isinstance(c, int) and not isinstance(c, bool) for c in value.categories)
     return isinstance(value, Integer) or (isinstance(value, int) and not isinstance(value, bool))
@@ -64,6 +94,8 @@ def _integer_valued(value: Any) -> bool:
 
 def _domain_problems(key: str, value: Any) -> list[str]:
     """What is wrong with one entry of a space (empty when it is fine)."""
+    from ray.tune.search.sample import Categorical, Float, Integer, LogUniform
+
     if isinstance(value, dict) and "grid_search" in value:
         return [f"{key!r}: grid_search cannot be converted to Optuna; use tune.choice"]
     if isinstance(value, dict):

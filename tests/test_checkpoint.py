@@ -6,12 +6,14 @@ import torch
 from trainable.checkpoint import (
     CHECKPOINT_FILE,
     CHECKPOINT_KEYS,
+    BackgroundSave,
+    CheckpointError,
     load_checkpoint,
     save_checkpoint,
-    write_atomically,
 )
 from trainable.config import TrialConfig
-from trainable.loop import run_trial
+from trainable.files import write_atomically
+from trainable.loop import build_trial_model, run_trial, trained_model
 
 # Scratch weights keep these tests free of source pretraining; 16 px images keep them fast.
 CFG = TrialConfig(
@@ -71,7 +73,7 @@ def test_a_resumed_trial_takes_the_newer_checkpoint_whose_epoch_was_logged(tmp_p
 
     def state(epoch: int) -> dict:
         return {"model": {}, "optimizer": {}, "epoch": epoch, "config": {}, "classes": [],
-                "best_val_acc": 0.5}  # fmt: skip
+                "prior_best_val_acc": 0.5, "frozen_fingerprint": ""}  # fmt: skip
 
     for index, epoch in ((0, 1), (1, 2), (2, 3)):
         save_checkpoint(tmp_path / f"checkpoint_00000{index}" / CHECKPOINT_FILE, state(epoch))
@@ -82,3 +84,71 @@ def test_a_resumed_trial_takes_the_newer_checkpoint_whose_epoch_was_logged(tmp_p
     assert newest_logged_checkpoint(tmp_path, state(2))["epoch"] == 2
     (tmp_path / "checkpoint_000001" / CHECKPOINT_FILE).write_bytes(b"half a file")
     assert newest_logged_checkpoint(tmp_path, state(1))["epoch"] == 1
+
+
+def _checkpoint_of(cfg: TrialConfig, epoch: int, tmp_path: Path) -> dict:
+    """The checkpoint a trial of `cfg` writes after `epoch`, read back from its file."""
+    for result, state in run_trial(cfg):
+        if result["epoch"] == epoch:
+            save_checkpoint(tmp_path / "c.pt", state)
+            return load_checkpoint(tmp_path / "c.pt")
+    raise AssertionError(f"no epoch {epoch}")
+
+
+def test_a_checkpoint_holds_what_trains_not_the_frozen_stages(tmp_path: Path) -> None:
+    full = set(build_trial_model(CFG, 5).state_dict())
+    lean = _checkpoint_of(CFG, 1, tmp_path)  # stem, layer1 and layer2 frozen
+    assert set(lean["model"]) == {k for k in full if k.startswith(("layer3.", "layer4.", "fc."))}
+    probe = TrialConfig(**{**CFG.to_dict(), "freeze_depth": 5, "backbone_lr": None})
+    head = _checkpoint_of(probe, 1, tmp_path)
+    assert set(head["model"]) == {"fc.weight", "fc.bias"}
+    assert (tmp_path / "c.pt").stat().st_size < 50_000  # the head and its momentum; whole: 90 MB
+
+
+def test_the_last_epoch_keeps_no_optimizer_state(tmp_path: Path) -> None:
+    assert _checkpoint_of(CFG, 1, tmp_path)["optimizer"]["state"]
+    assert _checkpoint_of(CFG, 2, tmp_path)["optimizer"] == {}  # max_epochs: nothing follows
+
+
+def test_a_lean_checkpoint_restores_the_whole_model(tmp_path: Path) -> None:
+    for result, state in run_trial(CFG):
+        trained = {key: value.clone() for key, value in state["model"].items()}
+        if result["epoch"] == 2:
+            break
+    save_checkpoint(tmp_path / "c.pt", state)
+    model = trained_model(CFG, load_checkpoint(tmp_path / "c.pt"))
+    reference = build_trial_model(CFG, 5).state_dict()  # the frozen stages: starting weights
+    for key, value in model.state_dict().items():
+        expected = trained.get(key, reference[key])
+        assert torch.equal(value, expected), key
+
+
+def test_other_starting_weights_are_refused_in_one_line(tmp_path: Path) -> None:
+    checkpoint = _checkpoint_of(CFG, 1, tmp_path)
+    other = TrialConfig(**{**CFG.to_dict(), "seed": 1})  # random weights of another seed
+    with pytest.raises(CheckpointError, match=r"trained on other frozen stages") as error:
+        trained_model(other, checkpoint)
+    assert "\n" not in str(error.value)
+
+
+def test_a_checkpoint_made_before_lean_ones_still_restores(tmp_path: Path) -> None:
+    model = build_trial_model(CFG, 5)
+    old = {"model": model.state_dict(), "optimizer": {}, "epoch": 2, "config": CFG.to_dict(),
+           "classes": list("56789"), "best_val_acc": 0.5}  # fmt: skip
+    restored = trained_model(CFG, old)
+    assert all(torch.equal(a, b) for a, b in zip(
+        restored.state_dict().values(), model.state_dict().values(), strict=True))  # fmt: skip
+    resumed = [result for result, _ in run_trial(CFG, old)]
+    assert resumed == []  # its epoch 2 was the last
+
+
+def test_a_background_write_reports_its_error_to_the_trial(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file where the checkpoint's folder should be")
+    writer = BackgroundSave()
+    _, state = next(run_trial(CFG))
+    writer.start(tmp_path / "taken" / CHECKPOINT_FILE, state)
+    with pytest.raises(OSError):
+        writer.wait()
+    writer.start(tmp_path / "ok" / CHECKPOINT_FILE, state)
+    writer.wait()
+    assert load_checkpoint(tmp_path / "ok" / CHECKPOINT_FILE)["epoch"] == 1

@@ -5,15 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
+from trainable.catalog import TORCHVISION_FILES, DataError, DataSpec, missing_files
 from trainable.config import TrialConfig
-from trainable.datasets import (
-    TORCHVISION_SETS,
-    DataSpec,
-    build_data,
-    missing_files,
-    prepare_torchvision_set,
-)
-from trainable.images import DataError
+from trainable.datasets import build_data, prepare_torchvision_set
 
 BREEDS = {"Abyssinian": 1, "basset_hound": 2, "Bengal": 3}  # Pets names image files by breed
 
@@ -73,7 +67,7 @@ def test_a_missing_torchvision_set_names_its_files_and_where_to_put_them(tmp_pat
         prepare_torchvision_set("cifar10", tmp_path, download=False)
     message = str(error.value)
     assert message.startswith(f"cifar10 is not in {tmp_path}: missing cifar-10-batches-py/")
-    assert "and 3 more" in message and TORCHVISION_SETS["cifar10"].url in message
+    assert "and 3 more" in message and TORCHVISION_FILES["cifar10"].url in message
     assert "add --download" in message and "\n" not in message
     assert missing_files("flowers102", tmp_path) == [
         "flowers-102/jpg/",
@@ -83,7 +77,7 @@ def test_a_missing_torchvision_set_names_its_files_and_where_to_put_them(tmp_pat
 
 
 def test_torchvision_files_that_fail_its_checksum_are_a_clear_error(tmp_path: Path) -> None:
-    for name in TORCHVISION_SETS["cifar10"].files:
+    for name in TORCHVISION_FILES["cifar10"].files:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"not cifar")
     with pytest.raises(DataError, match=r"cifar10 in \S+ cannot be read .* delete them and add"):

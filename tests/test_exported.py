@@ -62,9 +62,10 @@ def test_train_and_val_join_with_the_training_transform(tmp_path: Path) -> None:
     assert isinstance(both, JoinedSplit) and len(both) == len(data.train) + len(data.val)
     assert torch.equal(both.labels, torch.cat([data.train.labels, data.val.labels]))
     val_part = both.parts[1]
-    assert isinstance(val_part, ImageSplit) and val_part.transform is data.train.transform
-    plain = dataclasses.replace(val_part, transform=data.val.transform)
-    assert torch.equal(plain.image(0), data.val.image(0))  # same image, other transform
+    assert isinstance(val_part, ImageSplit) and val_part.augment is data.train.augment
+    plain = dataclasses.replace(val_part, augment=None)
+    assert torch.equal(plain.sample(0), data.val.sample(0))  # same image, unaugmented
+    assert not torch.equal(val_part.sample(0, epoch=1), data.val.sample(0))
     assert both.take(torch.tensor([0, len(data.train)])).shape == (2, 3, 32, 32)
 
 

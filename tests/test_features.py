@@ -13,9 +13,11 @@ from PIL import Image
 
 from trainable import features as feats
 from trainable import metrics
-from trainable.backbones import BACKBONES, build_model, freeze_stages, get_backbone
+from trainable.backbones import build_model, freeze_stages
+from trainable.catalog import BACKBONES, get_backbone
 from trainable.config import TrialConfig
 from trainable.datasets import build_data
+from trainable.engine import evaluate
 from trainable.features import (
     FORWARD_STEPS,
     cached_features,
@@ -23,7 +25,7 @@ from trainable.features import (
     split_model,
     why_uncached,
 )
-from trainable.loop import build_trial_model, run_trial
+from trainable.loop import build_trial_model, run_trial, trained_model
 
 # The smallest image each family accepts whole (ConvNeXt needs 32 px).
 SIZES = {name: max(32, spec.min_image_size) for name, spec in BACKBONES.items()}
@@ -96,11 +98,12 @@ def test_cached_training_matches_recomputing(tmp_path: Path, depth: int) -> None
         assert a[metrics.VAL_ACC] == pytest.approx(b[metrics.VAL_ACC], abs=0.005)  # 1 image
 
 
-def test_the_checkpoint_of_a_cached_trial_holds_the_whole_model(tmp_path: Path) -> None:
+def test_the_checkpoint_of_a_cached_trial_restores_the_whole_model(tmp_path: Path) -> None:
     cfg = _digits(tmp_path, freeze_depth=5, backbone_lr=None, max_epochs=1)
-    ((_, state),) = list(run_trial(cfg))
-    model = build_trial_model(cfg, 5)
-    assert set(state["model"]) == set(model.state_dict())
+    ((result, state),) = list(run_trial(cfg))
+    assert result[metrics.CACHED_FEATURES] == 1 and set(state["model"]) == {"fc.weight", "fc.bias"}
+    model = trained_model(cfg, state)
+    assert evaluate(model, build_data(cfg).val).acc == pytest.approx(result[metrics.VAL_ACC])
 
 
 def test_the_trial_log_says_whether_features_were_cached(tmp_path: Path) -> None:
@@ -151,19 +154,57 @@ def test_an_entry_is_rebuilt_when_an_image_file_changes(tmp_path: Path) -> None:
     cfg = _digits(tmp_path, freeze_depth=4, data=f"imagefolder:{folder}", shots=0,
                   augment=False, batch_size=4)  # fmt: skip
     first = _entry(cfg)
-    assert (first.train.images.shape[0], first.val.images.shape[0]) == (9, 3)
+    assert (first.train(1).images.shape[0], first.val.images.shape[0]) == (9, 3)
     image = next(folder.glob("red/*"))
     Image.new("RGB", (24, 24), (0, 0, 0)).save(image)
     second = _entry(cfg)
     assert second.path != first.path and second.built_seconds > 0
 
 
-def test_random_augmentation_turns_the_cache_off(tmp_path: Path) -> None:
-    folder = make_image_folder(tmp_path / "imgs", per_class=4)
-    cfg = _digits(tmp_path, freeze_depth=4, data=f"imagefolder:{folder}", shots=0)
-    assert "random augmentation" in why_uncached(cfg)
-    assert why_uncached(TrialConfig(**{**cfg.to_dict(), "augment": False})) is None
-    assert why_uncached(_digits(tmp_path, freeze_depth=4)) is None  # digits never augment
+def _photos(tmp_path: Path, **changes: object) -> TrialConfig:
+    """Augmented training images from a folder: crops and flips drawn per epoch."""
+    folder = make_image_folder(tmp_path / "imgs", per_class=6, size=40)
+    base = {"data": f"imagefolder:{folder}", "image_size": 32, "shots": 0, "batch_size": 4,
+            "max_epochs": 3, "augment": True}  # fmt: skip
+    return _digits(tmp_path, **{**base, **changes})
+
+
+@pytest.mark.parametrize("depth", [3, 5])
+def test_cached_augmented_training_sees_the_views_uncached_training_sees(
+    tmp_path: Path, depth: int
+) -> None:
+    cfg = _photos(tmp_path, freeze_depth=depth, backbone_lr=None if depth == 5 else 3e-3)
+    data = build_data(cfg)
+    lines: list[str] = []
+    cached = [r for r, _ in run_trial(cfg, data=data, log=lines.append)]
+    plain = [r for r, _ in run_trial(TrialConfig(**{**cfg.to_dict(), "feature_cache": False}),
+                                     data=data)]  # fmt: skip
+    assert "a view per epoch of augmented training images" in lines[0]
+    assert [r[metrics.CACHED_FEATURES] for r in cached] == [1, 1, 1]
+    for a, b in zip(cached, plain, strict=True):
+        assert a[metrics.TRAIN_LOSS] == pytest.approx(b[metrics.TRAIN_LOSS], rel=1e-4)
+        assert a[metrics.VAL_LOSS] == pytest.approx(b[metrics.VAL_LOSS], rel=1e-4)
+    # each epoch its own view, one file each, shared by the next trial
+    entry = _entry(cfg)
+    assert sorted(p.name for p in entry.path.glob("train-*.pt")) == [
+        "train-epoch1.pt", "train-epoch2.pt", "train-epoch3.pt"
+    ]  # fmt: skip
+    assert not torch.equal(entry.train(1).images, entry.train(2).images)
+    assert entry.built_seconds == 0
+
+
+def test_the_augmentation_is_part_of_the_key(tmp_path: Path) -> None:
+    views = _entry(_photos(tmp_path, freeze_depth=4))
+    other_seed = _entry(_photos(tmp_path, freeze_depth=4, seed=1))
+    unaugmented = _entry(_photos(tmp_path, freeze_depth=4, augment=False))
+    assert len({views.path, other_seed.path, unaugmented.path}) == 3
+    assert views.augmented and not unaugmented.augmented
+    assert torch.equal(unaugmented.train(1).images, unaugmented.train(3).images)
+
+
+def test_why_a_trial_trains_uncached(tmp_path: Path) -> None:
+    assert why_uncached(_photos(tmp_path, freeze_depth=4)) is None  # augmented: views cached
+    assert why_uncached(_digits(tmp_path, freeze_depth=0)) == "no stage is frozen"
     off = _digits(tmp_path, freeze_depth=4, feature_cache=False)
     assert why_uncached(off) == "turned off (--no-feature-cache)"
 
@@ -194,7 +235,7 @@ def test_trials_at_once_build_an_entry_once(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert sorted(entry.built_seconds > 0 for entry in found) == [False, True]
-    assert torch.equal(found[0].train.images, found[1].train.images)
+    assert torch.equal(found[0].train(1).images, found[1].train(1).images)
 
 
 def test_the_key_holds_the_device_and_its_precision(tmp_path: Path) -> None:

@@ -7,16 +7,18 @@ import torchvision
 from helpers import CLASS_COLOURS, make_image_folder
 from PIL import Image
 
+from trainable.catalog import DataError
 from trainable.config import TrialConfig
+from trainable.data import sample_rng
 from trainable.datasets import build_data
+from trainable.folders import index_image_folder
 from trainable.images import (
-    DataError,
+    CROP_SCALE,
     ImageFiles,
     describe_unreadable,
     eval_preprocessing,
     find_unreadable,
     image_transforms,
-    index_image_folder,
 )
 
 CLASSES = tuple(sorted(CLASS_COLOURS))
@@ -160,15 +162,18 @@ def test_unreadable_images_are_found_once_and_skipped(tmp_path: Path) -> None:
 
 
 def test_transforms_crop_to_the_size_and_augment_only_training(tmp_path: Path) -> None:
-    train, evaluate = image_transforms(24, augment=True)
+    evaluate, augment = image_transforms(24, augment=True)
+    assert augment is not None
     image = Image.new("RGB", (50, 30), (255, 0, 0))
-    assert train(image).shape == evaluate(image).shape == (3, 24, 24)
-    torch.manual_seed(0)
+    assert augment(image, sample_rng(0, 1, 0)).shape == evaluate(image).shape == (3, 24, 24)
     noisy = Image.effect_noise((50, 30), 60).convert("RGB")
-    assert not torch.equal(train(noisy), train(noisy))  # random crops
+    # A view is drawn from its sample's generator: the same (seed, epoch, index), the same view
+    same = [augment(noisy, sample_rng(0, 1, 5)) for _ in range(2)]
+    assert torch.equal(*same)
+    assert not torch.equal(same[0], augment(noisy, sample_rng(0, 2, 5)))  # another epoch
+    assert not torch.equal(same[0], augment(noisy, sample_rng(1, 1, 5)))  # another seed
     assert torch.equal(evaluate(noisy), evaluate(noisy))
-    plain_train, _ = image_transforms(24, augment=False)
-    assert torch.equal(plain_train(noisy), evaluate(noisy))
+    assert image_transforms(24, augment=False)[1] is None
     # Greyscale and RGBA files become 3-channel images.
     Image.new("L", (20, 20), 128).save(tmp_path / "grey.png")
     files = ImageFiles([(str(tmp_path / "grey.png"), 0)])
@@ -177,16 +182,16 @@ def test_transforms_crop_to_the_size_and_augment_only_training(tmp_path: Path) -
 
 def test_torchvision_weights_bring_their_own_preprocessing_scaled_to_the_size() -> None:
     preset = torchvision.models.get_model_weights("efficientnet_b0").DEFAULT.transforms
-    train, evaluate = image_transforms(32, augment=True, preset=preset)
+    evaluate, augment = image_transforms(32, augment=True, preset=preset)
     steps = eval_preprocessing(32, preset)
     assert (steps["crop"], steps["resize"], steps["interpolation"]) == (32, 37, "bicubic")
     # The evaluation transform, rebuilt from those plain values (as an exported model is),
     # is the weights' own preset to the bit.
     noisy = Image.effect_noise((50, 41), 60).convert("RGB")
     assert torch.equal(evaluate(noisy), preset(crop_size=32, resize_size=37)(noisy))
-    crop = train.transforms[0]
-    assert crop.size == (32, 32) and crop.interpolation.value == "bicubic"
-    assert train.transforms[-1].mean == list(preset().mean)
+    assert augment is not None
+    assert augment.size == 32 and augment.interpolation.value == "bicubic"
+    assert augment.mean == list(preset().mean)
 
 
 def test_a_large_val_fraction_still_leaves_each_class_one_training_image(tmp_path: Path) -> None:
@@ -194,3 +199,16 @@ def test_a_large_val_fraction_still_leaves_each_class_one_training_image(tmp_pat
     data = build_data(_cfg(root, tmp_path, val_fraction=0.9))
     assert torch.bincount(data.train.labels).tolist() == [1, 1, 1]
     assert torch.bincount(data.val.labels).tolist() == [1, 1, 1]
+
+
+def test_crops_keep_to_the_scale_and_aspect_ranges() -> None:
+    _, augment = image_transforms(24, augment=True)
+    assert augment is not None
+    for index in range(200):
+        top, left, h, w = augment.crop(500, 375, sample_rng(0, 1, index))
+        assert 0 <= top <= 375 - h and 0 <= left <= 500 - w
+        assert CROP_SCALE[0] - 0.01 <= h * w / (500 * 375) <= CROP_SCALE[1] + 0.01
+        assert 0.74 <= w / h <= 1.34
+    # An image too narrow for any allowed aspect: the centre crop of the nearest one
+    top, left, h, w = augment.crop(10, 400, sample_rng(0, 1, 0))
+    assert (w, left) == (10, 0) and h == round(10 / (3 / 4)) and top == (400 - h) // 2

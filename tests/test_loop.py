@@ -8,7 +8,7 @@ from ray.tune.search.sample import Domain
 
 from spaces import SPACES, get_space
 from trainable import metrics
-from trainable.backbones import BACKBONES
+from trainable.catalog import BACKBONES
 from trainable.config import TrialConfig
 from trainable.datasets import build_data
 from trainable.engine import evaluate, train_one_epoch

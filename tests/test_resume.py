@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from search.config.settings import SearchSettings
 from search.optuna_bridge import (
     BudgetAwareOptunaSearch,
     ConditionalSpace,
@@ -16,7 +17,8 @@ from search.optuna_bridge import (
     build_storage,
 )
 from search.resume import grow_search_state, parse_resume, record_extension, state_problems
-from search.settings import SETTINGS_FILE, SearchSettings, UsageError
+from search.storage import SETTINGS_FILE
+from search.usage import UsageError
 from spaces import get_space
 
 

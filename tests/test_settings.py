@@ -7,13 +7,16 @@ import pytest
 from helpers import make_image_folder
 
 from search.builders import build_param_space
-from search.settings import SearchSettings, UsageError, parse_settings, resolve
+from search.config.preflight import checked_settings
+from search.config.settings import SearchSettings, resolve
+from search.storage import remote_experiment
+from search.usage import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _parse(tmp_path: Path, *flags: str) -> SearchSettings:
-    return parse_settings(["--storage-path", str(tmp_path), *flags])
+    return checked_settings(["--storage-path", str(tmp_path), *flags])
 
 
 def test_defaults_are_a_valid_search(tmp_path: Path) -> None:
@@ -131,22 +134,24 @@ def test_a_storage_uri_keeps_its_working_copy_in_the_cache_not_a_folder_named_s3
 ) -> None:
     uri = "s3://b/r?region=us-east-1"
     settings = SearchSettings(storage_path=uri, cache_dir=str(tmp_path), name="exp")
-    assert settings.remote and settings.remote.uri == "s3://b/r/exp?region=us-east-1"
+    remote = remote_experiment(settings)
+    assert remote and remote.uri == "s3://b/r/exp?region=us-east-1"
     assert settings.experiment_dir == tmp_path / "storage" / "s3" / "b" / "r" / "exp"
-    assert settings.remote.local == settings.experiment_dir
-    assert settings.storage_location == uri and settings.experiment_location == settings.remote.uri
+    assert remote.local == settings.experiment_dir
+    assert settings.storage_location == uri and settings.experiment_location == remote.uri
     local = SearchSettings(storage_path=str(tmp_path), name="exp")
-    assert local.remote is None and local.storage_location == str(tmp_path.resolve())
+    assert remote_experiment(local) is None
+    assert local.storage_location == str(tmp_path.resolve())
 
 
 def test_an_experiment_stored_at_a_uri_is_never_overwritten(tmp_path: Path) -> None:
     uri = f"file://{tmp_path}/bucket"
     (tmp_path / "bucket" / "exp").mkdir(parents=True)
     with pytest.raises(UsageError, match=rf"experiment {uri}/exp already exists"):
-        parse_settings(["--storage-path", uri, "--name", "exp", "--cache-dir", str(tmp_path)])
+        checked_settings(["--storage-path", uri, "--name", "exp", "--cache-dir", str(tmp_path)])
     (tmp_path / "storage" / "file" / str(tmp_path)[1:] / "bucket" / "new").mkdir(parents=True)
     with pytest.raises(UsageError, match=r"experiment its working copy .*/new already exists"):
-        parse_settings(["--storage-path", uri, "--name", "new", "--cache-dir", str(tmp_path)])
+        checked_settings(["--storage-path", uri, "--name", "new", "--cache-dir", str(tmp_path)])
 
 
 def test_a_storage_uri_of_an_unknown_scheme_is_refused(tmp_path: Path) -> None:
@@ -158,7 +163,7 @@ def test_a_storage_uri_that_cannot_be_written_is_refused(tmp_path: Path) -> None
     (tmp_path / "a_file").write_text("not a folder")
     uri = f"file://{tmp_path}/a_file/runs"
     with pytest.raises(UsageError, match=rf"--storage-path '{uri}' cannot be written"):
-        parse_settings(["--storage-path", uri, "--cache-dir", str(tmp_path / "cache")])
+        checked_settings(["--storage-path", uri, "--cache-dir", str(tmp_path / "cache")])
     assert not (tmp_path / "cache").exists()  # no working copy
 
 

@@ -5,7 +5,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from spaces import SEARCHED, SPACES, get_space, searched_keys, validate_space
-from trainable.backbones import BACKBONES
+from trainable.catalog import BACKBONES
 
 
 @pytest.mark.parametrize("name", sorted(SPACES))

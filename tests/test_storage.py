@@ -9,15 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from search.config.settings import join_uri, split_uri, working_copy
+from search.loggers import StudyUpload
 from search.storage import (
     RemoteExperiment,
-    StudyUpload,
     driver_owned,
-    join_uri,
     local_experiment,
-    split_uri,
     uri_problems,
-    working_copy,
     writable_problems,
 )
 from search.usage import UsageError

@@ -25,8 +25,8 @@ from tensorboard.plugins.hparams import api_pb2
 
 from search.tensorboard import METRIC_COLUMNS, STOP_CODES
 from search.wandb_runs import BEST_MODEL_JOB
-from trainable.checkpoint import CHECKPOINT_FILE
 from trainable.config import TrialConfig
+from trainable.exported import MODEL_FILE, load_export
 
 pytestmark = pytest.mark.sweep
 CHROMIUM = shutil.which("chromium")
@@ -218,5 +218,8 @@ def test_the_best_model_is_logged_as_a_wandb_artifact(
     assert "best" in artifact.aliases
     assert json.loads(artifact.metadata)["trial_id"] == best["trial_id"]
     (entry,) = artifact.manifest.contents
-    assert entry.path == CHECKPOINT_FILE  # referenced in place: the kept checkpoint
-    assert Path(entry.local_path) == sweep.root / best["checkpoint"] / CHECKPOINT_FILE
+    assert entry.path == MODEL_FILE  # referenced in place: the whole model, beside its checkpoint
+    assert Path(entry.local_path) == sweep.root / best["checkpoint"] / MODEL_FILE
+    export = load_export(Path(entry.local_path))  # what scripts/predict.py reads
+    assert export["source"]["trial_id"] == best["trial_id"]
+    assert export["metrics"]["val_acc"] == best["val_acc"]

@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from ray.cluster_utils import Cluster
 
 from search.cluster import connect, node_resources, storage_problems
-from search.storage import working_copy
+from search.config.settings import working_copy
 
 pytestmark = pytest.mark.sweep
 NUM_SAMPLES, MAX_EPOCHS = 4, 4

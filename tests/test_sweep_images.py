@@ -11,6 +11,8 @@ import torch
 from helpers import make_image_folder, run_cli
 
 from trainable.backbones import build_model
+from trainable.config import TrialConfig
+from trainable.loop import trained_model
 
 pytestmark = pytest.mark.sweep
 
@@ -67,14 +69,17 @@ def test_a_sweep_from_a_state_dict_file(work: Path) -> None:
     assert len(summary["trials"]) == 3
     params = json.loads(next(root.glob("train_transfer_*/params.json")).read_text())
     assert params["weights"] == str(work / "mine.pt") and params["augment"] is False
-    # The trials started from the file: where the stem was frozen, its weights are the file's.
+    # The trials started from the file: where the stem was frozen, the checkpoint restores on
+    # the file's weights and its stem is the file's.
     given = torch.load(work / "mine.pt", weights_only=True)
     frozen_stems = 0
     for path in root.glob("train_transfer_*/checkpoint_*/checkpoint.pt"):
         state = torch.load(path, weights_only=True)
         assert state["model"]["fc.weight"].shape == (3, 512)  # the head fits the 3 classes
         if state["config"]["freeze_depth"] >= 1:
-            assert torch.equal(state["model"]["conv1.weight"], given["conv1.weight"])
+            assert "conv1.weight" not in state["model"]  # frozen: rebuilt, not stored
+            model = trained_model(TrialConfig.from_dict(state["config"]), state, given)
+            assert torch.equal(model.state_dict()["conv1.weight"], given["conv1.weight"])
             frozen_stems += 1
     assert frozen_stems  # seed 0: TPE's first suggestions freeze 3 stages
 
@@ -91,8 +96,9 @@ def test_a_sweep_from_imagenet_weights_in_torchs_hub_cache(work: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "weights 'imagenet'" in done.stdout  # the default for a user's images
     checkpoints = list(root.glob("train_transfer_*/checkpoint_*/checkpoint.pt"))
-    stems = [torch.load(path, weights_only=True) for path in checkpoints]
-    frozen = [s for s in stems if s["config"]["freeze_depth"] >= 1]
-    assert frozen and all(
-        torch.equal(s["model"]["conv1.weight"], given["conv1.weight"]) for s in frozen
-    )
+    states = [torch.load(path, weights_only=True) for path in checkpoints]
+    frozen = [s for s in states if s["config"]["freeze_depth"] >= 1]
+    assert frozen
+    for state in frozen:  # they restore on the hub's file, whose stem they kept frozen
+        model = trained_model(TrialConfig.from_dict(state["config"]), state, given)
+        assert torch.equal(model.state_dict()["conv1.weight"], given["conv1.weight"])

@@ -235,6 +235,11 @@ def test_the_best_model_is_logged_once_per_search_that_ran_trials(lifetime: Life
     assert "W&B model artifact: r-best:best" in lifetime.resumed_finished.stdout
 
 
+def _run_of(trial: dict) -> dict:
+    """A trial of summary.json without the checkpoint it keeps (search.retention)."""
+    return {key: value for key, value in trial.items() if key != "checkpoint"}
+
+
 def test_extend_adds_trials_and_sigterm_stops_it_like_ctrl_c(lifetime: Lifetime) -> None:
     stopped = lifetime.extend_stopped
     assert stopped.returncode == 130, stopped.stderr[-3000:]
@@ -248,8 +253,11 @@ def test_extend_adds_trials_and_sigterm_stops_it_like_ctrl_c(lifetime: Lifetime)
     summary = json.loads((lifetime.root / "summary.json").read_text())
     trials = summary["trials"]
     assert len(trials) == NUM_SAMPLES + 1
-    old = {t["trial_id"]: t for t in lifetime.summary_after_resume["trials"]}
-    assert {t["trial_id"]: t for t in trials if t["trial_id"] in old} == old  # untouched
+    # untouched, but for the checkpoint each keeps: the new trial may outrank one of them
+    old = {t["trial_id"]: _run_of(t) for t in lifetime.summary_after_resume["trials"]}
+    assert {t["trial_id"]: _run_of(t) for t in trials if t["trial_id"] in old} == old
+    kept = [t for t in trials if t["checkpoint"]]
+    assert kept == trials[: len(kept)] and len(kept) <= 3  # --keep-checkpoints 3: the best
     assert len({json.dumps(t["config"], sort_keys=True) for t in trials}) == NUM_SAMPLES + 1
     _assert_each_epoch_once(lifetime.root, trials)
     study = [t for t in _study(lifetime.root).trials if t.state != TrialState.FAIL]

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from search.settings import UsageError, parse_settings
+from search.config.preflight import checked_settings
+from search.usage import UsageError
 from search.wandb_mode import resolve_wandb_mode, wandb_has_credentials
 
 
@@ -47,4 +48,4 @@ def test_explicit_modes_are_kept(no_wandb_config: Path) -> None:
 
 def test_online_without_credentials_is_a_usage_error(no_wandb_config: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"--wandb online needs W&B credentials"):
-        parse_settings(["--wandb", "online", "--storage-path", str(tmp_path)])
+        checked_settings(["--wandb", "online", "--storage-path", str(tmp_path)])

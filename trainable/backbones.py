@@ -1,4 +1,5 @@
-"""Backbone families: how to build one, its stages counted from the input, and its head.
+"""Backbone families as models: built, loaded with weights, frozen by stage (their stages and
+head are facts of trainable.catalog).
 
 `freeze_depth = k` freezes the first k stages: their parameters stop training AND their
 BatchNorm layers become `FrozenBatchNorm2d`, so `model.train()` cannot move their statistics.
@@ -11,7 +12,6 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,74 +20,7 @@ from torch import nn
 from torchvision.models.vision_transformer import interpolate_embeddings
 from torchvision.ops import FrozenBatchNorm2d, StochasticDepth
 
-from trainable.config import lookup
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """A torchvision model family: constructor, stage map and the name of its classifier."""
-
-    build: Callable[[int, int], nn.Module]  # num_classes, image_size -> a random model
-    # Names of each stage's modules (or bare parameters, as ViT's class token), from the input.
-    stages: tuple[tuple[str, ...], ...]
-    head: str  # module path of the classifier's last Linear, replaced for the target classes
-    min_image_size: int = 16  # smaller inputs shrink to nothing before the head
-    image_multiple: int = 1  # the image size must be a multiple of this (ViT's patch size)
-    # Fits pretrained weights to the model before loading (ViT: its position embedding to the
-    # model's image size); None: loaded as they are.
-    adapt: Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
-    traceable: bool = True  # torch.jit.trace draws its graph for TensorBoard
-
-    @property
-    def max_freeze_depth(self) -> int:
-        """freeze_depth of a linear probe: every stage frozen."""
-        return len(self.stages)
-
-
-_RESNET_STAGES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
-
-
-def _features(*groups: tuple[int, ...]) -> tuple[tuple[str, ...], ...]:
-    """Stages made of `features.<i>` blocks, one group of block indices each."""
-    return tuple(tuple(f"features.{i}" for i in group) for group in groups)
-
-
-# MobileNetV3-Large: the stem, then the blocks grouped by resolution (/2, /4, /8, /16, /32), then
-# the last 1x1 conv with the pretrained 960->1280 layer before the classifier.
-_MOBILENET_V3_STAGES = (
-    *_features((0,), (1,), (2, 3), (4, 5, 6), tuple(range(7, 13)), (13, 14, 15)),
-    ("features.16", "classifier.0"),
-)
-# EfficientNet-B0: the stem, its seven MBConv stages, the last 1x1 conv.
-_EFFICIENTNET_B0_STAGES = _features(*((i,) for i in range(9)))
-# ConvNeXt-Tiny: the stem, then each of its four stages with the downsampling layer before it;
-# the last one with the LayerNorm before the classifier.
-_CONVNEXT_STAGES = (
-    *_features((0,), (1,), (2, 3), (4, 5)),
-    ("features.6", "features.7", "classifier.0"),
-)
-
-
-def _torchvision(
-    name: str, stages: tuple[tuple[str, ...], ...], head: str, min_image_size: int = 16
-) -> BackboneSpec:
-    """The spec of torchvision's model `name`, built with a `num_classes` head."""
-    constructor = getattr(torchvision.models, name)
-    return BackboneSpec(
-        lambda n, _: constructor(num_classes=n), stages, head, min_image_size=min_image_size
-    )
-
-
-# ViT-B/16: the patch embedding with the class token and position embedding, then its twelve
-# encoder layers in four groups of three, the last with the final LayerNorm.
-_VIT_LAYERS = [f"encoder.layers.encoder_layer_{i}" for i in range(12)]
-_VIT_STAGES = (
-    ("conv_proj", "class_token", "encoder.pos_embedding"),
-    tuple(_VIT_LAYERS[0:3]),
-    tuple(_VIT_LAYERS[3:6]),
-    tuple(_VIT_LAYERS[6:9]),
-    (*_VIT_LAYERS[9:12], "encoder.ln"),
-)
+from trainable.catalog import BACKBONES, get_backbone
 
 
 def _vit_to_image_size(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -109,45 +42,33 @@ def _square_grid(embedding: torch.Tensor, width: int) -> bool:
     return side > 0 and side * side == embedding.shape[1] - 1
 
 
-def _vit_b_16() -> BackboneSpec:
-    def build(num_classes: int, image_size: int) -> nn.Module:
-        return torchvision.models.vit_b_16(num_classes=num_classes, image_size=image_size)
-
-    return BackboneSpec(
-        build,
-        _VIT_STAGES,
-        head="heads.head",
-        min_image_size=16,  # one patch
-        image_multiple=16,  # whole patches
-        adapt=_vit_to_image_size,
-        traceable=False,  # torch.jit.trace's check finds its graphs differ between runs
-    )
+def _torchvision(name: str) -> Callable[[int, int], nn.Module]:
+    """torchvision's model `name` with a `num_classes` head (its shape ignores the image size)."""
+    constructor = getattr(torchvision.models, name)
+    return lambda num_classes, _: constructor(num_classes=num_classes)
 
 
-# Backbones a space picks by name (its constant "backbone" key). The head is the last Linear,
-# replaced for the target classes; every other parameter belongs to exactly one stage.
-BACKBONES: dict[str, BackboneSpec] = {
-    "resnet18": _torchvision("resnet18", _RESNET_STAGES, "fc"),
-    "resnet34": _torchvision("resnet34", _RESNET_STAGES, "fc"),
-    "resnet50": _torchvision("resnet50", _RESNET_STAGES, "fc"),
-    "mobilenet_v3_large": _torchvision("mobilenet_v3_large", _MOBILENET_V3_STAGES, "classifier.3"),
-    "efficientnet_b0": _torchvision("efficientnet_b0", _EFFICIENTNET_B0_STAGES, "classifier.1"),
-    # Unpadded 4x4 then three 2x2 stride-2 convolutions: 32 px is the least that reaches the head.
-    "convnext_tiny": _torchvision("convnext_tiny", _CONVNEXT_STAGES, "classifier.2", 32),
-    # 16 px patches: the image size is a multiple of 16.
-    "vit_b_16": _vit_b_16(),
+def _vit_b_16(num_classes: int, image_size: int) -> nn.Module:
+    return torchvision.models.vit_b_16(num_classes=num_classes, image_size=image_size)
+
+
+# How each family of trainable.catalog.BACKBONES is built: (num_classes, image_size) -> model
+BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {
+    **{name: _torchvision(name) for name in BACKBONES if name != "vit_b_16"},
+    "vit_b_16": _vit_b_16,
 }
-
-
-def get_backbone(name: str) -> BackboneSpec:
-    """The spec of a registered backbone; unknown names list the choices."""
-    return lookup(BACKBONES, "backbone", name)
+# Fits pretrained weights to the model before loading (ViT: its position embedding to the
+# model's image size); families not named load weights as they are.
+ADAPTERS: dict[str, Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
+    "vit_b_16": _vit_to_image_size,
+}
 
 
 def build_model(name: str, num_classes: int, image_size: int = 224) -> nn.Module:
     """A randomly initialised model of the family with a `num_classes` head; only ViT's
     shape depends on `image_size` (its position embedding)."""
-    return get_backbone(name).build(num_classes, image_size)
+    get_backbone(name)  # an unknown name lists the choices
+    return BUILDERS[name](num_classes, image_size)
 
 
 def stage_parameters(model: nn.Module, stage: tuple[str, ...]) -> list[tuple[str, nn.Parameter]]:
@@ -183,7 +104,7 @@ def _fit_state(
     model: nn.Module, name: str, state: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """`state` adapted to the model as its family allows (ViT: the position embedding)."""
-    adapt = get_backbone(name).adapt
+    adapt = ADAPTERS.get(name)
     return state if adapt is None else adapt(model, state)
 
 
@@ -271,6 +192,16 @@ def parameter_groups(
             )
         groups.append({"name": "backbone", "params": backbone, "lr": backbone_lr})
     return groups
+
+
+def frozen_state_keys(model: nn.Module, name: str, depth: int) -> set[str]:
+    """State-dict keys (parameters and buffers) of the first `depth` stages of the backbone."""
+    entries = [entry for stage in get_backbone(name).stages[:depth] for entry in stage]
+    return {
+        key
+        for key in model.state_dict()
+        if any(key == entry or key.startswith(f"{entry}.") for entry in entries)
+    }
 
 
 def count_trainable(model: nn.Module) -> int:

@@ -66,6 +66,9 @@ class TrialConfig:
     feature_cache: bool = True
     seed: int = 0
     num_threads: int = 1  # torch threads; the search sets it to the trial's CPU allotment
+    # Processes decoding image files (trainable.pipeline); 0 decodes in the trial's own
+    # process. The search sets it from --cpus-per-trial (or --loader-workers).
+    loader_workers: int = 0
     # "cuda" only when the search gave the trial a GPU (--gpus-per-trial): Ray 2.60 no longer
     # hides the GPUs from a trial that asked for none, so the trial must not guess.
     device: str = "cpu"

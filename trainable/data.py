@@ -10,12 +10,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from trainable.images import Augment
+
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
 TARGET_CLASSES = (5, 6, 7, 8, 9)
@@ -44,28 +49,46 @@ def batch_indices(
         yield order[start : start + batch_size]
 
 
+def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
+    """The generator of one sample's augmentation in one epoch: the same draws whichever
+    process decodes it and in whatever order, so results do not depend on the number of
+    loader workers, and a resumed trial sees the crops it would have seen."""
+    digest = hashlib.blake2b(f"{seed},{epoch},{index}".encode(), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "big"))
+
+
 class SplitLike:
-    """What training and evaluation need of a split: its labels, and its images by index."""
+    """What training and evaluation need of a split: its labels, and its images by index.
+
+    `epoch` selects the augmented view of a training image (`sample_rng`);
+    splits without augmentation ignore it.
+    """
 
     labels: torch.Tensor
+    decodes = False  # True: images are decoded from files on demand (trainable.pipeline)
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def take(self, index: torch.Tensor) -> torch.Tensor:
-        """The images (len(index), 3, H, W) at `index`, as the model sees them."""
-        raise NotImplementedError
+    def sample(self, index: int, epoch: int = 0, key: int | None = None) -> torch.Tensor:
+        """One image (3, H, W) as the model sees it in `epoch`; `key` (default `index`) is the
+        sample's number in the split being trained, which seeds its augmentation."""
+        return self.take(torch.tensor([index]), epoch)[0]
+
+    def take(self, index: torch.Tensor, epoch: int = 0) -> torch.Tensor:
+        """The images (len(index), 3, H, W) at `index`, as the model sees them in `epoch`."""
+        return torch.stack([self.sample(int(i), epoch) for i in index])
 
     def batches(
-        self, batch_size: int, generator: torch.Generator | None = None
+        self, batch_size: int, generator: torch.Generator | None = None, epoch: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Mini-batches of (images, labels); see `batch_indices`."""
+        """Mini-batches of (images, labels), decoded in this process; see `batch_indices`."""
         for index in batch_indices(len(self), batch_size, generator):
-            yield self.take(index), self.labels[index]
+            yield self.take(index, epoch), self.labels[index]
 
     def image(self, index: int) -> torch.Tensor:
-        """One image (3, H, W)."""
-        return self.take(torch.tensor([index]))[0]
+        """One image (3, H, W), unaugmented."""
+        return self.sample(index)
 
     def fingerprint(self) -> str:
         """A hash of the images as the model sees them, and of their labels: equal for equal
@@ -90,7 +113,10 @@ class Split(SplitLike):
     images: torch.Tensor
     labels: torch.Tensor
 
-    def take(self, index: torch.Tensor) -> torch.Tensor:
+    def sample(self, index: int, epoch: int = 0, key: int | None = None) -> torch.Tensor:
+        return self.images[index]
+
+    def take(self, index: torch.Tensor, epoch: int = 0) -> torch.Tensor:
         return self.images[index]
 
     def fingerprint(self) -> str:
@@ -101,7 +127,8 @@ class Split(SplitLike):
 class ImageSplit(SplitLike):
     """Images decoded and transformed on demand: `source[indices[i]]` is (PIL image, label).
 
-    Training transforms are random (torch's generator: seeded per epoch by the trial loop).
+    `transform` prepares an image for evaluation; `augment`, when set, draws a random view of
+    a training image instead, from the generator of (seed, epoch, sample number).
     """
 
     source: Any  # indexable: a torchvision data set, or trainable.images.ImageFiles
@@ -111,12 +138,22 @@ class ImageSplit(SplitLike):
     # Identifies the source's content (its files' paths, sizes and modification times): the
     # fingerprint changes when a file does, without decoding any image.
     stamp: str = ""
+    augment: Augment | None = None
+    seed: int = 0  # of the augmentation's draws (the trial's --seed)
+    decodes = True
 
-    def take(self, index: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.transform(self.source[self.indices[i]][0]) for i in index])
+    def sample(self, index: int, epoch: int = 0, key: int | None = None) -> torch.Tensor:
+        image = self.source[self.indices[index]][0]
+        if self.augment is None:
+            return self.transform(image)
+        return self.augment(image, sample_rng(self.seed, epoch, index if key is None else key))
+
+    def image(self, index: int) -> torch.Tensor:
+        return self.transform(self.source[self.indices[index]][0])
 
     def fingerprint(self) -> str:
-        digest = hashlib.sha256(f"{self.stamp}|{self.indices}|{self.transform!r}".encode())
+        views = f"{self.augment!r}|seed {self.seed}" if self.augment else "unaugmented"
+        digest = hashlib.sha256(f"{self.stamp}|{self.indices}|{self.transform!r}|{views}".encode())
         digest.update(tensor_hash(self.labels).encode())
         return digest.hexdigest()
 
@@ -131,13 +168,17 @@ class JoinedSplit(SplitLike):
     def labels(self) -> torch.Tensor:  # type: ignore[override]
         return torch.cat([part.labels for part in self.parts])
 
-    def take(self, index: torch.Tensor) -> torch.Tensor:
-        sizes = torch.tensor([0, *(len(part) for part in self.parts)]).cumsum(0)
-        images = []
-        for i in index.tolist():
-            part = int(torch.searchsorted(sizes, i, right=True)) - 1
-            images.append(self.parts[part].image(i - int(sizes[part])))
-        return torch.stack(images)
+    @property
+    def decodes(self) -> bool:  # type: ignore[override]
+        return any(part.decodes for part in self.parts)
+
+    def sample(self, index: int, epoch: int = 0, key: int | None = None) -> torch.Tensor:
+        start = 0
+        for part in self.parts:
+            if index < start + len(part):
+                return part.sample(index - start, epoch, index if key is None else key)
+            start += len(part)
+        raise IndexError(f"sample {index} of a split of {start}")
 
     def fingerprint(self) -> str:
         return hashlib.sha256("|".join(p.fingerprint() for p in self.parts).encode()).hexdigest()
@@ -145,11 +186,11 @@ class JoinedSplit(SplitLike):
 
 def train_and_val(train: SplitLike, val: SplitLike) -> SplitLike:
     """Training and validation images as one training split, for a final fit on both: the
-    validation images get the training transform (augmentation) when they are decoded files."""
+    validation images get the training augmentation when they are decoded files."""
     if isinstance(train, Split) and isinstance(val, Split):
         return Split(torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]))
     if isinstance(train, ImageSplit) and isinstance(val, ImageSplit):
-        val = dataclasses.replace(val, transform=train.transform)
+        val = dataclasses.replace(val, augment=train.augment, seed=train.seed)
     return JoinedSplit((train, val))
 
 

@@ -18,7 +18,16 @@ import torchvision
 from torch.utils.data import Subset
 from torchvision import datasets as tv
 
-from trainable.config import TrialConfig, error_line, lookup
+from trainable.catalog import (
+    DIGITS,
+    IMAGE_FOLDER,
+    TORCHVISION_FILES,
+    DataError,
+    DataSpec,
+    check_present,
+    missing_files,
+)
+from trainable.config import TrialConfig, error_line
 from trainable.data import (
     ImageSplit,
     Split,
@@ -27,29 +36,25 @@ from trainable.data import (
     stratified_split,
     validation_count,
 )
+from trainable.folders import IMAGE_EXTENSIONS, index_image_folder
 from trainable.images import (
-    IMAGE_EXTENSIONS,
-    DataError,
     ImageFiles,
     describe_unreadable,
     eval_preprocessing,
     files_stamp,
     find_unreadable,
     image_transforms,
-    index_image_folder,
 )
 
-DIGITS, IMAGE_FOLDER = "digits", "imagefolder"
 Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class TorchvisionSet:
-    """A torchvision data set: the files it reads below ROOT, where they come from, its splits."""
+    """A torchvision data set: how to make it, its splits, its labels (its files and where they
+    come from: trainable.catalog.TORCHVISION_FILES)."""
 
     make: Callable[[str, str, bool], Any]  # (root, split, download) -> the torchvision data set
-    files: tuple[str, ...]  # what must exist below ROOT (folders end in "/")
-    url: str  # the page or archive the files come from
     train: str
     val: str | None  # its own validation split; None: split from `train` by --seed
     test: str
@@ -65,11 +70,8 @@ def _split_kind(kind: type) -> Callable[[str, str, bool], Any]:
 
 def _cifar(kind: type[tv.CIFAR10]) -> TorchvisionSet:
     """CIFAR-10 or -100: arrays in pickled batches, a train and a test split."""
-    names = [name for name, _ in [*kind.train_list, *kind.test_list]] + [kind.meta["filename"]]
     return TorchvisionSet(
         make=lambda root, split, download: kind(root, train=split == "train", download=download),
-        files=tuple(f"{kind.base_folder}/{name}" for name in names),
-        url=kind.url,
         train="train",
         val=None,
         test="test",
@@ -85,8 +87,6 @@ TORCHVISION_SETS: dict[str, TorchvisionSet] = {
     "cifar100": _cifar(tv.CIFAR100),
     "flowers102": TorchvisionSet(
         make=_split_kind(tv.Flowers102),
-        files=("flowers-102/jpg/", "flowers-102/imagelabels.mat", "flowers-102/setid.mat"),
-        url=tv.Flowers102._download_url_prefix,
         train="train",
         val="val",
         test="test",
@@ -96,12 +96,6 @@ TORCHVISION_SETS: dict[str, TorchvisionSet] = {
     ),
     "oxford_iiit_pet": TorchvisionSet(
         make=_split_kind(tv.OxfordIIITPet),
-        files=(
-            "oxford-iiit-pet/images/",
-            "oxford-iiit-pet/annotations/trainval.txt",
-            "oxford-iiit-pet/annotations/test.txt",
-        ),
-        url="https://www.robots.ox.ac.uk/~vgg/data/pets/",
         train="trainval",
         val=None,
         test="test",
@@ -110,60 +104,16 @@ TORCHVISION_SETS: dict[str, TorchvisionSet] = {
         paths=lambda d: [str(p) for p in d._images],
     ),
 }
-DATASETS = (DIGITS, IMAGE_FOLDER, *TORCHVISION_SETS)  # the names --data accepts
-CHOICES = ", ".join([DIGITS, f"{IMAGE_FOLDER}:PATH", *(f"{n}[:ROOT]" for n in TORCHVISION_SETS)])
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """`--data NAME[:ROOT]` parsed: `name` is one of DATASETS, `root` "" when not given."""
-
-    name: str
-    root: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> DataSpec:
-        """Split `NAME[:ROOT]` and check the name; raise DataError naming the choices."""
-        name, _, root = text.partition(":")
-        if name not in DATASETS:
-            raise DataError(f"unknown data set {name!r}; choose one of: {CHOICES}")
-        if name == DIGITS and root:
-            raise DataError(f"digits is embedded and reads no folder, but got --data {text!r}")
-        if name == IMAGE_FOLDER and not root:
-            raise DataError("--data imagefolder needs a folder: --data imagefolder:PATH")
-        return cls(name, root)
-
-    def __str__(self) -> str:
-        return f"{self.name}:{self.root}" if self.root else self.name
-
-
-def missing_files(name: str, root: Path) -> list[str]:
-    """The files of torchvision data set `name` not found below `root`."""
-    files = lookup(TORCHVISION_SETS, "data set", name).files
-    return [f for f in files if not (root / f).exists()]
-
-
-def check_present(name: str, root: Path) -> None:
-    """Raise a DataError naming the files of data set `name` missing below `root`, where they
-    go and where they come from."""
-    missing = missing_files(name, root)
-    if missing:
-        raise DataError(
-            f"{name} is not in {root}: missing {', '.join(missing[:4])}"
-            f"{f' and {len(missing) - 4} more' if len(missing) > 4 else ''}; "
-            f"put its files there (from {TORCHVISION_SETS[name].url}) or add --download to "
-            "fetch them"
-        )
 
 
 def prepare_torchvision_set(name: str, root: Path, download: bool, log: Log = print) -> None:
     """Make sure data set `name` is readable below `root`, downloading it there if allowed."""
-    entry = TORCHVISION_SETS[name]
+    entry, url = TORCHVISION_SETS[name], TORCHVISION_FILES[name].url
     missing = missing_files(name, root)
     if not download:
         check_present(name, root)
     if missing:
-        log(f"Downloading {name} into {root} (from {entry.url})")
+        log(f"Downloading {name} into {root} (from {url})")
     for split in dict.fromkeys(s for s in (entry.train, entry.val, entry.test) if s):
         try:
             entry.make(str(root), split, bool(missing))
@@ -173,7 +123,7 @@ def prepare_torchvision_set(name: str, root: Path, download: bool, log: Log = pr
             raise DataError(
                 f"{name} in {root} cannot be read ({error_line(error)}); its files "
                 f"may be corrupt or of another version: delete them and add --download, or "
-                f"fetch them from {entry.url}"
+                f"fetch them from {url}"
             ) from None
 
 
@@ -226,22 +176,22 @@ def _assemble(
 
         val, train = _take(train_labels, val_then_train, cfg.seed)
         val_set, val_labels = train_set, train_labels
-    train_tf, eval_tf = image_transforms(cfg.image_size, cfg.augment, _preset(cfg))
+    eval_tf, augment = image_transforms(cfg.image_size, cfg.augment, _preset(cfg))
     preprocessing = eval_preprocessing(cfg.image_size, _preset(cfg))
 
-    def split(source: Any, labels: list[int], indices: list[int], tf: Callable) -> ImageSplit:
+    def split(source: Any, labels: list[int], indices: list[int], **views: Any) -> ImageSplit:
         chosen = torch.tensor([labels[i] for i in indices], dtype=torch.long)
-        return ImageSplit(source, indices, chosen, tf, stamp)
+        return ImageSplit(source, indices, chosen, eval_tf, stamp, **views)
 
     if "test" in sources:
         test_set, test_labels = sources["test"]
-        test = split(test_set, test_labels, list(range(len(test_labels))), eval_tf)
+        test = split(test_set, test_labels, list(range(len(test_labels))))
     else:
         empty = torch.empty(0, 3, cfg.image_size, cfg.image_size)
         test = Split(empty, torch.empty(0, dtype=torch.long))
     return TransferData(
-        train=split(train_set, train_labels, train, train_tf),
-        val=split(val_set, val_labels, val, eval_tf),
+        train=split(train_set, train_labels, train, augment=augment, seed=cfg.seed),
+        val=split(val_set, val_labels, val),
         test=test,
         classes=classes,
         preprocessing=preprocessing,
@@ -300,7 +250,7 @@ def torchvision_data(
             kept = [i for i, path in enumerate(paths[role]) if path not in unreadable]
             data, labels = Subset(data, kept), [labels[i] for i in kept]
         sources[role] = (data, labels)
-    files = [str(Path(root) / f) for f in entry.files if not f.endswith("/")]
+    files = [str(Path(root) / f) for f in TORCHVISION_FILES[name].files if not f.endswith("/")]
     stamp = files_stamp([*files, *every]) + f"|{sorted(unreadable)}"
     classes = tuple(entry.classes(made["train"]))
     return _assemble(cfg, sources, classes, f"{name} ({root})", stamp)

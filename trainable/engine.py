@@ -35,12 +35,14 @@ def train_one_epoch(
     batch_size: int,
     generator: torch.Generator,
     amp: bool = False,
+    epoch: int = 0,
 ) -> float:
-    """One pass over `split` in a shuffled order; returns the mean training loss."""
+    """One pass over `split` in a shuffled order (the augmented views of `epoch`); returns the
+    mean training loss."""
     model.train()
     device = next(model.parameters()).device
     total, seen = 0.0, 0
-    for images, labels in split.batches(batch_size, generator):
+    for images, labels in split.batches(batch_size, generator, epoch):
         images, labels = to_device(images, device), labels.to(device, non_blocking=True)
         with autocast(device, amp):
             loss = F.cross_entropy(model(images).float(), labels)

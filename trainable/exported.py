@@ -21,12 +21,14 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
-from trainable.backbones import BACKBONES, build_model, freeze_stages
-from trainable.checkpoint import write_atomically
+from trainable.backbones import build_model, freeze_stages
+from trainable.catalog import BACKBONES, DataError
 from trainable.config import TrialConfig, error_line
-from trainable.images import DECODE_ERRORS, DataError, eval_transform
+from trainable.files import write_atomically
+from trainable.images import DECODE_ERRORS, eval_transform
 
 EXPORT_KEYS = ("state_dict", "config", "classes", "metrics")
+MODEL_FILE = "model.pt"  # a search's best model in this format, beside its checkpoint
 CONFIG_KEYS = ("backbone", "num_classes", "image_size", "freeze_depth", "preprocessing", "trial")
 PREDICT_BATCH = 64  # images decoded and classified at a time
 PREPROCESSING_KINDS = ("rgb", "digits")  # see input_transform

@@ -1,11 +1,13 @@
 """The frozen-feature cache: compute a trial's frozen prefix once, then train only the rest.
 
-A trial with its first k stages frozen recomputes the same activations of those stages every
-epoch when its training images are deterministic (no random augmentation). This module cuts
-the model's forward pass in two at the end of the frozen stages, computes the prefix's output
-for the train and validation images once, and stores it in `cache_dir/features/`, keyed by a
-hash of the prefix's weights and of the images (their files or pixels, split and transform).
-Every later epoch, and every trial with the same prefix, trains the suffix on those features.
+A trial with its first k stages frozen computes the same activations of those stages for the
+same input every time. This module cuts the model's forward pass in two at the end of the
+frozen stages, computes the prefix's output for the validation images and for each view of the
+training images once, and stores it in `cache_dir/features/<key>/`, keyed by a hash of the
+prefix's weights and of the images (their files or pixels, split, transform and augmentation).
+A view is what the training images look like in an epoch: one for all epochs without random
+augmentation, one per epoch with it (the crops the uncached trial draws in that epoch). Every
+later epoch, and every trial with the same prefix, trains the suffix on those features.
 
 The forward pass of each family is a list of steps (FORWARD_STEPS): module paths in the order
 the model's own `forward` runs them, plus a few named functions for what is not a module
@@ -18,7 +20,6 @@ import fcntl
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import PIL
@@ -27,18 +28,18 @@ import torchvision
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from trainable.backbones import get_backbone
-from trainable.checkpoint import write_atomically
+from trainable.catalog import get_backbone
 from trainable.config import TrialConfig, error_line
 from trainable.data import Split, SplitLike, TransferData, tensor_hash
-from trainable.datasets import DIGITS, DataSpec
 from trainable.engine import autocast, to_device
+from trainable.files import write_atomically
+from trainable.pipeline import Pipeline
 
 FEATURES_DIR = "features"
-FORMAT_VERSION = 1  # bump when what a cached file holds changes
-# A cache entry (train + validation features, float32) larger than this is not written: the
-# trial trains uncached and says why. Building holds one entry in memory; training reads it
-# memory-mapped.
+FORMAT_VERSION = 2  # bump when what a cached entry holds changes
+# A cache entry (validation features, and the training features of every view, float32)
+# larger than this is not written: the trial trains uncached and says why. Building holds one
+# view in memory; training reads it memory-mapped.
 MAX_CACHE_BYTES = 4_000_000_000
 BUILD_BATCH = 128  # images per forward pass of the prefix while building
 
@@ -170,39 +171,76 @@ def why_uncached(cfg: TrialConfig) -> str | None:
         return "turned off (--no-feature-cache)"
     if cfg.freeze_depth == 0:
         return "no stage is frozen"
-    if cfg.augment and DataSpec.parse(cfg.data).name != DIGITS:
-        return "random augmentation runs before the frozen stages (--no-augment allows it)"
     if cfg.backbone not in FORWARD_STEPS:
         return f"{cfg.backbone} has no forward-step map"
     return None
 
 
-@dataclass(frozen=True)
-class CachedFeatures:
-    """The frozen prefix's output for the train and validation images, and the suffix to
-    train on them."""
+def _augmented(split: SplitLike) -> bool:
+    return getattr(split, "augment", None) is not None
 
-    train: Split
-    val: Split
-    suffix: Steps
-    path: Path
-    built_seconds: float  # 0.0 when read from the cache
+
+class CachedFeatures:
+    """The frozen prefix's output for the validation images and, per epoch, for the training
+    images, and the suffix to train on them.
+
+    Augmented training images have one view per epoch (the crops an uncached trial would see
+    in that epoch: trainable.data.sample_rng), each computed once, when the first trial with
+    this prefix reaches that epoch, and shared by every later one; unaugmented ones have one
+    view for all epochs.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        prefix: Steps,
+        suffix: Steps,
+        train: SplitLike,
+        val: Split,
+        device: torch.device,
+    ) -> None:
+        self.folder = folder
+        self.prefix = prefix
+        self.suffix = suffix
+        self.val = val
+        self.augmented = _augmented(train)
+        self.built_seconds = 0.0  # time this trial spent building views (0: all read)
+        self._source = train
+        self._device = device
+        self._view: tuple[int, Split] | None = None
+
+    @property
+    def path(self) -> Path:
+        """The entry's folder."""
+        return self.folder
+
+    def train(self, epoch: int) -> Split:
+        """The training images' features as the model sees them in `epoch`."""
+        view = epoch if self.augmented else 0
+        if self._view is None or self._view[0] != view:
+            name = f"train-epoch{view}.pt" if self.augmented else "train.pt"
+            features = _stored(self.folder / name, self.prefix, self._source, self._device, view)
+            self.built_seconds += features[1]
+            self._view = (view, Split(features[0], self._source.labels))
+        return self._view[1]
 
     @property
     def note(self) -> str:
         """One line for the trial's log: what is cached, where, and how it was obtained."""
-        shape = "x".join(map(str, self.train.images.shape[1:]))
+        shape = "x".join(map(str, self.val.images.shape[1:]))
         how = f"built in {self.built_seconds:.1f} s" if self.built_seconds else "read from cache"
+        views = ", a view per epoch of augmented training images" if self.augmented else ""
         return (
-            f"frozen-feature cache: {len(self.train)}+{len(self.val)} images as {shape} "
-            f"features, {how} ({self.path})"
+            f"frozen-feature cache: {len(self._source)}+{len(self.val)} images as {shape} "
+            f"features{views}, {how} ({self.folder})"
         )
 
 
 def cache_key(prefix: Steps, data: TransferData, image_size: int, device: torch.device) -> str:
     """A hash of everything the cached features depend on: the prefix's steps and weights
-    (parameters and buffers of the modules it runs), the train and validation images, the
-    device and precision that compute them, and the versions of the libraries that do."""
+    (parameters and buffers of the modules it runs), the train and validation images (and the
+    augmentation of the training ones), the device and precision that compute them, and the
+    versions of the libraries that do."""
     versions = f"{torch.__version__}|{torchvision.__version__}|{PIL.__version__}"
     precision = "bf16" if device.type == "cuda" else "fp32"  # as the trial trains: engine.py
     digest = hashlib.sha256(
@@ -222,13 +260,14 @@ def cache_key(prefix: Steps, data: TransferData, image_size: int, device: torch.
 
 
 @torch.no_grad()
-def _compute(prefix: Steps, split: SplitLike, device: torch.device) -> torch.Tensor:
-    """The prefix's output for every image of `split`, in order, on the CPU, in float32:
-    computed as the trial's uncached epochs compute it (bf16 autocast on a GPU)."""
+def _compute(prefix: Steps, split: SplitLike, device: torch.device, epoch: int) -> torch.Tensor:
+    """The prefix's output for every image of `split` (its views of `epoch`), in order, on the
+    CPU, in float32: computed as the trial's uncached epochs compute it (bf16 autocast on a
+    GPU)."""
     prefix.eval()
     features: torch.Tensor | None = None
     start = 0
-    for images, _ in split.batches(BUILD_BATCH):
+    for images, _ in split.batches(BUILD_BATCH, None, epoch):
         with autocast(device, device.type == "cuda"):
             out = prefix(to_device(images, device)).float().cpu()
         if features is None:  # one tensor filled in place: no second copy while building
@@ -239,54 +278,60 @@ def _compute(prefix: Steps, split: SplitLike, device: torch.device) -> torch.Ten
 
 
 @torch.no_grad()
-def _feature_bytes(prefix: Steps, data: TransferData, device: torch.device) -> int:
-    """Bytes of float32 features of the train and validation splits, from one image."""
+def _feature_bytes(prefix: Steps, data: TransferData, device: torch.device, views: int) -> int:
+    """Bytes of float32 features of `views` views of the training images and one of the
+    validation images, from one image."""
     prefix.eval()
-    one = prefix(to_device(data.train.image(0)[None], device))
-    return one.numel() * 4 * (len(data.train) + len(data.val))
+    one = prefix(to_device(data.val.image(0)[None], device))
+    return one.numel() * 4 * (len(data.train) * views + len(data.val))
 
 
-def _build_once(path: Path, prefix: Steps, data: TransferData, device: torch.device) -> float:
-    """Build the entry at `path` unless it exists; seconds spent building (0: it existed).
+def _stored(
+    path: Path, prefix: Steps, split: SplitLike, device: torch.device, epoch: int
+) -> tuple[torch.Tensor, float]:
+    """The features in `path` (memory-mapped), built first unless they exist, and the seconds
+    spent building them (0: they existed).
 
-    Trials running at once with the same prefix wait for the first to build it (a lock per
-    entry: trials with other prefixes build theirs meanwhile).
+    Trials running at once with the same prefix wait for the first to build a file (a lock per
+    file: trials with other prefixes, or other epochs, build theirs meanwhile).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    built = 0.0
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists():
-            return 0.0
-        began = time.perf_counter()
-        tensors = {"train": _compute(prefix, data.train, device)}
-        tensors["val"] = _compute(prefix, data.val, device)
-        write_atomically(path, lambda f: torch.save(tensors, f))
-        return time.perf_counter() - began
+        if not path.exists():
+            began = time.perf_counter()
+            features = _compute(prefix, split, device, epoch)
+            write_atomically(path, lambda f: torch.save(features, f))
+            built = time.perf_counter() - began
+    return torch.load(path, mmap=True, weights_only=True), built
 
 
-def cached_features(cfg: TrialConfig, model: nn.Module, data: TransferData) -> CachedFeatures | str:
-    """The trial's cached features (building them under a lock when absent), or the reason
-    the trial trains uncached."""
+def cached_features(
+    cfg: TrialConfig, model: nn.Module, data: TransferData, pipeline: Pipeline | None = None
+) -> CachedFeatures | str:
+    """The trial's cached features (its validation features built under a lock when absent,
+    training views as epochs ask for them), or the reason the trial trains uncached.
+    `pipeline` decodes the images to compute them (in this process when None)."""
     reason = why_uncached(cfg)
     if reason is not None:
         return reason
     prefix, suffix = split_model(model, cfg.backbone, cfg.freeze_depth)
     device = next(model.parameters()).device
-    size = _feature_bytes(prefix, data, device)
+    views = cfg.max_epochs if _augmented(data.train) else 1
+    size = _feature_bytes(prefix, data, device, views)
     if size > MAX_CACHE_BYTES:
         limit = MAX_CACHE_BYTES / 1e6
         return f"its features would take {size / 1e6:,.0f} MB, over the {limit:,.0f} MB limit"
-    folder = Path(cfg.cache_dir) / FEATURES_DIR
-    path = folder / f"{cache_key(prefix, data, cfg.image_size, device)}.pt"
+    folder = Path(cfg.cache_dir) / FEATURES_DIR / cache_key(prefix, data, cfg.image_size, device)
+    pipeline = pipeline or Pipeline({"train": data.train, "val": data.val}, 0)
     try:
-        built = _build_once(path, prefix, data, device)
-        stored = torch.load(path, mmap=True, weights_only=True)
+        val, built = _stored(folder / "val.pt", prefix, pipeline.split("val"), device, 0)
+        entry = CachedFeatures(
+            folder, prefix, suffix, pipeline.split("train"), Split(val, data.val.labels), device
+        )
+        entry.built_seconds = built
+        entry.train(1)  # the first epoch's view now: a cache that cannot be used fails here
     except OSError as error:  # a full disk, a read-only cache folder: train uncached
-        return f"the cache in {folder} cannot be used ({error_line(error)})"
-    return CachedFeatures(
-        train=Split(stored["train"], data.train.labels),
-        val=Split(stored["val"], data.val.labels),
-        suffix=suffix,
-        path=path,
-        built_seconds=built,
-    )
+        return f"the cache in {folder.parent} cannot be used ({error_line(error)})"
+    return entry

@@ -1,11 +1,7 @@
-"""Users' own images: a folder of class sub-folders, indexed, checked, split and decoded.
+"""Users' images decoded: which files are unreadable (checked once, cached), the evaluation
+transform, and the training augmentation drawn from a per-sample generator.
 
-Layouts (as torchvision's ImageFolder, one sub-folder per class):
-    ROOT/<class>/**/<image>                      split into train and val by --seed
-    ROOT/train/<class>/..., ROOT/val/<class>/... [, ROOT/test/<class>/...]   used as given
-Hidden files and folders (".name") are ignored. A sample whose real path (symlinks resolved)
-lies outside ROOT is refused. Unreadable images are skipped, with a count: every image is
-decoded once per folder state and the result is cached (see `find_unreadable`).
+The folder itself is indexed by trainable.folders, without torch.
 """
 
 from __future__ import annotations
@@ -13,142 +9,34 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import random
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from PIL import Image
 from torchvision import transforms
+from torchvision.transforms import functional as TF
 
-from trainable.checkpoint import write_atomically
+from trainable.catalog import DataError
+from trainable.files import write_atomically
 
-IMAGE_EXTENSIONS = tuple(torchvision.datasets.folder.IMG_EXTENSIONS)  # .jpg .png .webp ...
-SPLIT_FOLDERS = ("train", "val", "test")
 # torchvision's ImageNet statistics: the normalisation of every backbone it ships.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 RESIZE_RATIO = 256 / 224  # resize the shorter side to this times the crop (ImageNet's recipe)
 # Light augmentation: crops of 35-100 % of the image (ImageNet training uses 8-100 %, too
-# strong for a few epochs of fine-tuning) and horizontal flips.
+# strong for a few epochs of fine-tuning), aspect ratios 3/4-4/3, and horizontal flips.
 CROP_SCALE = (0.35, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
 PROGRESS_SECONDS = 10  # a progress line this often while checking a large folder
 CHECK_VERSION = 1  # bump when `_decode_error` changes what counts as unreadable
 # What Pillow raises for a file that is not a (whole) image: truncated data, bad headers.
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-
-
-class DataError(ValueError):
-    """A problem with the user's data: one line saying what is wrong, where, and what to do."""
-
-
-@dataclass(frozen=True)
-class ImageFolderIndex:
-    """The classes of a folder and its samples, (path, label) sorted, per split folder found."""
-
-    root: Path
-    classes: tuple[str, ...]
-    splits: dict[str, list[tuple[str, int]]]  # "train" [, "val", "test"]; or "all" when flat
-
-
-def _visible(entries: Iterable[Path]) -> list[Path]:
-    return sorted(p for p in entries if not p.name.startswith("."))
-
-
-def _class_folders(folder: Path) -> list[Path]:
-    try:
-        return [p for p in _visible(folder.iterdir()) if p.is_dir()]
-    except OSError as error:
-        raise DataError(f"cannot read folder {folder}: {error.strerror}") from None
-
-
-def _images_below(folder: Path, root: Path) -> list[str]:
-    """Image files below `folder`, sorted; a file whose real path leaves `root` is refused.
-
-    Linked folders are followed once each: a link back to a parent cannot loop.
-    """
-    found, visited = [], {folder.resolve()}
-    for parent, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in sorted(dirs) if not d.startswith(".")]
-        dirs[:] = [d for d in dirs if (Path(parent) / d).resolve() not in visited]
-        visited.update((Path(parent) / d).resolve() for d in dirs)
-        for name in sorted(files):
-            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            path = Path(parent) / name
-            target = path.resolve()
-            if not target.is_relative_to(root):
-                raise DataError(
-                    f"image {path} resolves to {target}, outside the data folder {root}; "
-                    "samples must lie inside it (copy the file in instead of linking it)"
-                )
-            found.append(str(path))
-    return found
-
-
-def _index_classes(folder: Path, root: Path) -> dict[str, list[str]]:
-    return {c.name: _images_below(c, root) for c in _class_folders(folder)}
-
-
-def index_image_folder(root: Path) -> ImageFolderIndex:
-    """Index a folder of class sub-folders (or of train/val/test folders of such)."""
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DataError(f"image folder {root} does not exist")
-    if not root.is_dir():
-        raise DataError(f"image folder {root} is a file; --data imagefolder:PATH needs a folder")
-    root = root.resolve()
-    if not os.access(root, os.R_OK | os.X_OK):
-        raise DataError(f"cannot read folder {root}: permission denied")
-    folders = {p.name for p in _class_folders(root)}
-    # train/ holding class folders means split folders; a flat folder (PASCAL VOC) may have a
-    # class "train" of images.
-    if "train" in folders and _class_folders(root / "train"):
-        extra = sorted(folders - set(SPLIT_FOLDERS))
-        if extra:
-            raise DataError(
-                f"{root} has split folders (train/) and also {', '.join(f'{e}/' for e in extra)}"
-                f"; split folders must be named {', '.join(f'{s}/' for s in SPLIT_FOLDERS)}: "
-                "rename (valid/ to val/) or move the others out"
-            )
-        present = [split for split in SPLIT_FOLDERS if split in folders]
-        per_split = {split: _index_classes(root / split, root) for split in present}
-        classes = tuple(per_split["train"])
-        for split, found in per_split.items():
-            extra = sorted(set(found) - set(classes))
-            if extra:
-                raise DataError(
-                    f"{root / split} has class folder(s) {', '.join(extra)} that "
-                    f"{root / 'train'} lacks; every class must have training images"
-                )
-    else:
-        per_split = {"all": _index_classes(root, root)}
-        classes = tuple(per_split["all"])
-    where = root / "train" if "train" in per_split else root
-    if len(classes) < 2:
-        raise DataError(
-            f"`classes >= 2` must hold, but {where} has {len(classes)} class folder(s)"
-            f"{': ' + classes[0] if classes else ''}; put each class's images in a sub-folder"
-        )
-    label = {name: i for i, name in enumerate(classes)}
-    splits: dict[str, list[tuple[str, int]]] = {split: [] for split in per_split}
-    owner: dict[Path, str] = {}  # real file -> the path it was first found at
-    for split, found in per_split.items():
-        for name, paths in found.items():
-            for path in paths:
-                target = Path(path).resolve()
-                if target in owner:  # a symlink to an image already indexed
-                    raise DataError(
-                        f"image {path} is the same file as {owner[target]} (a symlink); each "
-                        "image must appear once, or it trains and validates on itself"
-                    )
-                owner[target] = path
-                splits[split].append((path, label[name]))
-    return ImageFolderIndex(root, classes, splits)
 
 
 def _decode_error(path: str) -> str | None:
@@ -257,25 +145,59 @@ def eval_transform(preprocessing: dict[str, Any]) -> Callable[[Image.Image], tor
     )
 
 
+class Augment:
+    """The training transform: a random resized crop (CROP_SCALE of the area, CROP_RATIO
+    aspect) and a horizontal flip, drawn from the generator it is given (torchvision's
+    RandomResizedCrop algorithm), then the evaluation's tensor conversion and normalisation."""
+
+    def __init__(self, preprocessing: dict[str, Any]) -> None:
+        self.size = int(preprocessing["crop"])
+        self.interpolation = transforms.InterpolationMode(preprocessing["interpolation"])
+        self.mean, self.std = list(preprocessing["mean"]), list(preprocessing["std"])
+
+    def __repr__(self) -> str:  # part of a split's fingerprint: every value that shapes a view
+        return (
+            f"Augment(size={self.size}, scale={CROP_SCALE}, ratio={CROP_RATIO}, "
+            f"interpolation={self.interpolation.value}, flip=0.5, mean={self.mean}, "
+            f"std={self.std})"
+        )
+
+    def crop(self, width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of the crop, as RandomResizedCrop.get_params draws it."""
+        area = width * height
+        log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
+        for _ in range(10):
+            target = area * rng.uniform(*CROP_SCALE)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+        # Ten misses (a very long image): the centre crop of the nearest allowed aspect.
+        aspect = width / height
+        if aspect < CROP_RATIO[0]:
+            w, h = width, round(width / CROP_RATIO[0])
+        elif aspect > CROP_RATIO[1]:
+            h, w = height, round(height * CROP_RATIO[1])
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __call__(self, image: Image.Image, rng: random.Random) -> torch.Tensor:
+        top, left, h, w = self.crop(*image.size, rng)
+        size = [self.size, self.size]
+        view = TF.resized_crop(image, top, left, h, w, size, self.interpolation, antialias=True)
+        if rng.random() < 0.5:
+            view = TF.hflip(view)
+        return TF.normalize(TF.to_tensor(view), self.mean, self.std)
+
+
 def image_transforms(
     image_size: int, augment: bool, preset: Callable[..., torch.nn.Module] | None = None
-) -> tuple[Callable[[Image.Image], torch.Tensor], Callable[[Image.Image], torch.Tensor]]:
-    """The training and evaluation transforms of PIL images, for `image_size` crops (see
-    `eval_preprocessing` for `preset`)."""
+) -> tuple[Callable[[Image.Image], torch.Tensor], Augment | None]:
+    """The evaluation transform of PIL images for `image_size` crops, and the training
+    augmentation (None with `augment` off); see `eval_preprocessing` for `preset`."""
     preprocessing = eval_preprocessing(image_size, preset)
-    evaluate = eval_transform(preprocessing)
-    if not augment:
-        return evaluate, evaluate
-    interpolation = transforms.InterpolationMode(preprocessing["interpolation"])
-    train = transforms.Compose(
-        [
-            transforms.RandomResizedCrop(image_size, scale=CROP_SCALE, interpolation=interpolation),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(preprocessing["mean"], preprocessing["std"]),
-        ]
-    )
-    return train, evaluate
+    return eval_transform(preprocessing), Augment(preprocessing) if augment else None
 
 
 class ImageFiles:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -16,15 +17,18 @@ from trainable.backbones import (
     build_model,
     count_trainable,
     freeze_stages,
-    get_backbone,
+    frozen_state_keys,
     load_backbone_state,
     parameter_groups,
 )
+from trainable.catalog import get_backbone
+from trainable.checkpoint import lean_state, load_trained
 from trainable.config import TrialConfig
-from trainable.data import SplitLike, TransferData, train_and_val
+from trainable.data import SplitLike, TransferData, tensor_hash, train_and_val
 from trainable.datasets import build_data
 from trainable.engine import evaluate, train_one_epoch
 from trainable.features import cached_features
+from trainable.pipeline import Pipeline
 from trainable.summaries import TrialSummaries
 from trainable.weights import load_weights
 
@@ -63,6 +67,32 @@ def build_optimizer(model: nn.Module, cfg: TrialConfig) -> torch.optim.Optimizer
     return torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def frozen_fingerprint(model: nn.Module, cfg: TrialConfig) -> tuple[set[str], str]:
+    """The state-dict keys of the trial's frozen stages and a hash of their tensors (names,
+    shapes, bytes), which a lean checkpoint carries and a restore compares."""
+    frozen = frozen_state_keys(model, cfg.backbone, cfg.freeze_depth)
+    state = model.state_dict()
+    names = "|".join(sorted(frozen)).encode()
+    digest = hashlib.sha256(names)
+    digest.update(tensor_hash(*(state[key] for key in sorted(frozen))).encode())
+    return frozen, digest.hexdigest()
+
+
+def trained_model(
+    cfg: TrialConfig,
+    checkpoint: dict[str, Any],
+    backbone_state: dict[str, torch.Tensor] | None = None,
+) -> nn.Module:
+    """The whole model of a checkpoint, in eval mode: its frozen stages rebuilt from the
+    trial's starting weights (`backbone_state`, or loaded as the trial loads them), the rest
+    from the checkpoint. CheckpointError when the starting weights differ from the ones the
+    checkpoint trained with."""
+    model = build_trial_model(cfg, len(checkpoint["classes"]), backbone_state)
+    frozen, fingerprint = frozen_fingerprint(model, cfg)
+    load_trained(model, checkpoint, frozen, fingerprint)
+    return model.eval()
+
+
 def run_trial(
     cfg: TrialConfig,
     resume: dict[str, Any] | None = None,
@@ -70,14 +100,19 @@ def run_trial(
     log_dir: Path | None = None,
     log: Callable[[str], None] | None = None,
     backbone_state: dict[str, torch.Tensor] | None = None,
+    on_trained: Callable[[dict[str, Any]], None] | None = None,
+    pipeline: Pipeline | None = None,
 ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Train epoch by epoch; yield each epoch's metrics and the state a checkpoint must hold.
 
     `resume` is a loaded checkpoint: training continues after its epoch. `log_dir` receives the
     trial's own TensorBoard summaries (trainable.summaries); None writes none. `log` hears
     whether the trial trains on cached frozen features, and why not. `backbone_state`: see
-    build_trial_model. The yielded state
-    references live tensors, so save it before advancing the generator.
+    build_trial_model. `on_trained` receives each epoch's checkpoint state as soon as the
+    epoch has trained, before it is validated (trainable.ray_entry writes it meanwhile: the
+    weights do not change until the next epoch). `pipeline` decodes image files (a new one
+    with cfg.loader_workers when None). The yielded state references live tensors, so save it
+    before advancing the generator.
     """
     torch.set_num_threads(cfg.num_threads)
     if cfg.device not in ("cpu", "cuda"):
@@ -86,7 +121,9 @@ def run_trial(
         raise RuntimeError("device='cuda', but torch sees no GPU in this trial's process")
     device = torch.device(cfg.device)  # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU
     data = data or build_data(cfg)
+    pipeline = pipeline or trial_pipeline(cfg, data)
     model = build_trial_model(cfg, len(data.classes), backbone_state).to(device)
+    frozen, fingerprint = frozen_fingerprint(model, cfg)
     # On a GPU: bf16 autocast and channels-last convolutions (trainable.engine).
     amp = device.type == "cuda"
     if amp:
@@ -94,30 +131,47 @@ def run_trial(
     optimizer = build_optimizer(model, cfg)
     start, best_val_acc = 0, -math.inf
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
+        load_trained(model, resume, frozen, fingerprint)
+        if resume.get("optimizer"):  # {} after a trial's last epoch
+            optimizer.load_state_dict(resume["optimizer"])
         start = int(resume["epoch"])
-        best_val_acc = float(resume.get("best_val_acc", best_val_acc))  # older checkpoints lack it
     trainable_params = count_trainable(model)
     rates = {group["name"]: group["lr"] for group in optimizer.param_groups}
     # With the frozen stages' output cached, each epoch runs only the rest of the model on it.
-    features = cached_features(cfg, model, data)
+    features = cached_features(cfg, model, data, pipeline)
     if isinstance(features, str):
-        net, train, val_split, note = (
-            model,
-            data.train,
-            data.val,
-            f"frozen-feature cache not used: {features}",
-        )
+        net, train, val_split = model, pipeline.split("train"), pipeline.split("val")
+        note = f"frozen-feature cache not used: {features}"
     else:
-        net, train, val_split, note = features.suffix, features.train, features.val, features.note
+        net, train, val_split, note = features.suffix, None, features.val, features.note
     if log is not None:
         log(note)
+    if resume is not None:
+        best_val_acc = float(resume.get("best_val_acc", -math.inf))  # a checkpoint before lean
+        if "prior_best_val_acc" in resume and start < cfg.max_epochs:
+            # Its own epoch's score is not in the file (written while it was validated):
+            # measured again, as it was.
+            prior = float(resume["prior_best_val_acc"])
+            best_val_acc = max(prior, evaluate(net, val_split, amp=amp).acc)
     summaries = TrialSummaries(log_dir, cfg, data.classes) if log_dir is not None else None
     try:
         for epoch in range(start + 1, cfg.max_epochs + 1):
             began = time.perf_counter()
+            if not isinstance(features, str):
+                train = features.train(epoch)  # the epoch's augmented views, if augmented
             train_loss = train_seeded_epoch(net, optimizer, train, cfg, epoch, amp)
+            state = {
+                "model": lean_state(model, frozen),
+                # The last epoch's state is never trained on: no momentum to keep.
+                "optimizer": optimizer.state_dict() if epoch < cfg.max_epochs else {},
+                "epoch": epoch,
+                "prior_best_val_acc": best_val_acc,
+                "config": cfg.to_dict(),
+                "classes": list(data.classes),
+                "frozen_fingerprint": fingerprint,
+            }
+            if on_trained is not None:
+                on_trained(state)
             val = evaluate(net, val_split, amp=amp)
             best_val_acc = max(best_val_acc, val.acc)
             if summaries is not None:
@@ -133,18 +187,18 @@ def run_trial(
                 metrics.CACHED_FEATURES: int(not isinstance(features, str)),
                 metrics.LR: rates,
             }
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "config": cfg.to_dict(),
-                "classes": list(data.classes),
-                "best_val_acc": best_val_acc,
-            }
             yield result, state
     finally:
         if summaries is not None:
             summaries.close()
+
+
+def trial_pipeline(cfg: TrialConfig, data: TransferData) -> Pipeline:
+    """The trial's input pipeline: its train and validation splits, cfg.loader_workers
+    processes decoding image files (none for data in memory), pinned memory on a GPU."""
+    return Pipeline(
+        {"train": data.train, "val": data.val}, cfg.loader_workers, cfg.device == "cuda"
+    )
 
 
 def train_seeded_epoch(
@@ -155,13 +209,13 @@ def train_seeded_epoch(
     epoch: int,
     amp: bool,
 ) -> float:
-    """One training epoch seeded per (seed, epoch): a resumed trial sees the batches (and the
-    augmentations, drawn from torch's global generator) it would have seen. Returns the mean
-    training loss; DivergedError when it is not finite."""
+    """One training epoch seeded per (seed, epoch): a resumed trial sees the batches, the
+    augmented views (trainable.data.sample_rng) and the dropout it would have seen. Returns the
+    mean training loss; DivergedError when it is not finite."""
     epoch_seed = cfg.seed * 1_000_003 + epoch
     generator = torch.Generator().manual_seed(epoch_seed)
     torch.manual_seed(epoch_seed)
-    train_loss = train_one_epoch(net, optimizer, train, cfg.batch_size, generator, amp)
+    train_loss = train_one_epoch(net, optimizer, train, cfg.batch_size, generator, amp, epoch)
     if not math.isfinite(train_loss):
         raise DivergedError(
             f"train_loss is {train_loss} at epoch {epoch}: diverged ({_rates_text(cfg)})"
@@ -179,7 +233,8 @@ def retrain(
     """
     torch.set_num_threads(cfg.num_threads)
     device = torch.device(cfg.device)
-    train = train_and_val(data.train, data.val)
+    both = train_and_val(data.train, data.val)
+    train = Pipeline({"train": both}, cfg.loader_workers, cfg.device == "cuda").split("train")
     model = build_trial_model(cfg, len(data.classes)).to(device)
     optimizer = build_optimizer(model, cfg)
     amp = device.type == "cuda"

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 from trainable.backbones import build_model
-from trainable.checkpoint import write_atomically
 from trainable.config import lookup
 from trainable.data import DIGITS_VERSION, SOURCE_CLASSES, Split, digits_source
 from trainable.engine import evaluate, train_one_epoch
+from trainable.files import write_atomically
 
 # Source-task training of the digits backbone: from scratch, 15 epochs reach ~95 % held-out
 # accuracy on digits 0-4 in 15-70 s on 2 CPU cores (measured on two machines).

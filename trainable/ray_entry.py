@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,16 +14,12 @@ import torch
 from ray import tune
 
 from trainable import metrics
-from trainable.checkpoint import (
-    CHECKPOINT_FILE,
-    load_checkpoint,
-    save_checkpoint,
-    saved_epoch,
-)
+from trainable.checkpoint import CHECKPOINT_FILE, BackgroundSave, load_checkpoint, saved_epoch
 from trainable.config import TrialConfig
 from trainable.data import TransferData
 from trainable.datasets import build_data
-from trainable.loop import DivergedError, run_trial
+from trainable.loop import DivergedError, run_trial, trial_pipeline
+from trainable.pipeline import Pipeline
 
 # Left in the trial's working folder when it diverges. Tune retries a failed trial
 # (--max-failures) whatever failed it, but a diverged one, with the same seed and learning
@@ -29,19 +27,25 @@ from trainable.loop import DivergedError, run_trial
 DIVERGED_FILE = "diverged.txt"
 LOG_FILE = "trial.log"  # the trial's own notes (the frozen-feature cache), in its folder
 
-# The data of the last trial this process ran: Tune reuses a trial's process (actor) for the
-# next one, and every trial of a search reads the same data, which takes about 1 s to build.
-_last_data: tuple[tuple, TransferData] | None = None
+# The data and input pipeline of the last trial this process ran: Tune reuses a trial's
+# process (actor) for the next one, and every trial of a search reads the same data, which
+# takes about 1 s to build; the pipeline's loader workers stay up for the next trial too.
+_last_data: tuple[tuple, TransferData, Pipeline] | None = None
 
 
-def _data_for(cfg: TrialConfig) -> TransferData:
-    """build_data(cfg), reused while the settings it depends on stay the same."""
+def _data_for(cfg: TrialConfig) -> tuple[TransferData, Pipeline]:
+    """build_data(cfg) and its pipeline, reused while the settings they depend on stay the
+    same."""
     global _last_data
     key = (cfg.data, cfg.image_size, cfg.shots, cfg.val_fraction, cfg.augment, cfg.seed,
-           cfg.weights, cfg.backbone, cfg.cache_dir)  # fmt: skip
+           cfg.weights, cfg.backbone, cfg.cache_dir, cfg.loader_workers,
+           cfg.device)  # fmt: skip
     if _last_data is None or _last_data[0] != key:
-        _last_data = (key, build_data(cfg))
-    return _last_data[1]
+        if _last_data is not None:
+            _last_data[2].close()
+        data = build_data(cfg)
+        _last_data = (key, data, trial_pipeline(cfg, data))
+    return _last_data[1], _last_data[2]
 
 
 def _granted_device() -> str:
@@ -120,12 +124,24 @@ def train_transfer(
     context = ray.get_runtime_context()
     shipped = context.runtime_env.get("py_modules") or "none"
     log(f"node {context.get_node_id()}; code {Path(__file__).parent}; shipped {shipped}")
+    data, pipeline = _data_for(cfg)
+    writer = BackgroundSave()
     try:
-        trial = run_trial(cfg, resume, _data_for(cfg), trial_dir, log, backbone_state)
-        for result, state in trial:
-            with tempfile.TemporaryDirectory() as folder:
-                save_checkpoint(Path(folder) / CHECKPOINT_FILE, state)
-                tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+        with tempfile.TemporaryDirectory() as scratch:
+
+            def save(state: dict[str, Any]) -> None:  # while the epoch is validated
+                writer.start(Path(scratch, f"epoch-{state['epoch']}", CHECKPOINT_FILE), state)
+
+            trial = run_trial(cfg, resume, data, trial_dir, log, backbone_state, save, pipeline)
+            try:
+                for result, _ in trial:
+                    writer.wait()
+                    folder = Path(scratch, f"epoch-{result[metrics.EPOCH]}")
+                    tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+                    shutil.rmtree(folder)  # Ray copied it into the experiment
+            finally:  # an epoch that failed mid-validation: its write ends before the folder
+                with contextlib.suppress(Exception):
+                    writer.wait()
     except DivergedError as error:
         diverged.parent.mkdir(parents=True, exist_ok=True)
         diverged.write_text(str(error))

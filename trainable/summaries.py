@@ -20,7 +20,8 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from trainable.backbones import get_backbone, stage_parameters
+from trainable.backbones import stage_parameters
+from trainable.catalog import get_backbone
 from trainable.config import TrialConfig
 from trainable.data import SplitLike
 

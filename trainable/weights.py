@@ -17,12 +17,9 @@ import torch
 import torchvision
 
 from trainable.backbones import backbone_state_problems, build_model
+from trainable.catalog import IMAGENET, NONE, SOURCE, WEIGHTS_CHOICES, get_backbone
 from trainable.config import error_line
 from trainable.pretrain import SOURCES, ensure_source_weights
-
-SOURCE, IMAGENET, NONE = "source", "imagenet", "none"
-NAMED = (SOURCE, IMAGENET, NONE)
-CHOICES = f"{', '.join(NAMED)}, or a path to a state-dict file"
 
 
 class WeightsError(ValueError):
@@ -36,8 +33,7 @@ def imagenet_weights(backbone: str) -> torchvision.models.WeightsEnum:
 
 def imagenet_file(backbone: str) -> Path:
     """Where torchvision keeps (or downloads) the ImageNet weights of `backbone`."""
-    url = imagenet_weights(backbone).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / get_backbone(backbone).imagenet_file
 
 
 def prepare_imagenet(backbone: str, download: bool, log: Callable[[str], None] = print) -> None:
@@ -78,9 +74,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The state dict in `path`: a dict of tensors, or one under "model" or "state_dict" (a
     transfer-tune or Lightning checkpoint); DataParallel's "module." prefix is dropped."""
     if path.is_dir():
-        raise WeightsError(f"weights file {path} is a folder; --weights takes {CHOICES}")
+        raise WeightsError(f"weights file {path} is a folder; --weights takes {WEIGHTS_CHOICES}")
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist; --weights takes {CHOICES}")
+        raise WeightsError(f"weights file {path} does not exist; --weights takes {WEIGHTS_CHOICES}")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # garbage bytes raise anything from KeyError to UnpicklingError
