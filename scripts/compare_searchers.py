@@ -14,13 +14,13 @@ import json
 import sys
 from pathlib import Path
 
-# scripts/search.py would shadow the `search` package: drop this folder from the import path.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# scripts/search.py would shadow the `search` package: drop this folder from the import path;
+# the benchmarks are not installed with the packages: import them from this clone.
+HERE = Path(__file__).resolve().parent
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
 
-from search.compare import compare, format_markdown  # noqa: E402
-from search.config.settings import SearchSettings  # noqa: E402
 from search.usage import UsageError  # noqa: E402
-from trainable.config import default_cache_dir  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    from benchmarks.searchers import compare, format_markdown
+    from search.config.settings import SearchSettings
+    from trainable.config import default_cache_dir
+
     base = SearchSettings(
         num_samples=samples,
         max_epochs=epochs,

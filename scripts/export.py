@@ -8,11 +8,11 @@ from pathlib import Path
 # Python puts scripts/ first on the import path; drop it, as scripts/search.py explains.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from search.export import main as export_main  # noqa: E402
+from search.cli.export import main as export_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; see search/export.py for the flags and exit codes."""
+    """Entry point; see search/cli/export.py for the flags and exit codes."""
     return export_main(argv)
 
 

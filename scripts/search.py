@@ -9,13 +9,7 @@ from pathlib import Path
 # so drop it, or `import search` would import this file instead of the package.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from search.cli import main as cli_main  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; see search/cli.py for the flags and exit codes."""
-    return cli_main(argv)
-
+from search.cli.search import command  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command()  # see search/cli/search.py for the flags and exit codes

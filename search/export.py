@@ -7,11 +7,9 @@ test split and writes one file (trainable.exported) that scripts/predict.py read
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +17,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from search.storage import EXPERIMENT_HELP, local_experiment
-from search.summary import SUMMARY_FILE, fmt, read_summary
-from search.usage import OneLineErrorParser, UsageError
+from search.storage import best_checkpoint
+from search.summary import fmt
+from search.usage import UsageError, check_out
 from trainable.catalog import DIGITS, IMAGE_FOLDER, DataError, DataSpec
 from trainable.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from trainable.config import TrialConfig, default_cache_dir, error_line
@@ -31,62 +29,6 @@ from trainable.engine import evaluate
 from trainable.exported import MODEL_FILE, export_state, model_from_export, save_export
 from trainable.loop import DivergedError, retrain, trained_model
 from trainable.weights import WeightsError
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The flags of scripts/export.py."""
-    p = OneLineErrorParser(
-        prog="export.py",
-        description="Export the best model of an experiment, evaluated on its test split.",
-    )
-    p.add_argument("experiment", help=EXPERIMENT_HELP)
-    p.add_argument("--out", required=True, help="the model file to write (must not exist)")
-    p.add_argument(
-        "--retrain",
-        action="store_true",
-        help="fit the best configuration again on train+validation images for the full "
-        "epoch budget (seeded) instead of taking its checkpoint",
-    )
-    p.add_argument(
-        "--test-images",
-        metavar="DIR",
-        help="also write the test split's images as PNG files, DIR/CLASS/NNNNN.png, for "
-        "predict.py (DIR must not exist or be empty)",
-    )
-    return p
-
-
-def best_checkpoint(root: Path) -> tuple[dict, Path]:
-    """The experiment's summary and its best trial's checkpoint file, checked."""
-    if not root.is_dir():
-        raise UsageError(f"no experiment folder at {root}")
-    summary = read_summary(root)
-    if not summary:
-        raise UsageError(
-            f"{root} has no readable {SUMMARY_FILE}: give the folder of a search that ran "
-            "(runs/NAME), or finish it with --resume"
-        )
-    best = summary.get("best")
-    if not best or not best.get("checkpoint"):
-        raise UsageError(f"{root / SUMMARY_FILE} names no best checkpoint: no trial reported")
-    path = root / best["checkpoint"] / CHECKPOINT_FILE
-    if not path.is_file():
-        raise UsageError(f"the best trial's checkpoint {path} is missing")
-    return summary, path
-
-
-def check_out(path: Path, what: str, folder: bool = False) -> None:
-    """Nothing is overwritten, and a path that cannot be written fails now, not after a
-    retraining: refuse an existing file (or, for a folder, anything but an empty folder), and
-    a place that is not a writable folder."""
-    taken = not (path.is_dir() and not any(path.iterdir())) if folder else path.exists()
-    if path.exists() and taken:
-        raise UsageError(f"{what} {path} exists; nothing was written (choose another path)")
-    parent = path.parent if not path.exists() else path
-    while not parent.exists():  # the nearest folder that exists must let us create the rest
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{what} {path}: cannot write in {parent}")
 
 
 def write_split_images(
@@ -245,19 +187,3 @@ def _round_trip(export: dict[str, Any]) -> dict[str, Any]:
     torch.save(export, buffer)
     buffer.seek(0)
     return torch.load(buffer, weights_only=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Export the best model; exit 2 on bad input (one line)."""
-    try:
-        args = build_parser().parse_args(argv)
-        root = local_experiment(args.experiment)
-        test_images = Path(args.test_images) if args.test_images else None
-        export_best(root, Path(args.out), args.retrain, test_images)
-    except UsageError as error:
-        print(f"export.py: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nInterrupted before the model file was written.", file=sys.stderr)
-        return 130
-    return 0

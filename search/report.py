@@ -8,17 +8,16 @@ as data URIs, so the page opens offline and loads nothing from the network.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from search.config.settings import METRIC
 from search.importance import EVALUATORS, ImportanceGroup, param_importance
+from search.layout import REPORT_FILE, SETTINGS_FILE
 from search.plots import (
     STOP_COLOURS,
     TrialPoints,
@@ -26,20 +25,18 @@ from search.plots import (
     learning_curves,
     versus_parameters,
 )
-from search.storage import EXPERIMENT_HELP, SETTINGS_FILE, local_experiment
+from search.storage import read_summary
 from search.summary import (
     STOP_REASONS,
     SUMMARY_FILE,
     fmt,
-    read_summary,
     searched_params,
     shown_path,
 )
-from search.usage import OneLineErrorParser, UsageError
+from search.usage import UsageError
 from trainable import metrics
 from trainable.catalog import BACKBONES
 
-REPORT_FILE = "report.html"
 # Settings two experiments must share for one's best val_acc to be a reference for the other's
 COMPARABLE = ("data", "backbone", "image_size", "shots", "val_fraction", "seed", "max_epochs")
 
@@ -368,41 +365,3 @@ def write_report(root: Path, reference: Path | None = None) -> Path:
     path = root / REPORT_FILE
     path.write_text(page, encoding="utf-8")
     return path
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The flags of scripts/report.py."""
-    p = OneLineErrorParser(
-        prog="report.py",
-        description=f"Write an experiment's {REPORT_FILE}: ranked trials, learning curves, "
-        f"{METRIC} against each hyperparameter, their importance, budget and transfer gain.",
-    )
-    p.add_argument("experiment", help=EXPERIMENT_HELP)
-    p.add_argument(
-        "--reference",
-        metavar="EXPERIMENT_DIR",
-        help="another experiment (e.g. one run with --weights none) to measure the transfer "
-        "gain against; default: the best linear probe of this sweep",
-    )
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Write the report; exit 2 on bad input (one line)."""
-    try:
-        args = build_parser().parse_args(argv)
-        root = local_experiment(args.experiment)
-        if not root.is_dir():
-            raise UsageError(f"no experiment folder at {root}")
-        reference = local_experiment(args.reference) if args.reference else None
-        try:
-            path = write_report(root, reference)
-        except UsageError:
-            raise
-        except (OSError, ValueError) as error:  # a read-only folder, a damaged settings.json
-            raise UsageError(f"cannot write the report of {root}: {error}") from None
-    except UsageError as error:
-        print(f"report.py: error: {error}", file=sys.stderr)
-        return 2
-    print(f"Report: {path}")
-    return 0

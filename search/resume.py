@@ -18,13 +18,8 @@ from search.config.parse import cluster_address, given_flags
 from search.config.preflight import gpu_problems
 from search.config.settings import SearchSettings, is_uri, join_uri, resolve, working_copy
 from search.config.validate import local_resource_problems
-from search.storage import (
-    SETTINGS_FILE,
-    STUDY_FILE,
-    RemoteExperiment,
-    study_url,
-    uri_problems,
-)
+from search.layout import SETTINGS_FILE, STUDY_FILE
+from search.storage import RemoteExperiment, study_url, uri_problems
 from search.usage import UsageError
 from trainable.config import TrialConfig, default_cache_dir, error_line
 from trainable.files import write_atomically
@@ -305,22 +300,29 @@ def grow_search_state(root: Path, total: int) -> Path:
     return newest
 
 
-def checkpoint_problems(root: Path, fixed: TrialConfig, backbone_state: dict | None) -> list[str]:
-    """The trials a resume would continue whose newest checkpoint trained on other frozen
-    stages than `backbone_state`, the starting weights the search has now: a lean checkpoint
-    holds only what trained (trainable.checkpoint) and would fail in the trial."""
-    import torch
+def resumed_trial_folders(root: Path) -> list[Path]:
+    """The folders of the experiment's trials that a resume continues (all but the ended)."""
     from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(str(root)).trials
+    return [Path(trial.path) for trial in trials if trial.status != "TERMINATED"]
+
+
+def checkpoint_problems(
+    trial_folders: list[Path], fixed: TrialConfig, backbone_state: dict | None
+) -> list[str]:
+    """The trials (of `trial_folders`) whose newest checkpoint trained on other frozen stages
+    than `backbone_state`, the starting weights the search has now: a lean checkpoint holds
+    only what trained (trainable.checkpoint), and would fail in the trial."""
+    import torch
 
     from trainable.checkpoint import CHECKPOINT_FILE
     from trainable.loop import build_trial_model, frozen_fingerprint
 
     expected: dict[int, str] = {}
     problems = []
-    for trial in ExperimentAnalysis(str(root)).trials:
-        if trial.status == "TERMINATED":  # never resumed
-            continue
-        for folder in sorted(Path(trial.path).glob("checkpoint_*"), reverse=True):
+    for trial in trial_folders:
+        for folder in sorted(trial.glob("checkpoint_*"), reverse=True):
             try:
                 saved = torch.load(folder / CHECKPOINT_FILE, mmap=True, weights_only=True)
             except Exception:  # half written: the trial takes an older one (trainable.ray_entry)
@@ -333,7 +335,7 @@ def checkpoint_problems(root: Path, fixed: TrialConfig, backbone_state: dict | N
                 expected[cfg.freeze_depth] = frozen_fingerprint(model, cfg)[1]
             if saved["frozen_fingerprint"] != expected[cfg.freeze_depth]:
                 problems.append(
-                    f"trial {trial.trial_id}'s checkpoint {folder.name} trained on frozen "
+                    f"{trial.name}'s checkpoint {folder.name} trained on frozen "
                     f"stages other than the starting weights --weights {fixed.weights} gives "
                     "now (they changed since the search started); put back the weights it "
                     "started from"

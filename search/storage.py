@@ -27,13 +27,11 @@ from pathlib import Path, PurePosixPath
 import pyarrow.fs
 
 from search.config.settings import SearchSettings, is_uri, split_uri, working_copy
+from search.layout import DRIVER_FILES, SETTINGS_FILE, STUDY_FILE, SUMMARY_FILE
 from search.usage import UsageError
 from trainable.config import default_cache_dir, error_line
+from trainable.files import CHECKPOINT_FILE
 
-# Files at the experiment's root that the driver writes (everything else there is Ray's).
-SETTINGS_FILE = "settings.json"  # the resolved settings the experiment was made with
-STUDY_FILE = "optuna.db"  # the Optuna study, named after the experiment
-DRIVER_FILES = (SETTINGS_FILE, STUDY_FILE, "summary.json", "report.html")
 INTERRUPTED_SUFFIX = ".interrupted"  # search.tensorboard.mark_interrupted's events files
 UPLOAD_SUFFIX = ".upload"  # a consistent snapshot of optuna.db, taken while the study is open
 MANIFEST = ".synced.json"  # in the working copy: what was downloaded and uploaded, when
@@ -43,13 +41,6 @@ Stat = list[int | None]  # [size, mtime_ns] of a file, as JSON keeps it
 def _stat(path: Path) -> Stat:
     stat = path.stat()
     return [stat.st_size, stat.st_mtime_ns]
-
-
-# The positional argument of scripts/board.py, export.py and report.py
-EXPERIMENT_HELP = (
-    "the experiment folder, e.g. runs/NAME, or its URI (s3://bucket/runs/NAME), downloaded "
-    "first into its working copy under the cache folder"
-)
 
 
 def local_experiment(path: str) -> Path:
@@ -301,3 +292,30 @@ class RemoteExperiment:
         info = fs.get_file_info(target)
         manifest["stored"][relative] = [info.size, info.mtime_ns]
         manifest["local"][relative] = local
+
+
+def read_summary(root: Path) -> dict:
+    """The experiment's summary.json; {} when it is missing or unreadable (it is rebuilt)."""
+    try:
+        return json.loads((root / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def best_checkpoint(root: Path) -> tuple[dict, Path]:
+    """The experiment's summary and its best trial's checkpoint file, checked."""
+    if not root.is_dir():
+        raise UsageError(f"no experiment folder at {root}")
+    summary = read_summary(root)
+    if not summary:
+        raise UsageError(
+            f"{root} has no readable {SUMMARY_FILE}: give the folder of a search that ran "
+            "(runs/NAME), or finish it with --resume"
+        )
+    best = summary.get("best")
+    if not best or not best.get("checkpoint"):
+        raise UsageError(f"{root / SUMMARY_FILE} names no best checkpoint: no trial reported")
+    path = root / best["checkpoint"] / CHECKPOINT_FILE
+    if not path.is_file():
+        raise UsageError(f"the best trial's checkpoint {path} is missing")
+    return summary, path

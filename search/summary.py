@@ -11,11 +11,11 @@ import ray
 from ray.tune import ExperimentAnalysis
 
 from search.config.settings import METRIC, MODE, SearchSettings
-from search.storage import STUDY_FILE, study_url
+from search.layout import STUDY_FILE, SUMMARY_FILE
+from search.storage import study_url
 from trainable import metrics
 from trainable.checkpoint import saved_epoch
 
-SUMMARY_FILE = "summary.json"
 ERROR_FILE = "error.txt"  # Ray Tune's traceback of a failed trial, in the trial folder
 STOP_REASONS = ("completed", "asha", "error", "interrupted")
 ENDED = ("TERMINATED", "ERROR")  # Tune statuses of a trial that will not run again
@@ -161,14 +161,6 @@ def build_summary(settings: SearchSettings, searched: list[str], wandb_mode: str
         if (root / STUDY_FILE).exists()
         else None,
     }
-
-
-def read_summary(root: Path) -> dict:
-    """The experiment's summary.json; {} when it is missing or unreadable (it is rebuilt)."""
-    try:
-        return json.loads((root / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def write_summary(settings: SearchSettings, summary: dict) -> Path:

@@ -58,7 +58,36 @@ class WandbRuns:
                 run.summary.update(summary)
                 run.finish()
 
+    def log_model(self, spec: dict[str, Any]) -> bool:
+        """Log a model file as an artifact from a run of its own (`model_spec`'s dict: the
+        run's init arguments, the artifact's, the file, the run's summary); True when logged."""
+        with self._guard("logging the best model"):
+            return log_model(self._wandb, spec)
+        return False
+
     def take_errors(self) -> list[str]:
         """The errors so far (emptied); it returns after every call sent before it."""
         errors, self._errors = self._errors, []
         return errors
+
+
+def model_spec(
+    init: dict[str, Any], artifact: dict[str, Any], path: str, summary: dict[str, Any]
+) -> dict[str, Any]:
+    """What `log_model` logs: a run (wandb.init's arguments), an artifact (wandb.Artifact's)
+    holding the file at `path` by reference, and the run's summary."""
+    return {"init": init, "artifact": artifact, "path": path, "summary": summary}
+
+
+def log_model(wandb: Any, spec: dict[str, Any]) -> bool:
+    """Log `spec` (model_spec) with the `wandb` module: the file is referenced, not copied
+    (policy "immutable"): `wandb sync` uploads it from the experiment folder."""
+    run = wandb.init(**spec["init"], reinit="create_new")
+    try:
+        artifact = wandb.Artifact(**spec["artifact"])
+        artifact.add_file(spec["path"], name=os.path.basename(spec["path"]), policy="immutable")
+        run.log_artifact(artifact, aliases=["best"])
+        run.summary.update(spec["summary"])
+    finally:
+        run.finish()
+    return True

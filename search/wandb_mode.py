@@ -35,6 +35,16 @@ def resolve_wandb_mode(requested: str) -> str:
     return "online" if wandb_has_credentials() else "offline"
 
 
+def set_wandb_environment(requested: str) -> str:
+    """Resolve the W&B mode and put it in this process's environment, where W&B's Tune
+    callback and every process Ray starts from now on read it; return it. Call it before Ray
+    starts: Ray's worker processes keep the environment they were started with."""
+    mode = resolve_wandb_mode(requested)
+    os.environ["WANDB_MODE"] = mode
+    os.environ.setdefault("WANDB_SILENT", "true")  # no W&B banner per trial
+    return mode
+
+
 def wandb_mode_problems(requested: str) -> list[str]:
     """[] when the requested mode can run here; else why not."""
     if requested == "online" and not wandb_has_credentials():

@@ -5,8 +5,8 @@ one history row per epoch, and a summary to compare trials by: `best_val_acc` (t
 it every epoch, so the last value is the best), `epochs` and `stop_reason`. Runs of trials that a
 stop cut off end cleanly, as `interrupted` (Ray's callback killed them). All runs live in one
 logging actor (search.wandb_actor) instead of two processes per trial. At the end of a search,
-`log_best_model` logs the best model as a model artifact. The mode (offline without
-credentials) is resolved in search.wandb_mode.
+`ModelLog` logs the best model as a model artifact, through the same actor. The mode (offline
+without credentials) is resolved in search.wandb_mode.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ray.tune.utils import flatten_dict
 
 from search.config.settings import SearchSettings
 from search.summary import epochs_run, stop_reason
-from search.wandb_actor import WandbRuns
+from search.wandb_actor import WandbRuns, log_model, model_spec
 from trainable import metrics
 from trainable.checkpoint import CHECKPOINT_FILE
 
@@ -36,6 +36,7 @@ WANDB_PROJECT = "transfer-tune"  # override with the WANDB_PROJECT environment v
 # keeps its local files, which `wandb sync` uploads later.
 WANDB_FINISH_TIMEOUT_S = 10
 BEST_MODEL_JOB = "best-model"  # job type of the run that logs the best model
+RUNS_ACTOR = "transfer-tune-wandb-runs"  # the W&B actor's name in the search's Ray namespace
 
 
 def wandb_project() -> str:
@@ -59,6 +60,10 @@ class TrialRunsCallback(WandbLoggerCallback):
         self._runs = (
             ray.remote(WandbRuns)
             .options(
+                # By name: the search logs the best model through it once the trials end
+                # (ModelLog), also when Tune restored this callback from a saved experiment.
+                name=RUNS_ACTOR,
+                get_if_exists=True,
                 num_cpus=0,
                 max_restarts=0,  # a restarted actor would lose its runs; the search goes on
                 runtime_env={"env_vars": env},
@@ -121,7 +126,7 @@ class TrialRunsCallback(WandbLoggerCallback):
             ]
         for error in errors:
             print(f"Warning: W&B: {error}", file=sys.stderr)
-        ray.kill(self._runs)
+        # The actor stays: the search logs its best model through it (ModelLog), then ends it.
 
 
 def build_wandb_callback(settings: SearchSettings, wandb_mode: str) -> TrialRunsCallback:
@@ -138,48 +143,85 @@ def build_wandb_callback(settings: SearchSettings, wandb_mode: str) -> TrialRuns
     )
 
 
-def log_best_model(
+def best_model_spec(
     settings: SearchSettings, summary: dict[str, Any], wandb_mode: str, path: Path
-) -> str:
-    """Log the best trial's model file `path` (the exported format: search.export) as a W&B
-    model artifact, from a run in the experiment's group (job type `best-model`); return the
-    artifact's name. The file is referenced, not copied (policy "immutable"): `wandb sync`
-    uploads it from the experiment folder."""
-    import wandb  # imported here: a second of start-up that a search without W&B never pays
-
+) -> dict[str, Any]:
+    """The best trial's model file `path` (the exported format: search.export) as a W&B model
+    artifact `<experiment>-best`, from a run in the experiment's group (job type
+    `best-model`): search.wandb_actor.model_spec."""
     best = summary["best"]
-    name = f"{settings.name}-best"
-    run = wandb.init(
-        project=wandb_project(),
-        group=settings.name,
-        job_type=BEST_MODEL_JOB,
-        name=f"best model ({best['trial_id']})",
-        mode=wandb_mode,
-        dir=str(settings.experiment_dir),
-        config={"trial_id": best["trial_id"], **best["config"]},
-        reinit="create_new",
-    )
+    init = {
+        "project": wandb_project(),
+        "group": settings.name,
+        "job_type": BEST_MODEL_JOB,
+        "name": f"best model ({best['trial_id']})",
+        "mode": wandb_mode,
+        "dir": str(settings.experiment_dir),
+        "config": {"trial_id": best["trial_id"], **best["config"]},
+    }
+    artifact = {
+        "name": f"{settings.name}-best",
+        "type": "model",
+        "description": f"Best model of experiment {settings.name}: the whole model, for "
+        "scripts/predict.py (loads with torch.load(path, weights_only=True))",
+        "metadata": {
+            "experiment": settings.name,
+            "space": settings.space,
+            "trial_id": best["trial_id"],
+            "config": best["config"],
+            metrics.VAL_ACC: best[metrics.VAL_ACC],
+            metrics.EPOCH: best["epoch"],
+            "checkpoint": Path(best["checkpoint"], CHECKPOINT_FILE).as_posix(),
+        },
+    }
+    run_summary = {"trial_id": best["trial_id"], metrics.BEST_VAL_ACC: best[metrics.VAL_ACC]}
+    return model_spec(init, artifact, str(path), run_summary)
+
+
+class ModelLog:
+    """The best model being logged to W&B: by the search's W&B actor while it is alive (its
+    process has W&B started: about a second less than a run started in the driver), else in
+    this process. `result` waits for it: the artifact's name, or None and a warning."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self._future: Any = None
+        actor = runs_actor()
+        if actor is not None:
+            self._future = actor.log_model.remote(spec)
+
+    def result(self) -> str | None:
+        """The artifact's name once logged; None (with a warning) when W&B failed."""
+        name = self.spec["artifact"]["name"]
+        try:
+            if self._future is None:
+                import wandb  # a second of start-up that a search without W&B never pays
+
+                log_model(wandb, self.spec)
+                return name
+            logged = ray.get(self._future, timeout=WANDB_FINISH_TIMEOUT_S * 3)
+            errors = ray.get(runs_actor().take_errors.remote(), timeout=WANDB_FINISH_TIMEOUT_S)
+            if logged:
+                return name
+            reason = "; ".join(errors) or "no reason given"
+        except Exception as error:  # W&B's own errors vary by version; the search result stands
+            reason = str(error)
+        print(f"Warning: the best model was not logged to W&B: {reason}", file=sys.stderr)
+        return None
+
+
+def runs_actor() -> Any:
+    """The search's W&B actor (search.wandb_actor), or None when it is not running."""
+    if not ray.is_initialized():
+        return None
     try:
-        artifact = wandb.Artifact(
-            name,
-            type="model",
-            description=f"Best model of experiment {settings.name}: the whole model, for "
-            "scripts/predict.py (loads with torch.load(path, weights_only=True))",
-            metadata={
-                "experiment": settings.name,
-                "space": settings.space,
-                "trial_id": best["trial_id"],
-                "config": best["config"],
-                metrics.VAL_ACC: best[metrics.VAL_ACC],
-                metrics.EPOCH: best["epoch"],
-                "checkpoint": Path(best["checkpoint"], CHECKPOINT_FILE).as_posix(),
-            },
-        )
-        artifact.add_file(str(path), name=path.name, policy="immutable")
-        run.log_artifact(artifact, aliases=["best"])
-        run.summary.update(
-            {"trial_id": best["trial_id"], metrics.BEST_VAL_ACC: best[metrics.VAL_ACC]}
-        )
-    finally:
-        run.finish()
-    return name
+        return ray.get_actor(RUNS_ACTOR)
+    except ValueError:
+        return None
+
+
+def stop_runs_actor() -> None:
+    """End the search's W&B actor, if it runs (its runs are finished by then)."""
+    actor = runs_actor()
+    if actor is not None:
+        ray.kill(actor)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-from search.benchmark import format_markdown
+from benchmarks.suite import format_markdown
 
 pytestmark = pytest.mark.sweep  # it runs real trials and two small searches
 
@@ -37,10 +37,19 @@ def test_the_quick_benchmark_writes_every_figure(tmp_path: Path, cache_dir: Path
     assert report["optuna_alone"]["trial_epochs"] == report["asha"]["trial_epochs"]
     for run in ("asha", "full_budget", "optuna_alone"):
         assert 0 < report[run]["best_val_acc"] <= 1
-    for key in ("feature_cache", "image_feature_cache"):
+    for key in ("feature_cache", "augmented_cache"):
         speedup = report[f"{key}_speedup"]
         assert speedup and all(ratio > 0 for ratio in speedup.values())
         assert set(report[f"{key}_epoch_seconds"]) == set(speedup)
+    # Issue 18's figures: what the harness itself costs
+    lean, whole = report["checkpoint_bytes"], report["checkpoint_bytes_whole"]
+    assert set(lean) == set(whole) == {str(depth) for depth in range(6)}
+    assert lean["5"] < lean["4"] < lean["0"] <= whole["0"]  # the frozen stages are not stored
+    assert report["experiment_mb"] > 0
+    rates = report["input_pipeline_img_s"]
+    assert set(rates) == {"inproc_1cpu", "workers_1cpu", "workers_2cpu"}
+    assert all(rate > 0 for rate in rates.values())
+    assert report["help_seconds"] > 0
     assert done.stdout.strip() == format_markdown(report)
     assert list(tmp_path.iterdir()) == [tmp_path / "b.json"]  # its runs went to a scratch folder
 
@@ -54,3 +63,29 @@ def test_an_unknown_flag_is_one_line_and_exit_2() -> None:
     assert done.stderr.strip().splitlines() == [
         "benchmark.py: error: unrecognized arguments: --fast (see --help)"
     ]
+
+
+def test_the_gpu_run_without_a_gpu_is_one_line_and_exit_2() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--gpu"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "benchmark.py: error: --gpu needs a GPU, but torch sees none on this machine"
+    ]
+
+
+def test_the_gpu_runs_measurement_works_on_the_cpu(tmp_path: Path) -> None:
+    """benchmarks.gpu's packed trials, tiny and on the CPU: what --gpu runs, minus the GPU."""
+    from benchmarks.costs import make_jpeg_folder
+    from benchmarks.gpu import measure_packing
+
+    folder = make_jpeg_folder(tmp_path / "photos", 4, 4)
+    packed = measure_packing(folder, "resnet18", 4, 2, "cpu", image_size=32, warmup=0, epochs=1,
+                             cpus=2)  # fmt: skip
+    assert packed["loader_workers"] == 1 and len(packed["per_trial_img_s"]) == 2
+    assert packed["img_s"] > 0 and packed["gpu_util"] is None  # no nvidia-smi sampling on a CPU
+    memory = measure_packing(folder, "resnet18", 4, 1, "cpu", in_memory=True, image_size=32,
+                             warmup=0, epochs=1, cpus=2)  # fmt: skip
+    assert memory["loader_workers"] == 0 and memory["img_s"] > 0

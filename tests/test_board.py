@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from search.board import main
+from search.cli.board import main
 
 
 def _fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from trainable.backbones import build_model
 from trainable.checkpoint import (
     CHECKPOINT_FILE,
     CHECKPOINT_KEYS,
@@ -152,3 +153,20 @@ def test_a_background_write_reports_its_error_to_the_trial(tmp_path: Path) -> No
     writer.start(tmp_path / "ok" / CHECKPOINT_FILE, state)
     writer.wait()
     assert load_checkpoint(tmp_path / "ok" / CHECKPOINT_FILE)["epoch"] == 1
+
+
+def test_a_resume_on_other_starting_weights_is_refused_before_ray_starts(tmp_path: Path) -> None:
+    """search.resume.checkpoint_problems: each trial to resume, its newest checkpoint."""
+    from search.resume import checkpoint_problems
+
+    trial = tmp_path / "train_transfer_x"
+    checkpoint = _checkpoint_of(CFG, 1, tmp_path)
+    save_checkpoint(trial / "checkpoint_000000" / CHECKPOINT_FILE, checkpoint)
+    assert checkpoint_problems([trial], CFG, None) == []  # the seeded weights it started from
+    torch.manual_seed(1)
+    other = build_model("resnet18", 5).state_dict()  # other weights
+    (problem,) = checkpoint_problems([trial], CFG, other)
+    assert problem.startswith("train_transfer_x's checkpoint checkpoint_000000 trained on")
+    (trial / "checkpoint_000001").mkdir()
+    (trial / "checkpoint_000001" / CHECKPOINT_FILE).write_bytes(b"half written")
+    assert len(checkpoint_problems([trial], CFG, other)) == 1  # the older, readable one

@@ -17,7 +17,7 @@ import torch
 from helpers import LOCAL, make_image_folder
 from PIL import Image
 
-from search.cli import main
+from search.cli.search import main
 from trainable.backbones import build_model
 
 # name: (flags, the message the one line must match)

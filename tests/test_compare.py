@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from search.compare import budget_curve, summarise
+from benchmarks.searchers import budget_curve, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -51,3 +52,14 @@ def test_training_batches_are_full_and_cover_a_shuffled_epoch() -> None:
 def test_too_many_shots_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"`1 <= shots < \d+` must hold for digits, but got"):
         digits_target(16, 500, 0)
+
+
+def test_the_digits_are_scikit_learns() -> None:
+    """Read from the file scikit-learn bundles without importing it: the same images."""
+    from sklearn.datasets import load_digits
+
+    from trainable.data import digits_file
+
+    pixels, labels = digits_file()
+    digits = load_digits()
+    assert np.array_equal(pixels, digits.images) and np.array_equal(labels, digits.target)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from trainable.catalog import DataError
 from trainable.config import TrialConfig
-from trainable.data import sample_rng
+from trainable.data import normalized, sample_rng
 from trainable.datasets import build_data
 from trainable.folders import index_image_folder
 from trainable.images import (
@@ -17,6 +17,7 @@ from trainable.images import (
     ImageFiles,
     describe_unreadable,
     eval_preprocessing,
+    eval_transform,
     find_unreadable,
     image_transforms,
 )
@@ -182,16 +183,21 @@ def test_transforms_crop_to_the_size_and_augment_only_training(tmp_path: Path) -
 
 def test_torchvision_weights_bring_their_own_preprocessing_scaled_to_the_size() -> None:
     preset = torchvision.models.get_model_weights("efficientnet_b0").DEFAULT.transforms
-    evaluate, augment = image_transforms(32, augment=True, preset=preset)
+    pixels, augment = image_transforms(32, augment=True, preset=preset)
     steps = eval_preprocessing(32, preset)
     assert (steps["crop"], steps["resize"], steps["interpolation"]) == (32, 37, "bicubic")
+    assert steps["mean"] == list(preset().mean)
     # The evaluation transform, rebuilt from those plain values (as an exported model is),
-    # is the weights' own preset to the bit.
+    # is the weights' own preset to the bit; and so are a trial's 8-bit pixels, normalised
+    # with their batch on the model's device.
     noisy = Image.effect_noise((50, 41), 60).convert("RGB")
-    assert torch.equal(evaluate(noisy), preset(crop_size=32, resize_size=37)(noisy))
+    expected = preset(crop_size=32, resize_size=37)(noisy)
+    assert torch.equal(eval_transform(steps)(noisy), expected)
+    assert pixels(noisy).dtype == torch.uint8
+    batch = normalized(pixels(noisy)[None], tuple(steps["mean"]), tuple(steps["std"]))
+    assert torch.equal(batch[0], expected)
     assert augment is not None
     assert augment.size == 32 and augment.interpolation.value == "bicubic"
-    assert augment.mean == list(preset().mean)
 
 
 def test_a_large_val_fraction_still_leaves_each_class_one_training_image(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 
 from search.importance import EVALUATORS, MIN_TRIALS, param_importance
+from search.layout import STUDY_FILE
 from search.optuna_bridge import build_storage
 from search.report import asha_rungs, reference_gain, transfer_gain
-from search.storage import STUDY_FILE
 from search.usage import UsageError
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from search.config.settings import SearchSettings
+from search.layout import SETTINGS_FILE
 from search.optuna_bridge import (
     BudgetAwareOptunaSearch,
     ConditionalSpace,
@@ -17,7 +18,6 @@ from search.optuna_bridge import (
     build_storage,
 )
 from search.resume import grow_search_state, parse_resume, record_extension, state_problems
-from search.storage import SETTINGS_FILE
 from search.usage import UsageError
 from spaces import get_space
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from search.run import StagedStateRaceFilter, TrialFailureFilter
+from search.session import StagedStateRaceFilter, TrialFailureFilter
 
 
 def _record(message: str, error: BaseException | None) -> logging.LogRecord:

@@ -14,7 +14,7 @@ import pytest
 from helpers import popen_cli
 from optuna.trial import TrialState
 
-from search.efficiency import replay, trials_run
+from benchmarks.efficiency import replay, trials_run
 
 pytestmark = pytest.mark.sweep
 HOOKS = Path(__file__).resolve().parent / "hooks"

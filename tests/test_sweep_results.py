@@ -15,7 +15,8 @@ import pytest
 import torch
 from helpers import ROOT, Sweep
 
-from search import export, predict, report
+from search.cli import export, predict, report
+from search.layout import REPORT_FILE
 from trainable.exported import CONFIG_KEYS, EXPORT_KEYS
 
 pytestmark = pytest.mark.sweep
@@ -60,8 +61,8 @@ def _script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_search_writes_a_self_contained_report(sweep: Sweep) -> None:
-    page_file = sweep.root / report.REPORT_FILE
-    assert sweep.summary["report"] == report.REPORT_FILE and page_file.is_file()
+    page_file = sweep.root / REPORT_FILE
+    assert sweep.summary["report"] == REPORT_FILE and page_file.is_file()
     assert "Report:  runs/mini/report.html" in sweep.stdout
     assert "python scripts/export.py runs/mini --out model.pt" in sweep.stdout
     page = _parse(page_file)
@@ -104,14 +105,14 @@ def test_the_report_renders_offline_in_chromium_on_one_screen(sweep: Sweep, tmp_
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.on("request", lambda request: requested.append(request.url))
-            page.goto((sweep.root / report.REPORT_FILE).as_uri())
+            page.goto((sweep.root / REPORT_FILE).as_uri())
             # every figure decoded: a broken data URI has no natural width
             widths = page.eval_on_selector_all("img", "images => images.map(i => i.naturalWidth)")
             height = page.evaluate("document.documentElement.scrollHeight")
             page.screenshot(path=str(tmp_path / "report.png"))
         finally:
             browser.close()
-    assert requested == [(sweep.root / report.REPORT_FILE).as_uri()]  # the page, nothing else
+    assert requested == [(sweep.root / REPORT_FILE).as_uri()]  # the page, nothing else
     assert len(widths) >= 2 and all(w > 300 for w in widths), widths
     assert height <= 1100, f"the report should fit about one screen, but is {height} px tall"
 

@@ -27,9 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainable.files import write_atomically
+from trainable.files import CHECKPOINT_FILE, write_atomically
 
-CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_KEYS = (
     "model", "optimizer", "epoch", "prior_best_val_acc", "config", "classes",
     "frozen_fingerprint",

@@ -9,17 +9,43 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gzip
 import hashlib
+import importlib.util
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from trainable.images import Augment
+
+# torchvision's ImageNet statistics: the normalisation of every backbone it ships.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def normalized(
+    pixels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
+    """8-bit pixels (N, 3, H, W), on any device, as the model's input: scaled to [0, 1] and
+    standardised per channel, computed as ToTensor and Normalize compute it."""
+    shape = (1, -1, 1, 1)
+    m = torch.tensor(mean, dtype=torch.float32, device=pixels.device).view(shape)
+    s = torch.tensor(std, dtype=torch.float32, device=pixels.device).view(shape)
+    return pixels.float().div_(255).sub_(m).div_(s)
+
+
+def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on `device`; images (N, C, H, W) on a GPU in channels-last layout, which its
+    convolution kernels prefer (the loop puts the model in the same layout)."""
+    if device.type == "cuda" and images.ndim == 4:
+        return images.to(device, non_blocking=True, memory_format=torch.channels_last)
+    return images.to(device, non_blocking=True)
 
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
@@ -82,13 +108,18 @@ class SplitLike:
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None, epoch: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Mini-batches of (images, labels), decoded in this process; see `batch_indices`."""
+        """Mini-batches of (images, labels), decoded in this process; see `batch_indices`.
+        The images are the split's samples: `inputs` makes them the model's input."""
         for index in batch_indices(len(self), batch_size, generator):
             yield self.take(index, epoch), self.labels[index]
 
+    def inputs(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """A batch of this split's samples as the model's input, on `device`."""
+        return to_device(images, device)
+
     def image(self, index: int) -> torch.Tensor:
-        """One image (3, H, W), unaugmented."""
-        return self.sample(index)
+        """One image (3, H, W) as the model sees it, unaugmented, on the CPU."""
+        return self.inputs(self.sample(index)[None], torch.device("cpu"))[0]
 
     def fingerprint(self) -> str:
         """A hash of the images as the model sees them, and of their labels: equal for equal
@@ -127,8 +158,10 @@ class Split(SplitLike):
 class ImageSplit(SplitLike):
     """Images decoded and transformed on demand: `source[indices[i]]` is (PIL image, label).
 
-    `transform` prepares an image for evaluation; `augment`, when set, draws a random view of
-    a training image instead, from the generator of (seed, epoch, sample number).
+    A sample is 8-bit pixels (3, H, W): `transform` prepares an image for evaluation;
+    `augment`, when set, draws a random view of a training image instead, from the generator of
+    (seed, epoch, sample number). `inputs` scales and standardises a batch of them by `mean`
+    and `std` on the model's device (`normalized`).
     """
 
     source: Any  # indexable: a torchvision data set, or trainable.images.ImageFiles
@@ -140,6 +173,8 @@ class ImageSplit(SplitLike):
     stamp: str = ""
     augment: Augment | None = None
     seed: int = 0  # of the augmentation's draws (the trial's --seed)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     decodes = True
 
     def sample(self, index: int, epoch: int = 0, key: int | None = None) -> torch.Tensor:
@@ -148,12 +183,17 @@ class ImageSplit(SplitLike):
             return self.transform(image)
         return self.augment(image, sample_rng(self.seed, epoch, index if key is None else key))
 
+    def inputs(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return normalized(to_device(images, device), self.mean, self.std)
+
     def image(self, index: int) -> torch.Tensor:
-        return self.transform(self.source[self.indices[index]][0])
+        pixels = self.transform(self.source[self.indices[index]][0])
+        return self.inputs(pixels[None], torch.device("cpu"))[0]
 
     def fingerprint(self) -> str:
         views = f"{self.augment!r}|seed {self.seed}" if self.augment else "unaugmented"
-        digest = hashlib.sha256(f"{self.stamp}|{self.indices}|{self.transform!r}|{views}".encode())
+        steps = f"{self.transform!r}|{self.mean}|{self.std}|{views}"
+        digest = hashlib.sha256(f"{self.stamp}|{self.indices}|{steps}".encode())
         digest.update(tensor_hash(self.labels).encode())
         return digest.hexdigest()
 
@@ -179,6 +219,9 @@ class JoinedSplit(SplitLike):
                 return part.sample(index - start, epoch, index if key is None else key)
             start += len(part)
         raise IndexError(f"sample {index} of a split of {start}")
+
+    def inputs(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return self.parts[0].inputs(images, device)  # its parts are of one data set
 
     def fingerprint(self) -> str:
         return hashlib.sha256("|".join(p.fingerprint() for p in self.parts).encode()).hexdigest()
@@ -244,10 +287,8 @@ def digits_canvas(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     Values are whole multiples of 1/255, as an 8-bit greyscale PNG stores them, so that an
     image file written from a canvas reads back as exactly the same tensor.
     """
-    from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
-
-    digits = load_digits()
-    small = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    pixels, labels = digits_file()
+    small = torch.as_tensor(pixels, dtype=torch.float32).unsqueeze(1) / 16.0
     generator = torch.Generator().manual_seed(PLACEMENT_SEED)
     lo, hi = (round(image_size * f) for f in PLACEMENT_SCALE)
     images = torch.zeros(len(small), 1, image_size, image_size)
@@ -257,7 +298,20 @@ def digits_canvas(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         resized = F.interpolate(digit[None], size=(size, size), mode="bilinear")[0]
         image[:, top : top + size, left : left + size] = resized
     images = torch.round(images.clamp(0, 1) * 255) / 255
-    return images, torch.as_tensor(digits.target)
+    return images, torch.as_tensor(labels)
+
+
+def digits_file() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 8x8 digits (values 0-16) and their labels, read from the CSV file that
+    scikit-learn bundles, as its `load_digits` reads it: importing scikit-learn takes a second,
+    paid by the driver and every trial's process, and the file needs none of it."""
+    spec = importlib.util.find_spec("sklearn")  # located, not imported
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("scikit-learn is not installed; it ships the digits")
+    path = Path(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
 
 
 def stratified_split(

@@ -176,12 +176,13 @@ def _assemble(
 
         val, train = _take(train_labels, val_then_train, cfg.seed)
         val_set, val_labels = train_set, train_labels
-    eval_tf, augment = image_transforms(cfg.image_size, cfg.augment, _preset(cfg))
+    pixels, augment = image_transforms(cfg.image_size, cfg.augment, _preset(cfg))
     preprocessing = eval_preprocessing(cfg.image_size, _preset(cfg))
+    mean, std = tuple(preprocessing["mean"]), tuple(preprocessing["std"])
 
     def split(source: Any, labels: list[int], indices: list[int], **views: Any) -> ImageSplit:
         chosen = torch.tensor([labels[i] for i in indices], dtype=torch.long)
-        return ImageSplit(source, indices, chosen, eval_tf, stamp, **views)
+        return ImageSplit(source, indices, chosen, pixels, stamp, mean=mean, std=std, **views)
 
     if "test" in sources:
         test_set, test_labels = sources["test"]

@@ -20,14 +20,6 @@ def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManag
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch on `device`; images (N, C, H, W) on a GPU in channels-last layout, which its
-    convolution kernels prefer (the loop puts the model in the same layout)."""
-    if device.type == "cuda" and images.ndim == 4:
-        return images.to(device, non_blocking=True, memory_format=torch.channels_last)
-    return images.to(device, non_blocking=True)
-
-
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -43,7 +35,7 @@ def train_one_epoch(
     device = next(model.parameters()).device
     total, seen = 0.0, 0
     for images, labels in split.batches(batch_size, generator, epoch):
-        images, labels = to_device(images, device), labels.to(device, non_blocking=True)
+        images, labels = split.inputs(images, device), labels.to(device, non_blocking=True)
         with autocast(device, amp):
             loss = F.cross_entropy(model(images).float(), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -72,7 +64,7 @@ def evaluate(
     loss, predicted = 0.0, []
     for images, labels in split.batches(batch_size):
         with autocast(device, amp):
-            logits = model(to_device(images, device)).float()
+            logits = model(split.inputs(images, device)).float()
         loss += F.cross_entropy(logits, labels.to(device), reduction="sum").item()
         predicted.append(logits.argmax(dim=1).cpu())
     labels_hat = torch.cat(predicted)

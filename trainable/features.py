@@ -31,7 +31,7 @@ from torchvision.ops import StochasticDepth
 from trainable.catalog import get_backbone
 from trainable.config import TrialConfig, error_line
 from trainable.data import Split, SplitLike, TransferData, tensor_hash
-from trainable.engine import autocast, to_device
+from trainable.engine import autocast
 from trainable.files import write_atomically
 from trainable.pipeline import Pipeline
 
@@ -269,7 +269,7 @@ def _compute(prefix: Steps, split: SplitLike, device: torch.device, epoch: int) 
     start = 0
     for images, _ in split.batches(BUILD_BATCH, None, epoch):
         with autocast(device, device.type == "cuda"):
-            out = prefix(to_device(images, device)).float().cpu()
+            out = prefix(split.inputs(images, device)).float().cpu()
         if features is None:  # one tensor filled in place: no second copy while building
             features = torch.empty((len(split), *out.shape[1:]))
         features[start : start + len(out)] = out
@@ -282,7 +282,7 @@ def _feature_bytes(prefix: Steps, data: TransferData, device: torch.device, view
     """Bytes of float32 features of `views` views of the training images and one of the
     validation images, from one image."""
     prefix.eval()
-    one = prefix(to_device(data.val.image(0)[None], device))
+    one = prefix(data.val.inputs(data.val.sample(0)[None], device))
     return one.numel() * 4 * (len(data.train) * views + len(data.val))
 
 

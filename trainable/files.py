@@ -1,4 +1,6 @@
-"""Atomic file writes, shared by checkpoints, caches, exports and the experiment's own files."""
+"""Atomic file writes, shared by checkpoints, caches, exports and the experiment's own files;
+and the name of a checkpoint's file in its folder (read by the search before torch is
+imported)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+CHECKPOINT_FILE = "checkpoint.pt"  # a trial checkpoint (trainable.checkpoint), in its folder
 
 
 def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:

@@ -24,10 +24,9 @@ from torchvision import transforms
 from torchvision.transforms import functional as TF
 
 from trainable.catalog import DataError
+from trainable.data import IMAGENET_MEAN, IMAGENET_STD
 from trainable.files import write_atomically
 
-# torchvision's ImageNet statistics: the normalisation of every backbone it ships.
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 RESIZE_RATIO = 256 / 224  # resize the shorter side to this times the crop (ImageNet's recipe)
 # Light augmentation: crops of 35-100 % of the image (ImageNet training uses 8-100 %, too
 # strong for a few epochs of fine-tuning), aspect ratios 3/4-4/3, and horizontal flips.
@@ -130,8 +129,10 @@ def eval_preprocessing(
     }
 
 
-def eval_transform(preprocessing: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
-    """The evaluation transform described by `eval_preprocessing`'s values."""
+def eval_pixels(preprocessing: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
+    """An image resized and centre-cropped as `eval_preprocessing`'s values say, as 8-bit
+    pixels (3, H, W): what a trial's loader workers send (a quarter of the bytes of floats);
+    trainable.data.normalized turns a batch of them into the model's input, on its device."""
     return transforms.Compose(
         [
             transforms.Resize(
@@ -139,7 +140,18 @@ def eval_transform(preprocessing: dict[str, Any]) -> Callable[[Image.Image], tor
                 interpolation=transforms.InterpolationMode(preprocessing["interpolation"]),
             ),
             transforms.CenterCrop(preprocessing["crop"]),
-            transforms.ToTensor(),
+            transforms.PILToTensor(),
+        ]
+    )
+
+
+def eval_transform(preprocessing: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
+    """The evaluation transform described by `eval_preprocessing`'s values, to the model's
+    input (scripts/predict.py); the same numbers as `eval_pixels` then `normalized`."""
+    return transforms.Compose(
+        [
+            eval_pixels(preprocessing),
+            transforms.ConvertImageDtype(torch.float32),
             transforms.Normalize(preprocessing["mean"], preprocessing["std"]),
         ]
     )
@@ -148,18 +160,17 @@ def eval_transform(preprocessing: dict[str, Any]) -> Callable[[Image.Image], tor
 class Augment:
     """The training transform: a random resized crop (CROP_SCALE of the area, CROP_RATIO
     aspect) and a horizontal flip, drawn from the generator it is given (torchvision's
-    RandomResizedCrop algorithm), then the evaluation's tensor conversion and normalisation."""
+    RandomResizedCrop algorithm), as 8-bit pixels (normalised with their batch:
+    trainable.data.normalized)."""
 
     def __init__(self, preprocessing: dict[str, Any]) -> None:
         self.size = int(preprocessing["crop"])
         self.interpolation = transforms.InterpolationMode(preprocessing["interpolation"])
-        self.mean, self.std = list(preprocessing["mean"]), list(preprocessing["std"])
 
     def __repr__(self) -> str:  # part of a split's fingerprint: every value that shapes a view
         return (
             f"Augment(size={self.size}, scale={CROP_SCALE}, ratio={CROP_RATIO}, "
-            f"interpolation={self.interpolation.value}, flip=0.5, mean={self.mean}, "
-            f"std={self.std})"
+            f"interpolation={self.interpolation.value}, flip=0.5)"
         )
 
     def crop(self, width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
@@ -188,16 +199,16 @@ class Augment:
         view = TF.resized_crop(image, top, left, h, w, size, self.interpolation, antialias=True)
         if rng.random() < 0.5:
             view = TF.hflip(view)
-        return TF.normalize(TF.to_tensor(view), self.mean, self.std)
+        return TF.pil_to_tensor(view)
 
 
 def image_transforms(
     image_size: int, augment: bool, preset: Callable[..., torch.nn.Module] | None = None
 ) -> tuple[Callable[[Image.Image], torch.Tensor], Augment | None]:
-    """The evaluation transform of PIL images for `image_size` crops, and the training
-    augmentation (None with `augment` off); see `eval_preprocessing` for `preset`."""
+    """The evaluation pixels of PIL images for `image_size` crops (`eval_pixels`), and the
+    training augmentation (None with `augment` off); see `eval_preprocessing` for `preset`."""
     preprocessing = eval_preprocessing(image_size, preset)
-    return eval_transform(preprocessing), Augment(preprocessing) if augment else None
+    return eval_pixels(preprocessing), Augment(preprocessing) if augment else None
 
 
 class ImageFiles:

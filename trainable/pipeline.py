@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from trainable.catalog import DataError
 from trainable.data import SplitLike, batch_indices
@@ -76,8 +76,8 @@ def _collate(items: list[Any]) -> tuple[torch.Tensor, torch.Tensor] | _Failed:
     failed = next((item for item in items if isinstance(item, _Failed)), None)
     if failed is not None:
         return failed
-    images, labels = zip(*items, strict=True)
-    return torch.stack(images), torch.tensor(labels)
+    # PyTorch's own: in a worker it stacks straight into shared memory (no copy to send it)
+    return default_collate(items)
 
 
 class Pipeline:
@@ -150,6 +150,9 @@ class PipedSplit(SplitLike):
 
     def sample(self, index: int, epoch: int = 0, key: int | None = None) -> torch.Tensor:
         return self.source.sample(index, epoch, key)
+
+    def inputs(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return self.source.inputs(images, device)
 
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None, epoch: int = 0

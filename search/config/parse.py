@@ -239,7 +239,7 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
         help="add N trials to the experiment --storage-path/--name, warm-started from its study",
     )
     if only_given:
-        # --help is printed by the full parser (search.cli): its text shows the defaults.
+        # --help is printed by the full parser (search.cli.search): its text shows the defaults.
         p.add_argument("-h", "--help", action="store_true")
         p.add_argument("--version", action="store_true")
         for action in p._actions:

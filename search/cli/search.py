@@ -8,10 +8,12 @@ Torch, Ray and Optuna are imported only once the input has been checked: `--help
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from search.config.parse import build_parser, given_flags, package_version
 from search.config.preflight import checked_settings
-from search.usage import SearchInterrupted, UsageError
+from search.config.settings import SearchSettings
+from search.usage import SearchInterrupted, UsageError, exit_now
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,9 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = parse_resume(argv)
         else:
             settings = checked_settings(argv)
-        from search.run import run_search  # Ray, torch and Optuna: the input is good
-
-        run_search(settings, resume=resume)
+        run(settings, resume)
     except UsageError as error:
         print(f"search.py: error: {error}", file=sys.stderr)
         return 2
@@ -45,3 +45,28 @@ def main(argv: list[str] | None = None) -> int:
         print("\nInterrupted before the state was saved.", file=sys.stderr)
         return 130
     return 0
+
+
+def run(settings: SearchSettings, resume: bool) -> None:
+    """Run the checked search. Torch, torchvision and Optuna take seconds to import: a local
+    Ray starts meanwhile, and the search's inputs are prepared (search.run.begin)."""
+    from search.session import start_ray_while
+    from search.wandb_mode import set_wandb_environment
+
+    def load_and_begin() -> Any:
+        from search.run import begin  # the heavy modules, imported while Ray starts
+
+        return begin(settings, resume=resume)
+
+    if settings.address:  # a cluster: connected and checked first (search.cluster)
+        from search.run import run_search
+
+        run_search(settings, resume=resume)
+    else:
+        set_wandb_environment(settings.wandb)  # before Ray starts its processes
+        start_ray_while(load_and_begin).run(owns_ray=True)
+
+
+def command() -> None:
+    """The `transfer-tune` command and scripts/search.py: `main`, then a quick exit."""
+    exit_now(main())

@@ -27,7 +27,8 @@ from search.config.preflight import quick_problems, thorough_problems
 from search.config.settings import METRIC, MODE, SearchSettings, resolve
 from search.config.validate import settings_problems
 from search.optuna_bridge import build_sampler
-from search.run import run_search, start_ray
+from search.run import run_search
+from search.session import start_ray
 from search.usage import UsageError
 from trainable import metrics
 

@@ -121,7 +121,7 @@ def replay(experiment: Path | str, cache_dir: str) -> None:
 
 
 def replay_command(experiment: Path, cache_dir: str) -> list[str]:
-    code = "import sys; from search.efficiency import replay; replay(*sys.argv[1:3])"
+    code = "import sys; from benchmarks.efficiency import replay; replay(*sys.argv[1:3])"
     return [sys.executable, "-c", code, str(experiment), cache_dir]
 
 
@@ -257,7 +257,7 @@ def optuna_peer(
 ) -> dict[str, Any]:
     """`optuna_alone` in its own process, timed whole like the search."""
     code = (
-        "import sys; from search.efficiency import optuna_alone; "
+        "import sys; from benchmarks.efficiency import optuna_alone; "
         "optuna_alone(sys.argv[1], int(sys.argv[2]), sys.argv[3])"
     )
     cache = fresh_cache(cache_dir, work / "cache-optuna", settings.image_size)
@@ -271,25 +271,6 @@ def _epoch_seconds(cfg: TrialConfig, data: Any) -> list[float]:
     return [result[metrics.EPOCH_SECONDS] for result, _ in run_trial(cfg, data=data)]
 
 
-def make_photo_folder(root: Path, classes: int, per_class: int, size: int) -> Path:
-    """ROOT/<class>/<n>.jpg: noisy JPEG photos with a class-coloured square, for measuring
-    what decoding files costs (an image folder's trial decodes every image every epoch)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for label in range(classes):
-        folder = root / f"class{label}"
-        folder.mkdir(parents=True)
-        colour = rng.integers(0, 256, 3, dtype=np.uint8)
-        for n in range(per_class):
-            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-            top, left = rng.integers(0, size // 2, 2)
-            pixels[top : top + size // 2, left : left + size // 2] = colour
-            Image.fromarray(pixels).save(folder / f"{n:03d}.jpg", quality=90)
-    return root
-
-
 def feature_cache_speedup(
     depths: list[int], epochs: int, repeats: int, cache_dir: str, work: Path
 ) -> dict[str, Any]:
@@ -298,19 +279,6 @@ def feature_cache_speedup(
     cache = fresh_cache(cache_dir, work / "cache-features")
     data = build_data(TrialConfig(cache_dir=cache))
     return _speedups({}, data, depths, epochs, repeats, cache, "feature_cache")
-
-
-def image_feature_cache_speedup(
-    depths: list[int], epochs: int, repeats: int, work: Path
-) -> dict[str, Any]:
-    """`feature_cache_speedup` on an image folder of 256 px JPEGs at 128 px, --no-augment,
-    random weights: the uncached epochs also decode and resize every image."""
-    folder = make_photo_folder(work / "photos", classes=4, per_class=40, size=256)
-    recipe = {"data": f"imagefolder:{folder}", "image_size": 128, "shots": 0,
-              "augment": False, "weights": "none"}  # fmt: skip
-    cache = str(work / "cache")
-    data = build_data(TrialConfig(**recipe, cache_dir=cache))
-    return _speedups(recipe, data, depths, epochs, repeats, cache, "image_feature_cache")
 
 
 def _speedups(

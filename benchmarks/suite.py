@@ -9,7 +9,7 @@ This machine is noisy, so each figure compares two variants of the same work run
 - `wandb_sweep_overhead_ratio`: a whole search through `run_search` with W&B offline (one
   logging actor and run per trial, the best-model artifact) over the same search with W&B
   disabled. TensorBoard logging is on in both.
-- The search against plain loops, the feature cache, ASHA and Optuna: search.efficiency.
+- The search against plain loops, the feature cache, ASHA and Optuna: benchmarks.efficiency.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from typing import Any
 
 import torch
 
-from search.config.settings import SearchSettings, resolve
-from search.efficiency import (
+from benchmarks import costs
+from benchmarks.efficiency import (
     feature_cache_speedup,
     full_budget,
     harness_overhead,
-    image_feature_cache_speedup,
     optuna_peer,
 )
+from search.config.settings import SearchSettings, resolve
 from search.run import run_search
 from trainable.config import TrialConfig
 from trainable.datasets import build_data
@@ -66,22 +66,25 @@ class Budget:
     feature_depths: tuple[int, ...]  # freeze depths of ResNet-18 whose epochs are compared
     feature_epochs: int
     feature_repeats: int
-    image_depths: tuple[int, ...]  # the same on an image folder of JPEGs (decoding included)
-    image_epochs: int  # its uncached epochs take seconds
-    image_repeats: int
+    # A folder of 500x375 JPEGs (4 classes) at 224 px: the input pipeline, the augmented cache
+    photos_per_class: int
+    pipeline_passes: int  # timed passes over its training images per measurement
+    pipeline_repeats: int
+    augmented_depths: tuple[int, ...]
+    augmented_epochs: int
 
 
 FULL = Budget(
     trial_epochs=9, repeats=3, sweep_samples=8, sweep_epochs=9, sweep_repeats=2,
     search_samples=16, search_epochs=9, search_repeats=2, longer_epochs=True,  # the default
-    feature_depths=(1, 2, 3, 4, 5), feature_epochs=9, feature_repeats=3, image_depths=(3, 4, 5),
-    image_epochs=3, image_repeats=2,
+    feature_depths=(1, 2, 3, 4, 5), feature_epochs=9, feature_repeats=3, photos_per_class=40,
+    pipeline_passes=3, pipeline_repeats=2, augmented_depths=(3, 4, 5), augmented_epochs=3,
 )  # fmt: skip
 QUICK = Budget(
     trial_epochs=2, repeats=1, sweep_samples=2, sweep_epochs=1, sweep_repeats=1,
     search_samples=3, search_epochs=2, search_repeats=1, longer_epochs=False,
-    feature_depths=(4, 5), feature_epochs=2, feature_repeats=1, image_depths=(5,),
-    image_epochs=2, image_repeats=1,
+    feature_depths=(4, 5), feature_epochs=2, feature_repeats=1, photos_per_class=8,
+    pipeline_passes=2, pipeline_repeats=1, augmented_depths=(4, 5), augmented_epochs=2,
 )  # fmt: skip
 
 
@@ -174,6 +177,8 @@ def run_benchmark(quick: bool, cache_dir: str, log: Any = print) -> dict[str, An
         report.update(wandb_sweep_overhead(budget, cache_dir, work / "sweeps"))
         log("Measuring the search against a plain loop of its trials ...")
         report.update(harness_overhead(settings, budget.search_repeats, cache_dir, work / "h"))
+        # The search as a user runs it leaves this experiment folder (its first repeat)
+        report["experiment_mb"] = costs.folder_mb(work / "h" / "search-0")
         if budget.longer_epochs:
             log("Measuring the search against a plain loop on 64 px digits ...")
             longer = resolve(dataclasses.replace(settings, image_size=64, shots=100))
@@ -192,19 +197,103 @@ def run_benchmark(quick: bool, cache_dir: str, log: Any = print) -> dict[str, An
                 work / "features",
             )
         )
+        log("Measuring checkpoints, the input pipeline and the augmented-view cache ...")
+        (work / "checkpoints").mkdir()
+        report.update(costs.checkpoint_bytes(cache_dir, work / "checkpoints"))
+        photos = costs.make_jpeg_folder(work / "photos", 4, budget.photos_per_class)
         report.update(
-            image_feature_cache_speedup(
-                list(budget.image_depths), budget.image_epochs, budget.image_repeats,
-                work / "images",
+            costs.input_pipeline_rates(
+                photos, str(work / "cache-pipeline"), budget.pipeline_passes,
+                budget.pipeline_repeats,
             )
         )  # fmt: skip
+        report.update(
+            costs.augmented_cache_speedup(
+                photos, list(budget.augmented_depths), budget.augmented_epochs,
+                str(work / "cache-augmented"),
+            )
+        )  # fmt: skip
+        report["help_seconds"] = costs.help_seconds()
     return report
 
 
 def format_markdown(report: dict[str, Any]) -> str:
     """The BENCHMARKS.md tables of a report."""
-    tables = [_overhead_table, _breakdown_table, _feature_table, _search_table]
+    tables = [
+        _targets_table, _overhead_table, _breakdown_table, _checkpoint_table, _pipeline_table,
+        _feature_table, _search_table,
+    ]  # fmt: skip
     return "\n\n".join(table(report) for table in tables)
+
+
+# (figure, how it is read from a report, the target, whether a value meets it)
+TARGETS = (
+    ("checkpoint at freeze_depth 5 / whole model", lambda r: r["checkpoint_bytes"]["5"]
+     / r["checkpoint_bytes_whole"]["0"], "<= 0.01", lambda v: v <= 0.01),
+    ("`experiment_mb`", lambda r: r["experiment_mb"], "<= 375", lambda v: v <= 375),
+    ("`workers_2cpu` / `workers_1cpu`", lambda r: r["input_pipeline_img_s"]["workers_2cpu"]
+     / r["input_pipeline_img_s"]["workers_1cpu"], ">= 1.6", lambda v: v >= 1.6),
+    ("`workers_1cpu` / `inproc_1cpu`", lambda r: r["input_pipeline_img_s"]["workers_1cpu"]
+     / r["input_pipeline_img_s"]["inproc_1cpu"], ">= 0.9", lambda v: v >= 0.9),
+    ("`augmented_cache_speedup` at 4", lambda r: r["augmented_cache_speedup"].get("4"),
+     ">= 3", lambda v: v >= 3),
+    ("`augmented_cache_speedup` at 5", lambda r: r["augmented_cache_speedup"].get("5"),
+     ">= 20", lambda v: v >= 20),
+    ("`help_seconds`", lambda r: r["help_seconds"], "<= 1", lambda v: v <= 1),
+    ("`harness_overhead_ratio`", lambda r: r["harness_overhead_ratio"], "<= 1.5",
+     lambda v: v <= 1.5),
+    ("`harness_64px_overhead_ratio`", lambda r: r.get("harness_64px_overhead_ratio"),
+     "<= 1.15", lambda v: v <= 1.15),
+)  # fmt: skip
+
+
+def _targets_table(report: dict[str, Any]) -> str:
+    """Each figure of issue 18's benchmark against its target."""
+    lines = ["| figure | measured | target | met |", "| --- | --- | --- | --- |"]
+    for name, read, target, met in TARGETS:
+        try:
+            value = read(report)
+        except (KeyError, TypeError, ZeroDivisionError):
+            value = None
+        if value is None:  # not measured by --quick
+            continue
+        shown = f"{value:.4f}" if value < 0.1 else f"{value:,.2f}"
+        lines.append(f"| {name} | {shown} | {target} | {'yes' if met(value) else 'no'} |")
+    return "\n".join(lines)
+
+
+def _checkpoint_table(report: dict[str, Any]) -> str:
+    """Bytes of one checkpoint per freeze depth, lean and whole."""
+    lines = [
+        "| `freeze_depth` | lean checkpoint MB | whole-model checkpoint MB | lean / whole |",
+        "| --- | --- | --- | --- |",
+    ]
+    for depth, lean in report["checkpoint_bytes"].items():
+        whole = report["checkpoint_bytes_whole"][depth]
+        lines.append(f"| {depth} | {lean / 1e6:.3f} | {whole / 1e6:.1f} | {lean / whole:.4f} |")
+    lines.append(f"\n`experiment_mb`: {report['experiment_mb']:.1f}")
+    return "\n".join(lines)
+
+
+def _pipeline_table(report: dict[str, Any]) -> str:
+    """Images per second of the input pipeline, and the augmented-view cache per depth."""
+    rates = report["input_pipeline_img_s"]
+    lines = ["| `input_pipeline_img_s` | img/s |", "| --- | --- |"]
+    lines += [f"| `{name}` | {rate:.0f} |" for name, rate in rates.items()]
+    lines += [
+        "",
+        "| `freeze_depth` | epoch s uncached | epoch s cached | `augmented_cache_speedup` "
+        "| views built s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for depth, ratio in report["augmented_cache_speedup"].items():
+        seconds = report["augmented_cache_epoch_seconds"][depth]
+        lines.append(
+            f"| {depth} | {seconds['uncached']:.3f} | {seconds['cached']:.4f} | {ratio:,.1f}x "
+            f"| {report['augmented_cache_build_seconds'][depth]:.1f} |"
+        )
+    lines.append(f"\n`help_seconds`: {report['help_seconds']:.3f}")
+    return "\n".join(lines)
 
 
 def _breakdown_table(report: dict[str, Any]) -> str:
@@ -232,10 +321,7 @@ def _feature_table(report: dict[str, Any]) -> str:
         "| lookup s |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for prefix, workload in (
-        ("feature_cache", "`feature_cache_speedup`: digits, 32 px"),
-        ("image_feature_cache", "`image_feature_cache_speedup`: JPEG folder, 128 px"),
-    ):
+    for prefix, workload in (("feature_cache", "`feature_cache_speedup`: digits, 32 px"),):
         for depth, ratio in report[f"{prefix}_speedup"].items():
             seconds = report[f"{prefix}_epoch_seconds"][depth]
             lines.append(

@@ -1,0 +1,2 @@
+def load() -> None:
+    import trainable.ray_entry  # noqa: F401
