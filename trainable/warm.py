@@ -1,2 +1,0 @@
-def load() -> None:
-    import trainable.ray_entry  # noqa: F401
