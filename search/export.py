@@ -87,9 +87,11 @@ def export_best(
             raise UsageError(f"--out {out} must not lie in --test-images {test_images}")
     checkpoint, recipe = _read_checkpoint(path)
     # On this machine's CPU, with the cores this process may use; the search's cache folder
-    # when it is here (its pretrained source backbone), else this machine's.
+    # when it can be read here (its pretrained source backbone: the checkpoint's frozen stages
+    # are those bytes), else this machine's.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cache_dir = recipe.cache_dir if os.access(recipe.cache_dir, os.W_OK) else default_cache_dir()
+    readable = os.access(recipe.cache_dir, os.R_OK | os.X_OK)
+    cache_dir = recipe.cache_dir if readable else default_cache_dir()
     cfg = dataclasses.replace(recipe, device="cpu", num_threads=cores or 1, cache_dir=cache_dir)
     best = summary["best"]
     data = _build_data(cfg)

@@ -43,8 +43,12 @@ def test_the_batches_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> N
     assert seen[0][0][0].dtype == torch.uint8  # 8-bit pixels: a quarter of the bytes to send
 
 
-def test_a_trial_trains_the_same_with_and_without_workers(tmp_path: Path) -> None:
-    cfg = _photos(tmp_path)
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"backbone": "mobilenet_v3_large", "freeze_depth": 6}],  # its trained head has dropout
+)
+def test_a_trial_trains_the_same_with_and_without_workers(tmp_path: Path, changes: dict) -> None:
+    cfg = _photos(tmp_path, **changes)
     data = build_data(cfg)
     inproc = [r for r, _ in run_trial(cfg, data=data)]
     workers = TrialConfig(**{**cfg.to_dict(), "loader_workers": 2})
@@ -86,3 +90,20 @@ def test_data_in_memory_never_starts_workers(tmp_path: Path) -> None:
     assert pipeline.split("train") is digits.train
     list(pipeline.split("train").batches(16))
     assert pipeline._loader is None
+
+
+class _Unreadable:
+    """A data set whose reader fails as torchvision's do on a damaged file."""
+
+    def __getitem__(self, index: int) -> tuple:
+        raise OSError("image file is truncated")
+
+
+def test_an_image_a_data_set_cannot_read_is_one_line(tmp_path: Path) -> None:
+    from trainable.data import ImageSplit
+
+    split = ImageSplit(_Unreadable(), [7], torch.tensor([0]), lambda image: image)
+    pipeline = Pipeline({"train": split}, workers=1)
+    with pytest.raises(DataError) as error:
+        list(pipeline.split("train").batches(1))
+    assert str(error.value) == "cannot read image 7 of _Unreadable: image file is truncated"

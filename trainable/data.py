@@ -21,10 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 if TYPE_CHECKING:
     from trainable.images import Augment
 
+# What Pillow raises for a file that is not a (whole) image: truncated data, bad headers.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 # torchvision's ImageNet statistics: the normalisation of every backbone it ships.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -178,7 +181,7 @@ class ImageSplit(SplitLike):
     decodes = True
 
     def sample(self, index: int, epoch: int = 0, key: int | None = None) -> torch.Tensor:
-        image = self.source[self.indices[index]][0]
+        image = self._decoded(index)
         if self.augment is None:
             return self.transform(image)
         return self.augment(image, sample_rng(self.seed, epoch, index if key is None else key))
@@ -186,8 +189,22 @@ class ImageSplit(SplitLike):
     def inputs(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
         return normalized(to_device(images, device), self.mean, self.std)
 
+    def _decoded(self, index: int) -> Any:
+        """The PIL image of sample `index`; a DataError (one line) when it does not decode:
+        the file changed since the search checked it (ImageFiles names its path itself)."""
+        from trainable.catalog import DataError
+
+        number = self.indices[index]
+        try:
+            return self.source[number][0]
+        except DataError:
+            raise
+        except DECODE_ERRORS as error:  # a torchvision data set's own reader
+            name = type(self.source).__name__
+            raise DataError(f"cannot read image {number} of {name}: {error}") from None
+
     def image(self, index: int) -> torch.Tensor:
-        pixels = self.transform(self.source[self.indices[index]][0])
+        pixels = self.transform(self._decoded(index))
         return self.inputs(pixels[None], torch.device("cpu"))[0]
 
     def fingerprint(self) -> str:

@@ -308,11 +308,16 @@ def _stored(
 
 
 def cached_features(
-    cfg: TrialConfig, model: nn.Module, data: TransferData, pipeline: Pipeline | None = None
+    cfg: TrialConfig,
+    model: nn.Module,
+    data: TransferData,
+    pipeline: Pipeline | None = None,
+    first_epoch: int = 1,
 ) -> CachedFeatures | str:
     """The trial's cached features (its validation features built under a lock when absent,
-    training views as epochs ask for them), or the reason the trial trains uncached.
-    `pipeline` decodes the images to compute them (in this process when None)."""
+    training views as epochs ask for them, from `first_epoch`'s: a resumed trial's first), or
+    the reason the trial trains uncached. `pipeline` decodes the images to compute them (in
+    this process when None)."""
     reason = why_uncached(cfg)
     if reason is not None:
         return reason
@@ -331,7 +336,8 @@ def cached_features(
             folder, prefix, suffix, pipeline.split("train"), Split(val, data.val.labels), device
         )
         entry.built_seconds = built
-        entry.train(1)  # the first epoch's view now: a cache that cannot be used fails here
+        if first_epoch <= cfg.max_epochs:  # its view now: a cache that cannot be used fails here
+            entry.train(first_epoch)
     except OSError as error:  # a full disk, a read-only cache folder: train uncached
         return f"the cache in {folder.parent} cannot be used ({error_line(error)})"
     return entry

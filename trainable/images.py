@@ -24,7 +24,7 @@ from torchvision import transforms
 from torchvision.transforms import functional as TF
 
 from trainable.catalog import DataError
-from trainable.data import IMAGENET_MEAN, IMAGENET_STD
+from trainable.data import DECODE_ERRORS, IMAGENET_MEAN, IMAGENET_STD
 from trainable.files import write_atomically
 
 RESIZE_RATIO = 256 / 224  # resize the shorter side to this times the crop (ImageNet's recipe)
@@ -34,8 +34,6 @@ CROP_SCALE = (0.35, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 PROGRESS_SECONDS = 10  # a progress line this often while checking a large folder
 CHECK_VERSION = 1  # bump when `_decode_error` changes what counts as unreadable
-# What Pillow raises for a file that is not a (whole) image: truncated data, bad headers.
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def _decode_error(path: str) -> str | None:

@@ -86,7 +86,13 @@ def trained_model(
     """The whole model of a checkpoint, in eval mode: its frozen stages rebuilt from the
     trial's starting weights (`backbone_state`, or loaded as the trial loads them), the rest
     from the checkpoint. CheckpointError when the starting weights differ from the ones the
-    checkpoint trained with."""
+    checkpoint trained with. A checkpoint made before lean ones holds every tensor: it needs
+    no starting weights."""
+    if "frozen_fingerprint" not in checkpoint:
+        model = build_model(cfg.backbone, len(checkpoint["classes"]), cfg.image_size)
+        freeze_stages(model, cfg.backbone, cfg.freeze_depth)
+        load_trained(model, checkpoint, set(), "")
+        return model.eval()
     model = build_trial_model(cfg, len(checkpoint["classes"]), backbone_state)
     frozen, fingerprint = frozen_fingerprint(model, cfg)
     load_trained(model, checkpoint, frozen, fingerprint)
@@ -140,7 +146,7 @@ def run_trial(
     trainable_params = count_trainable(model)
     rates = {group["name"]: group["lr"] for group in optimizer.param_groups}
     # With the frozen stages' output cached, each epoch runs only the rest of the model on it.
-    features = cached_features(cfg, model, data, pipeline)
+    features = cached_features(cfg, model, data, pipeline, first_epoch=start + 1)
     if isinstance(features, str):
         net, train, val_split = model, pipeline.split("train"), pipeline.split("val")
         note = f"frozen-feature cache not used: {features}"

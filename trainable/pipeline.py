@@ -123,6 +123,9 @@ class Pipeline:
                 pin_memory=self.pin_memory,
                 persistent_workers=True,
                 prefetch_factor=PREFETCH,
+                # Its own seed source: the iterator it starts draws a seed, which from torch's
+                # global generator would shift the trial's dropout by the number of workers.
+                generator=torch.Generator(),
                 # Linux's default start method: the workers inherit the data set as it is.
                 multiprocessing_context="fork" if os.name == "posix" else None,
             )
