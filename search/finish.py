@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from search.config.settings import SearchSettings
 from search.export import write_model_file
-from search.retention import prune_checkpoints
+from search.retention import Pruned, prune_checkpoints
 from search.storage import RemoteExperiment, remote_experiment
 from search.summary import build_summary, format_report, shown_path, write_summary
 from search.tensorboard import mark_interrupted
@@ -58,7 +58,12 @@ def finish(
             logging = model and ModelLog(best_model_spec(settings, summary, wandb_mode, model))
         else:  # a finished experiment resumed: its summary is rebuilt, its artifact stands
             summary["wandb_model"] = previous.get("wandb_model")
-    pruned = prune_checkpoints(settings, summary)
+    try:
+        pruned = prune_checkpoints(settings, summary)
+    except OSError as error:  # the storage's: nothing is lost, the next end prunes again
+        print(f"Warning: finished trials' checkpoints were not removed: {error_line(error)}",
+              file=sys.stderr)  # fmt: skip
+        pruned = Pruned(0, 0, 0)
     if pruned.folders:
         kept = settings.keep_checkpoints or "all"
         print(
@@ -100,6 +105,8 @@ def resume_command(settings: SearchSettings) -> str:
     folder = str(shown_path(settings.experiment_dir.parent))
     storage = shlex.quote(settings.storage_path if settings.experiment_uri else folder)  # ?a=1&b=2
     command = f"python scripts/search.py --resume --name {settings.name} --storage-path {storage}"
+    if settings.experiment_uri:  # its working copy and study live in that cache folder
+        command += f" --cache-dir {shlex.quote(settings.cache_dir)}"
     return command + (f" --address {settings.address}" if settings.address else "")
 
 

@@ -50,6 +50,8 @@ def load_settings(root: Path) -> SearchSettings:
     if not isinstance(saved, dict) or not {"name", "space"} <= set(saved) <= fields:
         keys = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
         raise UsageError(f"--resume: {path} does not hold transfer-tune settings (got {keys})")
+    # Made before --keep-checkpoints: it kept every checkpoint; keep every trial's best.
+    saved.setdefault("keep_checkpoints", 0)
     return resolve(SearchSettings(**saved))
 
 
@@ -178,6 +180,8 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
     extend = given.pop("extend", 0)
     # Where the trials run is not part of the experiment: a resume may use another cluster.
     address = cluster_address(given.pop("address", None))
+    # Nor how many trials' checkpoints it keeps: a resume may keep more, or fewer.
+    keep = given.pop("keep_checkpoints", None)
     command = "--extend" if extend else "--resume"
     if "name" not in given:
         raise UsageError(f"{command} needs --name NAME, the experiment to continue")
@@ -217,7 +221,12 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
         storage_path=storage_path if remote else str(root.parent),
         num_samples=saved.num_samples + extend,
         address=address,
+        keep_checkpoints=saved.keep_checkpoints if keep is None else keep,
     )
+    if settings.keep_checkpoints < 0:
+        raise UsageError(
+            f"`--keep-checkpoints >= 0` must hold, but got {settings.keep_checkpoints}"
+        )
     if not address:  # made on a cluster perhaps, resumed here: this machine must hold a trial
         local = local_resource_problems(settings) + gpu_problems(settings.gpus_per_trial)
         if local:
@@ -270,8 +279,15 @@ def _stored_experiment(
     return remote
 
 
+def extension_size(settings: SearchSettings) -> int:
+    """How many trials `--extend` adds to the experiment (0 for a plain `--resume`)."""
+    saved = json.loads((settings.experiment_dir / SETTINGS_FILE).read_text())
+    return max(0, settings.num_samples - saved["num_samples"])
+
+
 def record_extension(settings: SearchSettings) -> int:
-    """Save the `num_samples` grown by `--extend` in settings.json; return the trials added."""
+    """Save the `num_samples` grown by `--extend` in settings.json; return the trials added.
+    Called once everything is checked: a refused extension leaves the experiment as it was."""
     path = settings.experiment_dir / SETTINGS_FILE
     saved = json.loads(path.read_text())
     added = settings.num_samples - saved["num_samples"]

@@ -9,7 +9,6 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import ray
 from ray import tune
@@ -26,11 +25,17 @@ from search.loggers import StudyUpload, build_callbacks
 from search.progress import ProgressReporter
 from search.resume import (
     checkpoint_problems,
+    extension_size,
     grow_search_state,
     record_extension,
     resumed_trial_folders,
 )
-from search.session import quiet_logs, start_ray_while, stop_ray_in_background
+from search.session import (
+    forward_to_sigint,
+    quiet_logs,
+    start_ray_while,
+    stop_ray_in_background,
+)
 from search.storage import read_summary, remote_experiment
 from search.summary import ENDED, shown_path
 from search.tensorboard import write_experiment_board
@@ -39,12 +44,7 @@ from search.wandb_mode import set_wandb_environment
 from spaces import get_space, searched_keys
 from trainable.config import TrialConfig, error_line
 from trainable.data import TransferData
-from trainable.weights import load_weights
-
-
-def _forward_to_sigint(signum: int, frame: Any) -> None:
-    """SIGTERM (sent by cluster schedulers) takes Ctrl-C's graceful path: stop, save, exit."""
-    signal.raise_signal(signal.SIGINT)
+from trainable.weights import WeightsError, load_weights
 
 
 def _unfinished(settings: SearchSettings) -> int:
@@ -169,12 +169,11 @@ def _announce(settings: SearchSettings, wandb_mode: str) -> None:
 
 
 def _announce_resume(settings: SearchSettings) -> int:
-    """Record an extension's new trial count; say what the resume will run; return how many
-    trials are left to run or finish."""
+    """Say what the resume will run; return how many trials are left to run or finish."""
     remote = remote_experiment(settings)
     shown = shown_path(settings.experiment_dir)
     where = f"{remote.uri} (working copy {shown})" if remote else shown
-    added = record_extension(settings)
+    added = extension_size(settings)  # recorded once every check passed (_fit)
     left = _unfinished(settings)
     if added:
         print(
@@ -212,8 +211,11 @@ def _prepare(
         return Prepared(data, None)
     # The starting weights, loaded once here and handed to every trial (through Ray's object
     # store): cluster nodes need neither the weights cache nor a download.
-    state = load_weights(fixed.weights, fixed.backbone, fixed.data, fixed.image_size,
-                         fixed.cache_dir)  # fmt: skip
+    try:
+        state = load_weights(fixed.weights, fixed.backbone, fixed.data, fixed.image_size,
+                             fixed.cache_dir)  # fmt: skip
+    except WeightsError as error:  # e.g. a weights file moved since the search was made
+        raise UsageError(str(error)) from None
     if resume:  # a lean checkpoint resumes only on the frozen stages it trained with
         problems = checkpoint_problems(resumed_trial_folders(root), fixed, state)
         if problems:
@@ -230,10 +232,12 @@ def _fit(
     backbone_state: dict | None,
 ) -> tune.Tuner:
     """Run (or restore and continue) the Tuner; return it."""
-    previous = signal.signal(signal.SIGTERM, _forward_to_sigint)
+    previous = signal.signal(signal.SIGTERM, forward_to_sigint)
+    interrupt = signal.getsignal(signal.SIGINT)
     try:
         if resume:
-            grown = grow_search_state(settings.experiment_dir, settings.num_samples)  # --extend
+            record_extension(settings)  # --extend: settings.json, then Tune's search state
+            grown = grow_search_state(settings.experiment_dir, settings.num_samples)
             remote = remote_experiment(settings)
             if remote:  # Tune restores from the stored copy
                 remote.upload([grown.name, SETTINGS_FILE])
@@ -249,4 +253,5 @@ def _fit(
         tuner.fit()  # Ctrl-C (or SIGTERM): Tune stops the trials and saves its state, then returns
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, interrupt)  # Tune's own handler would outlive its fit
     return tuner

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -73,6 +74,12 @@ def start_ray() -> None:
     )
 
 
+def forward_to_sigint(signum: int, frame: Any) -> None:
+    """SIGTERM (what `timeout`, Slurm and Kubernetes send) takes Ctrl-C's path: Tune stops and
+    saves, the search ends with its resume command (exit code 130)."""
+    signal.raise_signal(signal.SIGINT)
+
+
 def start_ray_while(work: Callable[[], Any]) -> Any:
     """Start a local Ray (`start_ray`) and meanwhile run `work` (the search's preparation:
     data, weights, the experiment's board) in a thread; return what `work` returns, or raise
@@ -90,6 +97,9 @@ def start_ray_while(work: Callable[[], Any]) -> Any:
     thread.start()
     try:
         start_ray()
+        # Ray's own SIGTERM handler aborts the process with a crash report: the search's takes
+        # its place for the rest of the search.
+        signal.signal(signal.SIGTERM, forward_to_sigint)
     except KeyboardInterrupt:  # at once: the daemon thread ends with the process
         raise
     except BaseException:

@@ -242,7 +242,8 @@ class RemoteExperiment:
     def delete(self, folder: str) -> None:
         """Remove `folder` (relative to the experiment) at the URI and in the working copy."""
         fs, path = self._filesystem
-        fs.delete_dir(f"{path}/{folder}")
+        if fs.get_file_info(f"{path}/{folder}").type != pyarrow.fs.FileType.NotFound:
+            fs.delete_dir(f"{path}/{folder}")  # gone already: Ray removed it since the download
         shutil.rmtree(self.local / folder, ignore_errors=True)
         manifest = self._manifest()
         for side in manifest.values():

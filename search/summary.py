@@ -105,6 +105,8 @@ def _trial_entry(
 def _best_checkpoint(analysis: ExperimentAnalysis, trial: Any, path: str, root: Path) -> str | None:
     """The folder of the trial's best checkpoint, relative to the experiment; None when it has
     none (no epoch ended, or search.retention removed it)."""
+    if not any((root / path).glob("checkpoint_*")):  # Ray would log an error for none
+        return None
     checkpoint = analysis.get_best_checkpoint(trial, METRIC, MODE)
     if checkpoint is None:
         return None

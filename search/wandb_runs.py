@@ -199,7 +199,9 @@ class ModelLog:
 
                 log_model(wandb, self.spec)
                 return name
-            logged = ray.get(self._future, timeout=WANDB_FINISH_TIMEOUT_S * 3)
+            # Online, the file is uploaded: allow for 1 MB/s and a minute on top.
+            megabytes = os.path.getsize(self.spec["path"]) / 1e6
+            logged = ray.get(self._future, timeout=60 + megabytes)
             errors = ray.get(runs_actor().take_errors.remote(), timeout=WANDB_FINISH_TIMEOUT_S)
             if logged:
                 return name

@@ -185,3 +185,15 @@ def test_an_extension_is_saved_in_the_settings_once(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == {**saved, "num_samples": 5}
     assert record_extension(settings) == 0  # the interrupted extension, resumed
     assert _resume(tmp_path, "--name", "exp").num_samples == 5
+
+
+def test_how_many_checkpoints_a_resume_keeps_is_its_own_choice(tmp_path: Path) -> None:
+    _saved_experiment(tmp_path, num_samples=3)
+    assert _resume(tmp_path, "--name", "exp").keep_checkpoints == 3  # the experiment's
+    assert _resume(tmp_path, "--name", "exp", "--keep-checkpoints", "0").keep_checkpoints == 0
+    with pytest.raises(UsageError, match=r"`--keep-checkpoints >= 0` must hold, but got -1"):
+        _resume(tmp_path, "--name", "exp", "--keep-checkpoints", "-1")
+    settings = json.loads((tmp_path / "exp" / SETTINGS_FILE).read_text())
+    del settings["keep_checkpoints"]  # an experiment made before the flag kept every one
+    (tmp_path / "exp" / SETTINGS_FILE).write_text(json.dumps(settings))
+    assert _resume(tmp_path, "--name", "exp").keep_checkpoints == 0

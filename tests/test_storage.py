@@ -206,3 +206,20 @@ def test_the_study_is_uploaded_when_a_trial_ends_and_a_failure_is_a_warning(
     broken = RemoteExperiment(f"file://{tmp_path}/a_file/exp", experiment.local)
     StudyUpload(broken).on_trial_start(2, [], None)  # the search goes on
     assert capsys.readouterr().err.startswith("Warning: optuna.db was not uploaded: ")
+
+
+def test_a_folder_ray_removed_at_the_uri_is_still_removed_from_the_working_copy(
+    tmp_path: Path,
+) -> None:
+    """A resumed trial's old checkpoint: Ray deleted it at the URI, the working copy has it."""
+    stored = tmp_path / "bucket" / "exp"
+    (stored / "trial" / "checkpoint_000001").mkdir(parents=True)
+    (stored / "trial" / "checkpoint_000001" / "checkpoint.pt").write_bytes(b"x")
+    local = tmp_path / "copy"
+    (local / "trial" / "checkpoint_000000").mkdir(parents=True)
+    (local / "trial" / "checkpoint_000000" / "checkpoint.pt").write_bytes(b"x")
+    experiment = RemoteExperiment(f"file://{stored}", local)
+    experiment.delete("trial/checkpoint_000000")  # gone at the URI already: no error
+    assert not (local / "trial" / "checkpoint_000000").exists()
+    experiment.delete("trial/checkpoint_000001")
+    assert not (stored / "trial" / "checkpoint_000001").exists()

@@ -82,6 +82,15 @@ def test_a_sweep_from_a_state_dict_file(work: Path) -> None:
             assert torch.equal(model.state_dict()["conv1.weight"], given["conv1.weight"])
             frozen_stems += 1
     assert frozen_stems  # seed 0: TPE's first suggestions freeze 3 stages
+    # Its weights file moved away: --extend is refused in one line, and nothing is recorded
+    (work / "mine.pt").rename(work / "moved.pt")
+    extend = run_cli("--extend", "1", "--name", "from-file", "--storage-path", "runs",
+                     "--cache-dir", str(work / "cache"), cwd=work)  # fmt: skip
+    (work / "moved.pt").rename(work / "mine.pt")
+    assert extend.returncode == 2, extend.stderr[-3000:]
+    assert extend.stderr.strip().splitlines()[-1].startswith("search.py: error: weights file ")
+    assert "Traceback" not in extend.stderr
+    assert json.loads((root / "settings.json").read_text())["num_samples"] == 3
 
 
 def test_a_sweep_from_imagenet_weights_in_torchs_hub_cache(work: Path) -> None:

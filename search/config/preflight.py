@@ -10,6 +10,7 @@ file's tensors, the GPU count), pyarrow (a URI) or Ray (the space's domains) imp
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from search.config.parse import read_settings
@@ -64,6 +65,8 @@ def quick_problems(s: SearchSettings) -> list[str]:
             problems.append(f"--storage-path must be a folder, but {folder} is a file")
         elif s.experiment_dir.exists():
             problems.append(_exists_message([s.experiment_dir]))
+        else:
+            problems += _creatable_problems(folder)
     return problems
 
 
@@ -156,6 +159,19 @@ def gpu_problems(gpus_per_trial: float) -> list[str]:
             f"`--gpus-per-trial <= {available}` (this machine's GPUs) must hold, "
             f"but got {gpus_per_trial:g}"
         ]
+    return []
+
+
+def _creatable_problems(folder: Path) -> list[str]:
+    """Why the experiment's folder could not be made below `folder`: the nearest part of the
+    path that exists is a file, or a folder this user cannot write in."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return [f"--storage-path {folder} cannot be made: {existing} is a file"]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [f"--storage-path {folder} cannot be written: {existing} is not writable"]
     return []
 
 
