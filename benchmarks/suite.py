@@ -81,9 +81,9 @@ FULL = Budget(
     pipeline_passes=3, pipeline_repeats=2, augmented_depths=(3, 4, 5), augmented_epochs=3,
 )  # fmt: skip
 QUICK = Budget(
-    trial_epochs=2, repeats=1, sweep_samples=2, sweep_epochs=1, sweep_repeats=1,
-    search_samples=3, search_epochs=2, search_repeats=1, longer_epochs=False,
-    feature_depths=(4, 5), feature_epochs=2, feature_repeats=1, photos_per_class=6,
+    trial_epochs=1, repeats=1, sweep_samples=2, sweep_epochs=1, sweep_repeats=1,
+    search_samples=2, search_epochs=2, search_repeats=1, longer_epochs=False,
+    feature_depths=(5,), feature_epochs=2, feature_repeats=1, photos_per_class=4,
     pipeline_passes=1, pipeline_repeats=1, augmented_depths=(5,), augmented_epochs=2,
 )  # fmt: skip
 
