@@ -31,10 +31,11 @@ def test_the_batches_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> N
     data = build_data(cfg)
     seen = {}
     for workers in (0, 1, 2):
-        split = Pipeline({"train": data.train}, workers).split("train")
-        assert isinstance(split, PipedSplit) == (workers > 0)
-        generator = torch.Generator().manual_seed(7)
-        seen[workers] = list(split.batches(4, generator, epoch=3))
+        with Pipeline({"train": data.train}, workers) as pipeline:
+            split = pipeline.split("train")
+            assert isinstance(split, PipedSplit) == (workers > 0)
+            generator = torch.Generator().manual_seed(7)
+            seen[workers] = list(split.batches(4, generator, epoch=3))
     for workers in (1, 2):
         for (images, labels), (expected, expected_labels) in zip(
             seen[workers], seen[0], strict=True
@@ -72,8 +73,8 @@ def test_an_unreadable_image_in_a_worker_is_one_line_naming_it(tmp_path: Path) -
     data = build_data(cfg)
     broken = next(Path(tmp_path / "imgs" / "red").glob("*.png"))
     broken.write_bytes(b"not a png any more")  # changed after the search checked it
-    with pytest.raises(DataError) as error:
-        for _ in run_trial(cfg, data=data, pipeline=trial_pipeline(cfg, data)):
+    with trial_pipeline(cfg, data) as pipeline, pytest.raises(DataError) as error:
+        for _ in run_trial(cfg, data=data, pipeline=pipeline):
             pass
     message = str(error.value)
     assert message.startswith(f"cannot read image {broken}") and "\n" not in message
@@ -103,7 +104,6 @@ def test_an_image_a_data_set_cannot_read_is_one_line(tmp_path: Path) -> None:
     from trainable.data import ImageSplit
 
     split = ImageSplit(_Unreadable(), [7], torch.tensor([0]), lambda image: image)
-    pipeline = Pipeline({"train": split}, workers=1)
-    with pytest.raises(DataError) as error:
+    with Pipeline({"train": split}, workers=1) as pipeline, pytest.raises(DataError) as error:
         list(pipeline.split("train").batches(1))
     assert str(error.value) == "cannot read image 7 of _Unreadable: image file is truncated"

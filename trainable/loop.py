@@ -127,6 +127,7 @@ def run_trial(
         raise RuntimeError("device='cuda', but torch sees no GPU in this trial's process")
     device = torch.device(cfg.device)  # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU
     data = data or build_data(cfg)
+    own_pipeline = pipeline is None  # made here: its workers stop when the trial does
     pipeline = pipeline or trial_pipeline(cfg, data)
     model = build_trial_model(cfg, len(data.classes), backbone_state).to(device)
     frozen, fingerprint = frozen_fingerprint(model, cfg)
@@ -199,6 +200,8 @@ def run_trial(
     finally:
         if summaries is not None:
             summaries.close()
+        if own_pipeline:
+            pipeline.close()
 
 
 def trial_pipeline(cfg: TrialConfig, data: TransferData) -> Pipeline:
@@ -242,14 +245,15 @@ def retrain(
     torch.set_num_threads(cfg.num_threads)
     device = torch.device(cfg.device)
     both = train_and_val(data.train, data.val)
-    train = Pipeline({"train": both}, cfg.loader_workers, cfg.device == "cuda").split("train")
     model = build_trial_model(cfg, len(data.classes)).to(device)
     optimizer = build_optimizer(model, cfg)
     amp = device.type == "cuda"
-    for epoch in range(1, cfg.max_epochs + 1):
-        train_loss = train_seeded_epoch(model, optimizer, train, cfg, epoch, amp)
-        if log is not None:
-            log(f"  retrain epoch {epoch}/{cfg.max_epochs}: train_loss {train_loss:.3f}")
+    with Pipeline({"train": both}, cfg.loader_workers, cfg.device == "cuda") as pipeline:
+        train = pipeline.split("train")
+        for epoch in range(1, cfg.max_epochs + 1):
+            train_loss = train_seeded_epoch(model, optimizer, train, cfg, epoch, amp)
+            if log is not None:
+                log(f"  retrain epoch {epoch}/{cfg.max_epochs}: train_loss {train_loss:.3f}")
     return model.eval()
 
 

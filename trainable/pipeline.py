@@ -13,6 +13,7 @@ raised in the trial's process, not as a worker traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -108,10 +109,17 @@ class Pipeline:
             [(name, epoch, int(i)) for i in index]
             for index in batch_indices(size, batch_size, generator)
         ]
-        for batch in self._started():
-            if isinstance(batch, _Failed):
-                raise DataError(batch.message)
-            yield batch
+        iterator = iter(self._started())
+        try:
+            for batch in iterator:
+                if isinstance(batch, _Failed):
+                    raise DataError(batch.message)
+                yield batch
+        finally:  # a pass left early (an error, or its consumer stopped): end it cleanly
+            self._plan.batches.clear()  # no more batches are asked for
+            with contextlib.suppress(Exception):
+                for _ in iterator:  # and those in flight are taken: the workers stand idle
+                    pass
 
     def _started(self) -> DataLoader:
         if self._loader is None:
@@ -132,8 +140,19 @@ class Pipeline:
         return self._loader
 
     def close(self) -> None:
-        """Stop the workers (they also stop when the pipeline is garbage-collected)."""
-        self._loader = None  # its iterator, freed with it, stops the workers
+        """Stop the workers now. Left to the garbage collector, an iterator caught in a
+        reference cycle (a DataError's traceback holds one) has its queues closed before it
+        can tell the workers to stop, and each waits out a 5 s join."""
+        loader, self._loader = self._loader, None
+        iterator = getattr(loader, "_iterator", None)  # PyTorch keeps the persistent one here
+        if iterator is not None:
+            iterator._shutdown_workers()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
