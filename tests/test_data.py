@@ -2,12 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainable.data import (
-    VAL_PER_CLASS,
-    digits_source,
-    digits_target,
-    stratified_split,
-)
+from trainable.data import stratified_split
+from trainable.digits import VAL_PER_CLASS, digits_source, digits_target
 
 
 def test_target_splits_are_stratified_disjoint_and_sized() -> None:
@@ -58,7 +54,7 @@ def test_the_digits_are_scikit_learns() -> None:
     """Read from the file scikit-learn bundles without importing it: the same images."""
     from sklearn.datasets import load_digits
 
-    from trainable.data import digits_file
+    from trainable.digits import digits_file
 
     pixels, labels = digits_file()
     digits = load_digits()

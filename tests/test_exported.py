@@ -9,12 +9,13 @@ import pytest
 import torch
 from helpers import make_image_folder
 
-from search.export import check_out, write_split_images
-from search.usage import UsageError
+from search.config.usage import UsageError
+from search.results.export import check_out, write_split_images
 from trainable.backbones import build_model, freeze_stages
 from trainable.config import TrialConfig
-from trainable.data import ImageSplit, JoinedSplit, Split, digits_target, train_and_val
+from trainable.data import ImageSplit, JoinedSplit, Split, train_and_val
 from trainable.datasets import image_folder_data
+from trainable.digits import digits_target
 from trainable.exported import (
     ExportError,
     export_state,

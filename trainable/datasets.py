@@ -1,6 +1,6 @@
 """The data sets a user picks with `--data`, and how a trial builds its target task from one.
 
-digits                 the embedded default (trainable.data), no files needed
+digits                 the embedded default (trainable.digits), no files needed
 imagefolder:PATH       the user's own images (trainable.images)
 NAME[:ROOT]            a torchvision data set read from ROOT (see TORCHVISION_SETS);
                        downloaded there only when the search is run with --download
@@ -32,10 +32,10 @@ from trainable.data import (
     ImageSplit,
     Split,
     TransferData,
-    digits_target,
     stratified_split,
     validation_count,
 )
+from trainable.digits import digits_target
 from trainable.folders import IMAGE_EXTENSIONS, index_image_folder
 from trainable.images import (
     ImageFiles,

@@ -15,7 +15,8 @@ import torch
 
 from trainable.backbones import build_model
 from trainable.config import lookup
-from trainable.data import DIGITS_VERSION, SOURCE_CLASSES, Split, digits_source
+from trainable.data import Split
+from trainable.digits import DIGITS_VERSION, SOURCE_CLASSES, digits_source
 from trainable.engine import evaluate, train_one_epoch
 from trainable.files import write_atomically
 
