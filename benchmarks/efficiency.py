@@ -26,12 +26,13 @@ from typing import Any
 import optuna
 import torch
 
-from search.builders import build_param_space, build_space
-from search.config.settings import DIGITS_IMAGE_SIZE, SearchSettings, resolve
-from search.optuna_bridge import build_sampler
+from search.config.settings import SearchSettings, resolve
+from search.run.optuna_bridge import build_sampler
+from search.run.tuner import build_param_space, build_space
 from trainable import metrics
 from trainable.config import TrialConfig
 from trainable.datasets import build_data
+from trainable.defaults import DIGITS_IMAGE_SIZE
 from trainable.features import FEATURES_DIR, cached_features
 from trainable.loop import DivergedError, build_trial_model, run_trial
 from trainable.pretrain import ensure_source_weights

@@ -22,14 +22,14 @@ import ray
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from search.builders import build_space
 from search.config.preflight import quick_problems, thorough_problems
 from search.config.settings import METRIC, MODE, SearchSettings, resolve
+from search.config.usage import UsageError
 from search.config.validate import settings_problems
-from search.optuna_bridge import build_sampler
-from search.run import run_search
-from search.session import start_ray
-from search.usage import UsageError
+from search.run.optuna_bridge import build_sampler
+from search.run.search import run_search
+from search.run.session import start_ray
+from search.run.tuner import build_space
 from trainable import metrics
 
 METHODS = ("bridge", "stock", "random")

@@ -34,7 +34,7 @@ from benchmarks.efficiency import (
     optuna_peer,
 )
 from search.config.settings import SearchSettings, resolve
-from search.run import run_search
+from search.run.search import run_search
 from trainable.config import TrialConfig
 from trainable.datasets import build_data
 from trainable.loop import run_trial

@@ -10,60 +10,13 @@ Each figure is a ratio of two variants of the same work run alternately in this 
 
 from __future__ import annotations
 
-import json
 import sys
-import tempfile
 from pathlib import Path
 
-# scripts/search.py would shadow the `search` package: drop this folder from the import path;
-# the benchmarks are not installed with the packages: import them from this clone.
-HERE = Path(__file__).resolve().parent
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-sys.path.insert(0, str(HERE.parent))
+# Python puts scripts/ first on the import path; drop it, as scripts/search.py explains.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from search.usage import OneLineErrorParser, UsageError  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; print the Markdown table (and write JSON); exit 2 on bad input."""
-    parser = OneLineErrorParser(prog="benchmark.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run with small budgets")
-    parser.add_argument("--gpu", action="store_true", help="the GPU run only (needs a GPU)")
-    parser.add_argument("--json", default="", help="also write the figures to this JSON file")
-    parser.add_argument("--cache-dir", default="", help="pretrained-backbone cache")
-    try:
-        args = parser.parse_args(argv)
-        if args.json and not Path(args.json).resolve().parent.is_dir():
-            raise UsageError(f"--json {args.json}: its folder does not exist")
-    except UsageError as error:
-        print(f"benchmark.py: error: {error}", file=sys.stderr)
-        return 2
-
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    if args.gpu:
-        from benchmarks.gpu import NoGPU, format_gpu_markdown, gpu_name, run_gpu_benchmark
-
-        try:
-            gpu_name()
-        except NoGPU as error:
-            print(f"benchmark.py: error: {error}", file=sys.stderr)
-            return 2
-        with tempfile.TemporaryDirectory() as scratch:
-            report = run_gpu_benchmark(Path(scratch), log=log)
-        markdown = format_gpu_markdown(report)
-    else:
-        from benchmarks.suite import format_markdown, run_benchmark
-        from trainable.config import default_cache_dir
-
-        report = run_benchmark(args.quick, args.cache_dir or default_cache_dir(), log=log)
-        markdown = format_markdown(report)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown)
-    return 0
-
+from search.cli.benchmark import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

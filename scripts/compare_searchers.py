@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
 
-from search.usage import UsageError  # noqa: E402
+from search.config.usage import UsageError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ for _name, _value in {
     # A local Ray listens on 127.0.0.1 only (by default it listens on every interface).
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",  # this harness sends nothing anywhere
-    # Ray's own progress tables are replaced by search.progress (its new engine prints a
+    # Ray's own progress tables are replaced by search.tracking.progress (its new engine prints a
     # banner even at verbose=0; the classic one prints nothing at verbose=0).
     "RAY_AIR_NEW_OUTPUT": "0",
     # Expected with a checkpoint per epoch and num_to_keep=1: a state snapshot per checkpoint.

@@ -116,6 +116,7 @@ class WandbRun:
     """What a W&B offline run recorded."""
 
     run_id: str
+    name: str  # the display name
     group: str
     job_type: str
     config: dict[str, Any]
@@ -146,4 +147,13 @@ def read_wandb_run(folder: Path) -> WandbRun:
         elif kind == "artifact":
             artifacts.append(record.artifact)
     assert run is not None, f"no run record in {path}"
-    return WandbRun(run.run_id, run.run_group, run.job_type, config, history, summary, artifacts)
+    return WandbRun(
+        run.run_id,
+        run.display_name,
+        run.run_group,
+        run.job_type,
+        config,
+        history,
+        summary,
+        artifacts,
+    )

@@ -15,6 +15,7 @@ from benchmarks.suite import format_markdown
 pytestmark = pytest.mark.sweep  # it runs real trials and two small searches
 
 
+@pytest.mark.slow  # about 2 minutes: every figure's code path, with small budgets
 def test_the_quick_benchmark_writes_every_figure(tmp_path: Path, cache_dir: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick",

@@ -157,8 +157,8 @@ def test_a_background_write_reports_its_error_to_the_trial(tmp_path: Path) -> No
 
 
 def test_a_resume_on_other_starting_weights_is_refused_before_ray_starts(tmp_path: Path) -> None:
-    """search.resume.checkpoint_problems: each trial to resume, its newest checkpoint."""
-    from search.resume import checkpoint_problems
+    """search.run.resume.checkpoint_problems: each trial to resume, its newest checkpoint."""
+    from search.run.resume import checkpoint_problems
 
     trial = tmp_path / "train_transfer_x"
     checkpoint = _checkpoint_of(CFG, 1, tmp_path)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from readers import read_board
 
-from search.tensorboard import write_experiment_board
+from search.tracking.tensorboard import write_experiment_board
 from spaces import get_space, searched_keys
 from trainable.config import TrialConfig
 

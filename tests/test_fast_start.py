@@ -52,6 +52,12 @@ def _imported(module: str, argv: list[str], cwd: Path) -> dict:
         ("search.cli.predict", ["--help"], 0),
         ("search.cli.predict", ["/no/such/model.pt", "x.png"], 2),
         ("search.cli.board", ["--help"], 0),
+        ("search.cli.main", ["--help"], 0),
+        ("search.cli.main", ["--version"], 0),
+        ("search.cli.main", ["serch"], 2),  # a typo in the subcommand
+        ("search.cli.main", ["search", "--help"], 0),
+        ("search.cli.main", ["report", "/no/such/experiment"], 2),
+        ("search.cli.main", ["benchmark", "--json", "/no/such/folder/b.json"], 2),
     ],
 )
 def test_answers_before_importing_anything_heavy(
@@ -70,3 +76,16 @@ def test_version_names_the_package() -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0 and done.stdout.startswith("transfer-tune ")
+
+
+def test_one_command_names_its_subcommands_in_its_errors() -> None:
+    """`transfer-tune SUB` is SUB's scripts/*.py, and says which it is."""
+    from search.cli.main import SUBCOMMANDS, usage
+
+    assert set(SUBCOMMANDS) == {"search", "report", "board", "export", "predict", "benchmark"}
+    assert all(f"  {name} " in usage() for name in SUBCOMMANDS)
+    done = subprocess.run(
+        [sys.executable, "-c", "from search.cli.main import main; main(['export', '/nope'])"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.stderr.startswith("transfer-tune export: error:"), done.stderr

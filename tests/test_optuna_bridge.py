@@ -10,15 +10,15 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from search.optuna_bridge import (
-    TUNE_TRIAL_ID,
+from search.experiment.study import TRIAL_NUMBER_ATTR, TUNE_TRIAL_ID, build_storage
+from search.run.optuna_bridge import (
     BudgetAwareOptunaSearch,
     ConditionalSpace,
     build_sampler,
-    build_storage,
     startup_trials,
 )
 from spaces import get_space
+from trainable.config import TRIAL_NUMBER
 from trainable.metrics import EPOCH, VAL_ACC
 
 MAX_T = 3
@@ -65,6 +65,17 @@ def test_the_study_takes_metric_and_mode_from_tune_and_records_the_space(tmp_pat
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     assert study.user_attrs == {"space": "resnet_small"}
     assert not searcher.set_search_properties(VAL_ACC, "max", {}), "set up twice"
+
+
+def test_each_trial_is_numbered_in_its_config_and_its_study_trial(tmp_path: Path) -> None:
+    """One identity everywhere: the number the config carries (to the console, summary.json,
+    TensorBoard and W&B) and the Tune id, both on the study trial."""
+    searcher = _searcher(tmp_path)
+    numbers = [searcher.suggest(trial_id)[TRIAL_NUMBER] for trial_id in ("a", "b", "c")]
+    assert numbers == [1, 2, 3]
+    assert searcher.suggest("b")[TRIAL_NUMBER] == 2  # asked again: the same trial
+    trial = _study_trial(tmp_path, "b")
+    assert trial.user_attrs == {TUNE_TRIAL_ID: "b", TRIAL_NUMBER_ATTR: 2}
 
 
 def test_a_trial_asha_stops_early_is_pruned_with_its_whole_curve(tmp_path: Path) -> None:

@@ -10,11 +10,12 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 
-from search.importance import EVALUATORS, MIN_TRIALS, param_importance
-from search.layout import STUDY_FILE
-from search.optuna_bridge import build_storage
-from search.report import asha_rungs, reference_gain, transfer_gain
-from search.usage import UsageError
+from search.config.usage import UsageError
+from search.experiment.layout import STUDY_FILE
+from search.experiment.study import build_storage
+from search.results.gain import reference_gain, transfer_gain
+from search.results.importance import EVALUATORS, MIN_TRIALS, param_importance
+from search.results.report import asha_rungs
 
 
 @pytest.mark.parametrize(
@@ -138,3 +139,32 @@ def test_a_reference_experiment_gives_the_transfer_gain_and_names_what_differs(
 
 def gain_differences(ours: dict, other: Path) -> list[str]:
     return reference_gain(ours, other)["differences"]
+
+
+def test_the_page_escapes_what_it_shows(tmp_path: Path) -> None:
+    """report.html is rendered by an autoescaping template: text from a trial's error or
+    another experiment's settings cannot become markup."""
+    from search.results.report import render_report
+
+    (tmp_path / "summary.json").write_text("{}")  # the page's date is this file's
+    trial = {
+        "trial_id": "a1", "number": 1, "path": "t1", "status": "ERROR", "stop_reason": "error",
+        "epochs": 1, "val_acc": 0.2, "best_val_acc": 0.2, "config": {"head_lr": 0.01},
+        "error": "ValueError: <script>alert(1)</script>",
+    }  # fmt: skip
+    summary = {
+        "experiment": "x", "space": "resnet_small", "fixed": {"data": "<b>digits</b>"},
+        "budget": {"num_samples": 1, "max_epochs": 3, "trial_epochs_run": 1},
+        "trials": [trial], "best": None,
+    }  # fmt: skip
+    gain = {
+        "title": "Transfer gain", "gain": 0.1, "ours": "ours", "ours_value": 0.3,
+        "reference": "theirs", "reference_value": 0.2, "is_linear_probe": False,
+        "differences": ["data '<i>cifar10</i>' vs 'digits'"],
+    }  # fmt: skip
+    page = render_report(tmp_path, summary, {}, gain, "no <study>")
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>digits</b>" not in page and "<i>cifar10</i>" not in page
+    assert "<b>not comparable:</b> data &#39;&lt;i&gt;cifar10&lt;/i&gt;&#39;" in page
+    assert "Not computed: no &lt;study&gt;." in page
+    assert "<td" in page and page.count("<tr") == 2  # the head and the one trial

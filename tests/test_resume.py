@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 
 from search.config.settings import SearchSettings
-from search.layout import SETTINGS_FILE
-from search.optuna_bridge import (
+from search.config.usage import UsageError
+from search.experiment.layout import SETTINGS_FILE
+from search.experiment.saved_state import grow_search_state, state_problems
+from search.experiment.study import build_storage
+from search.run.optuna_bridge import (
     BudgetAwareOptunaSearch,
     ConditionalSpace,
     build_sampler,
-    build_storage,
 )
-from search.resume import grow_search_state, parse_resume, record_extension, state_problems
-from search.usage import UsageError
+from search.run.resume import parse_resume, record_extension
 from spaces import get_space
 
 

@@ -1,4 +1,5 @@
-"""Which checkpoints an ended search keeps (search.retention), on a folder laid out as Ray's."""
+"""Which checkpoints an ended search keeps (search.experiment.retention), on a folder laid out
+as Ray's."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from search.config.settings import SearchSettings
-from search.retention import prune_checkpoints
+from search.experiment.retention import prune_checkpoints
 
 # (trial, status, checkpoint folders, the best of them), ranked by best val_acc
 TRIALS = [

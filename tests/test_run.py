@@ -1,10 +1,10 @@
-"""search.run: the filter for Ray's benign staged-state copy race."""
+"""search.run.search: the filter for Ray's benign staged-state copy race."""
 
 from __future__ import annotations
 
 import logging
 
-from search.session import StagedStateRaceFilter, TrialFailureFilter
+from search.run.session import StagedStateRaceFilter, TrialFailureFilter
 
 
 def _record(message: str, error: BaseException | None) -> logging.LogRecord:
@@ -41,7 +41,7 @@ def test_a_progress_printer_pickled_before_trial_numbers_existed_still_restores(
     """Tune keeps the printer in the experiment's tuner.pkl; an older one lacks `numbers`."""
     import pickle
 
-    from search.progress import ProgressReporter
+    from search.tracking.progress import ProgressReporter
 
     old = ProgressReporter(["head_lr"], num_samples=2, max_epochs=3)
     del old.numbers

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -6,11 +7,12 @@ from pathlib import Path
 import pytest
 from helpers import make_image_folder
 
-from search.builders import build_param_space
 from search.config.preflight import checked_settings
 from search.config.settings import SearchSettings, resolve
-from search.storage import remote_experiment
-from search.usage import UsageError
+from search.config.usage import UsageError
+from search.experiment.storage import remote_experiment
+from search.run.tuner import build_param_space
+from trainable.defaults import DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +49,7 @@ def test_defaults_are_a_valid_search(tmp_path: Path) -> None:
             r"`--grace-period <= --max-epochs` must hold, but got \(grace_period=4, max_epochs=3\)",
         ),
         (["--reduction-factor", "1"], r"`--reduction-factor >= 2` must hold, but got 1"),
-        (["--max-concurrent", "-1"], r"`--max-concurrent >= 0` must hold, but got -1"),
+        (["--max-concurrent", "-1"], r"`--max-concurrent >= 1` must hold, but got -1"),
         (["--cpus-per-trial", "999"], r"`0 < --cpus-per-trial <= \d+` .* but got 999"),
         (["--seed", "-3"], r"`0 <= --seed < 2\*\*32` must hold, but got -3"),
         (["--name", "../up"], r"--name must be a folder name .* but got '../up'"),
@@ -126,7 +128,12 @@ def test_help_lists_every_flag_with_its_default() -> None:
     assert done.returncode == 0, done.stderr
     for flag in ("--data", "--weights", "--image-size", "--no-augment", "--gpus-per-trial"):
         assert flag in done.stdout
-    assert "number of trials (default: 16)" in done.stdout
+    assert "number of trials (default: 16, " in done.stdout
+    # Every flag's default and its reason come from the one table (trainable.defaults).
+    squeezed = re.sub(r"\s+", "", done.stdout)  # argparse wraps, also at hyphens
+    flags = {f.name for f in dataclasses.fields(SearchSettings)} - {"augment", "feature_cache"}
+    for name in flags:
+        assert re.sub(r"\s+", "", DEFAULTS[name].reason) in squeezed, name
 
 
 def test_a_storage_uri_keeps_its_working_copy_in_the_cache_not_a_folder_named_s3(
@@ -174,6 +181,6 @@ def test_the_cluster_address_comes_from_the_flag_or_ray_address(
     assert _parse(tmp_path).address == "head:6379"
     assert _parse(tmp_path, "--address", "other:6379").address == "other:6379"
     monkeypatch.delenv("RAY_ADDRESS")
-    assert _parse(tmp_path).address == ""
+    assert _parse(tmp_path).address is None
     # On a cluster, this machine's CPU count does not bound a trial's.
     assert _parse(tmp_path, "--address", "h:1", "--cpus-per-trial", "64").cpus_per_trial == 64

@@ -1,5 +1,5 @@
-"""An experiment at a URI and its local working copy (search.storage), through pyarrow's real
-filesystems: `file://` URIs stand in for a bucket."""
+"""An experiment at a URI and its local working copy (search.experiment.storage), through
+pyarrow's real filesystems: `file://` URIs stand in for a bucket."""
 
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from search.config.filesystems import uri_problems, writable_problems
 from search.config.settings import join_uri, split_uri, working_copy
-from search.loggers import StudyUpload
-from search.storage import (
+from search.config.usage import UsageError
+from search.experiment.storage import (
     RemoteExperiment,
     driver_owned,
     local_experiment,
-    uri_problems,
-    writable_problems,
 )
-from search.usage import UsageError
+from search.tracking.callbacks import StudyUpload
 
 
 def test_a_name_joins_the_path_of_a_uri_and_keeps_its_query() -> None:

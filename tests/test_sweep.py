@@ -18,7 +18,7 @@ from helpers import SWEEP_EPOCHS, SWEEP_SAMPLES, Sweep, run_cli
 from optuna.trial import TrialState
 
 from trainable.checkpoint import CHECKPOINT_FILE
-from trainable.config import TrialConfig
+from trainable.config import TRIAL_NUMBER, TrialConfig
 
 pytestmark = pytest.mark.sweep
 
@@ -86,13 +86,21 @@ def test_best_checkpoint_loads_with_weights_only(sweep: Sweep) -> None:
     assert "fc.weight" in checkpoint["model"]
 
 
+def test_trials_are_numbered_one_to_n_in_the_order_they_were_made(sweep: Sweep) -> None:
+    numbers = [t["number"] for t in sweep.summary["trials"]]
+    assert sorted(numbers) == list(range(1, len(numbers) + 1))
+    assert sweep.summary["best"]["number"] in numbers
+
+
 def test_every_trial_params_json_is_a_complete_recipe(sweep: Sweep) -> None:
     for trial in sweep.summary["trials"]:
         if trial["epochs"] == 0:  # failed before reporting: no metric says either way
             continue
         params = json.loads((sweep.root / trial["path"] / "params.json").read_text())
         cfg = TrialConfig.from_dict(params)  # unknown or missing keys would raise / default
-        assert set(params) == set(cfg.to_dict())
+        # the recipe, and the trial's number (search.run.optuna_bridge), which names it
+        assert set(params) == {*cfg.to_dict(), TRIAL_NUMBER}
+        assert params[TRIAL_NUMBER] == trial["number"]
         assert cfg.max_epochs == SWEEP_EPOCHS and cfg.data == "digits" and cfg.seed == 0
 
 

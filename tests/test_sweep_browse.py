@@ -23,10 +23,12 @@ from helpers import ROOT, SWEEP_EPOCHS, Sweep
 from readers import Board, WandbRun, read_board, read_wandb_run
 from tensorboard.plugins.hparams import api_pb2
 
-from search.tensorboard import METRIC_COLUMNS, STOP_CODES
-from search.wandb_runs import BEST_MODEL_JOB
+from search.experiment.outcomes import trial_label
+from search.tracking.tensorboard import METRIC_COLUMNS, STOP_CODES
+from search.tracking.wandb_runs import BEST_MODEL_JOB
 from trainable.config import TrialConfig
-from trainable.exported import MODEL_FILE, load_export
+from trainable.exported import load_export
+from trainable.files import MODEL_FILE
 
 pytestmark = pytest.mark.sweep
 CHROMIUM = shutil.which("chromium")
@@ -63,7 +65,8 @@ def test_every_trial_is_a_row_with_its_config_and_results(sweep: Sweep, board: B
     assert len(board.sessions) == len(sweep.summary["trials"])
     for trial in sweep.summary["trials"]:
         session = board.sessions[trial["path"]]
-        assert session.group == trial["trial_id"]  # the table's Trial ID column
+        # the table's Trial ID column: the number and Tune's id, as everywhere
+        assert session.group == trial_label(trial["number"], trial["trial_id"])
         used = {key: value for key, value in trial["config"].items() if value is not None}
         assert session.hparams == pytest.approx(used)  # a probe's unused backbone_lr is absent
         last, results = session.last, _results(sweep, trial)
@@ -127,7 +130,7 @@ def _post(url: str, body: dict) -> dict:
 
 def test_the_board_serves_every_trial_on_this_machine_only(sweep: Sweep, served: str) -> None:
     assert served.startswith("http://127.0.0.1:")  # not every interface
-    ids = {t["trial_id"] for t in sweep.summary["trials"]}
+    ids = {trial_label(t["number"], t["trial_id"]) for t in sweep.summary["trials"]}
     query = {"allowedStatuses": list(api_pb2.Status.keys()), "colParams": [],
              "startIndex": 0, "sliceSize": 100}  # fmt: skip
     groups: list[dict] = []
@@ -138,7 +141,7 @@ def test_the_board_serves_every_trial_on_this_machine_only(sweep: Sweep, served:
             "sessionGroups", []
         )
     assert {g["name"] for g in groups} == ids
-    by_id = {t["trial_id"]: t for t in sweep.summary["trials"]}
+    by_id = {trial_label(t["number"], t["trial_id"]): t for t in sweep.summary["trials"]}
     for group in groups:
         values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
         assert values["best_val_acc"] == pytest.approx(by_id[group["name"]]["best_val_acc"])
@@ -168,7 +171,9 @@ def test_the_hparams_view_renders_every_trial_in_chromium(
             page = browser.new_page(viewport={"width": 1600, "height": 900})
             page.goto(served + "#hparams")
             for trial in sweep.summary["trials"]:  # the table's Trial ID cells
-                page.get_by_text(trial["trial_id"], exact=True).wait_for(timeout=60_000)
+                page.get_by_text(
+                    trial_label(trial["number"], trial["trial_id"]), exact=True
+                ).wait_for(timeout=60_000)
             page.screenshot(path=str(shot))
             # Each trial's best val_acc, as the table prints numbers (5 significant digits).
             shown = [page.get_by_text(f"{t['best_val_acc']:#.5g}", exact=True).count()
@@ -193,6 +198,7 @@ def test_each_trial_is_a_wandb_run_in_the_experiments_group(
     for trial in sweep.summary["trials"]:
         run = trial_runs[trial["trial_id"]]
         assert run.group == "mini"
+        assert run.name == "trial " + trial_label(trial["number"], trial["trial_id"])
         for key, value in trial["config"].items():
             assert run.config[key] == (value if value is None else pytest.approx(value))
         results = _results(sweep, trial)

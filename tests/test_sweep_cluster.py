@@ -3,8 +3,8 @@
 A head without CPUs and two worker nodes of one CPU each (`ray.cluster_utils.Cluster`), so that
 every trial must run on a worker. Once the first checkpoint is written, one worker node is
 removed: the trial it ran resumes from its checkpoint on the other. The experiment is stored at
-a `file://` URI, which takes the path of a cloud bucket's (search.storage), and is then extended
-by one trial on this machine from the stored copy alone. Every process the tests start is
+a `file://` URI, which takes the path of a cloud bucket's (search.experiment.storage), and is then
+extended by one trial on this machine from the stored copy alone. Every process the tests start is
 stopped by its handle, even when a test fails.
 """
 
@@ -26,8 +26,8 @@ from helpers import popen_cli, run_cli
 from optuna.trial import TrialState
 from ray.cluster_utils import Cluster
 
-from search.cluster import connect, node_resources, storage_problems
 from search.config.settings import working_copy
+from search.run.cluster import connect, node_resources, storage_problems
 
 pytestmark = pytest.mark.sweep
 NUM_SAMPLES, MAX_EPOCHS = 4, 4

@@ -16,7 +16,8 @@ import torch
 from helpers import ROOT, Sweep
 
 from search.cli import export, predict, report
-from search.layout import REPORT_FILE
+from search.experiment.layout import REPORT_FILE
+from search.experiment.outcomes import trial_label
 from trainable.exported import CONFIG_KEYS, EXPORT_KEYS
 
 pytestmark = pytest.mark.sweep
@@ -69,8 +70,9 @@ def test_the_search_writes_a_self_contained_report(sweep: Sweep) -> None:
     images = [v for tag, name, v in page.attributes if tag == "img" and name == "src"]
     # learning curves, val_acc against each hyperparameter, and importance when computed
     assert len(images) >= 2 and all(src.startswith("data:image/png;base64,") for src in images)
-    for trial in sweep.summary["trials"]:
-        assert trial["trial_id"] in page.cells, trial["trial_id"]
+    labels = [trial_label(t["number"], t["trial_id"]) for t in sweep.summary["trials"]]
+    for label in labels:
+        assert label in page.cells, label
     # Nothing loaded from anywhere: no scripts, stylesheets, frames or remote addresses.
     assert not {"script", "link", "iframe"} & set(page.tags)
     for tag, name, value in page.attributes:
@@ -85,8 +87,8 @@ def test_the_search_writes_a_self_contained_report(sweep: Sweep) -> None:
     budget = sweep.summary["budget"]
     planned = budget["num_samples"] * budget["max_epochs"]
     assert f"<b>{budget['trial_epochs_run']} / {planned}</b> trial-epochs" in text
-    rows = [c for c in page.cells if c in {t["trial_id"] for t in sweep.summary["trials"]}]
-    assert rows == [t["trial_id"] for t in sweep.summary["trials"]]  # once each, ranked
+    rows = [c for c in page.cells if c in set(labels)]
+    assert rows == labels  # once each, ranked
 
 
 @pytest.mark.skipif(

@@ -24,8 +24,8 @@ from optuna.trial import TrialState
 from readers import Board, WandbRun, read_board, read_wandb_run
 from tensorboard.plugins.hparams import api_pb2
 
-from search.tensorboard import STOP_CODES
-from search.wandb_runs import BEST_MODEL_JOB
+from search.tracking.tensorboard import STOP_CODES
+from search.tracking.wandb_runs import BEST_MODEL_JOB
 
 # No ASHA stops (grace period = max epochs): a stopped trial still has 3 epochs to run when the
 # signal comes after its first, so it is cut off, not finished.
@@ -236,7 +236,7 @@ def test_the_best_model_is_logged_once_per_search_that_ran_trials(lifetime: Life
 
 
 def _run_of(trial: dict) -> dict:
-    """A trial of summary.json without the checkpoint it keeps (search.retention)."""
+    """A trial of summary.json without the checkpoint it keeps (search.experiment.retention)."""
     return {key: value for key, value in trial.items() if key != "checkpoint"}
 
 

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from search.config.preflight import checked_settings
-from search.usage import UsageError
-from search.wandb_mode import resolve_wandb_mode, wandb_has_credentials
+from search.config.usage import UsageError
+from search.config.wandb_mode import resolve_wandb_mode, wandb_has_credentials
 
 
 @pytest.fixture

@@ -8,6 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainable.defaults import (
+    DEFAULT_BACKBONE,
+    DIGITS_IMAGE_SIZE,
+    DIGITS_SHOTS,
+    DIGITS_WEIGHTS,
+    default,
+)
+
 
 def default_cache_dir() -> str:
     """Where pretrained source backbones are cached: $TRANSFER_TUNE_CACHE, else ~/.cache."""
@@ -32,6 +40,9 @@ def lookup(registry: dict[str, Any], kind: str, name: str) -> Any:
 
 
 _SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
+# Its 1-based number in the search, set by the searcher in each trial's config beside the
+# recipe (search.run.optuna_bridge): it names the trial, and changes nothing it does.
+TRIAL_NUMBER = "trial_number"
 
 
 def _parse_type(annotation: str) -> tuple[str, bool]:
@@ -47,24 +58,24 @@ class TrialConfig:
     # searched
     freeze_depth: int = 0
     backbone_lr: float | None = None  # None only when every backbone stage is frozen
-    head_lr: float = 1e-2
-    # fixed per search
-    backbone: str = "resnet18"
-    data: str = "digits"  # or "imagefolder:/abs/path", or a torchvision set: "cifar10:/abs/root"
+    head_lr: float = default("head_lr")
+    # fixed per search (trainable.defaults has each reason); the data-dependent ones take the
+    # values the embedded default resolves to
+    backbone: str = DEFAULT_BACKBONE
+    data: str = default("data")  # or "imagefolder:/abs/path", or "cifar10:/abs/root"
     # "source": pretrained on the data set's source task; "imagenet": torchvision's weights;
     # an absolute path: a state-dict file; "none": from scratch
-    weights: str = "source"
-    max_epochs: int = 9
-    batch_size: int = 16  # 100 training images (20 shots x 5 classes): 7 steps per epoch
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    image_size: int = 32  # digits are 8x8; 32x32 keeps ResNet-18's stride-32 output at 1x1
-    shots: int = 20  # labelled training images per target class; 0: all (image data sets)
-    val_fraction: float = 0.2  # per class, when an image data set has no validation split
-    augment: bool = True  # random resized crops and flips on image data sets (not digits)
-    # Train on the frozen stages' output computed once (trainable.features) where valid.
-    feature_cache: bool = True
-    seed: int = 0
+    weights: str = DIGITS_WEIGHTS
+    max_epochs: int = default("max_epochs")
+    batch_size: int = default("batch_size")
+    momentum: float = default("momentum")
+    weight_decay: float = default("weight_decay")
+    image_size: int = DIGITS_IMAGE_SIZE
+    shots: int = DIGITS_SHOTS  # labelled training images per class; 0: all
+    val_fraction: float = default("val_fraction")
+    augment: bool = default("augment")
+    feature_cache: bool = default("feature_cache")  # trainable.features, where valid
+    seed: int = default("seed")
     num_threads: int = 1  # torch threads; the search sets it to the trial's CPU allotment
     # Processes decoding image files (trainable.pipeline); 0 decodes in the trial's own
     # process. The search sets it from --cpus-per-trial (or --loader-workers).
@@ -72,14 +83,14 @@ class TrialConfig:
     # "cuda" only when the search gave the trial a GPU (--gpus-per-trial): Ray 2.60 no longer
     # hides the GPUs from a trial that asked for none, so the trial must not guess.
     device: str = "cpu"
-    # TensorBoard histograms and images at epoch 1, every 3rd epoch and the last: 4 of 9 epochs
-    summary_every: int = 3
+    summary_every: int = default("summary_every")
     cache_dir: str = field(default_factory=default_cache_dir)
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> TrialConfig:
         """Build from a Tune config, coercing numbers; unknown keys raise, naming the valid ones."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
+        config = {key: value for key, value in config.items() if key != TRIAL_NUMBER}
         unknown = sorted(set(config) - set(fields))
         if unknown:
             raise ValueError(

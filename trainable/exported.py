@@ -28,7 +28,6 @@ from trainable.files import write_atomically
 from trainable.images import DECODE_ERRORS, eval_transform
 
 EXPORT_KEYS = ("state_dict", "config", "classes", "metrics")
-MODEL_FILE = "model.pt"  # a search's best model in this format, beside its checkpoint
 CONFIG_KEYS = ("backbone", "num_classes", "image_size", "freeze_depth", "preprocessing", "trial")
 PREDICT_BATCH = 64  # images decoded and classified at a time
 PREPROCESSING_KINDS = ("rgb", "digits")  # see input_transform

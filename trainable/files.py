@@ -1,5 +1,5 @@
 """Atomic file writes, shared by checkpoints, caches, exports and the experiment's own files;
-and the name of a checkpoint's file in its folder (read by the search before torch is
+and the names of a checkpoint's and a model's file (read by the search before torch is
 imported)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 CHECKPOINT_FILE = "checkpoint.pt"  # a trial checkpoint (trainable.checkpoint), in its folder
+MODEL_FILE = "model.pt"  # a search's best model (trainable.exported), beside its checkpoint
 
 
 def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:

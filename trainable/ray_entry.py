@@ -120,7 +120,7 @@ def train_transfer(
             file.write(line + "\n")
 
     trial_dir.mkdir(parents=True, exist_ok=True)
-    # Where the trial ran and where its code came from (a cluster ships it: search.cluster).
+    # Where the trial ran and where its code came from (a cluster ships it: search.run.cluster).
     context = ray.get_runtime_context()
     shipped = context.runtime_env.get("py_modules") or "none"
     log(f"node {context.get_node_id()}; code {Path(__file__).parent}; shipped {shipped}")

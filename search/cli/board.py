@@ -10,16 +10,14 @@ import argparse
 import sys
 import time
 
-from search.usage import EXPERIMENT_HELP, OneLineErrorParser, UsageError
+from search.config.usage import EXPERIMENT_HELP, OneLineErrorParser, UsageError
 
 LOCAL_HOST = "127.0.0.1"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "board.py") -> argparse.ArgumentParser:
     """The flags of scripts/board.py."""
-    p = OneLineErrorParser(
-        prog="board.py", description="Browse an experiment's trials in TensorBoard."
-    )
+    p = OneLineErrorParser(prog=prog, description="Browse an experiment's trials in TensorBoard.")
     p.add_argument("experiment", help=EXPERIMENT_HELP)
     p.add_argument(
         "--port",
@@ -36,16 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "board.py") -> int:
     """Serve TensorBoard on the experiment until Ctrl-C; exit 2 on bad input."""
     try:
-        args = build_parser().parse_args(argv)
-        from search.board import experiment_logdir, start_board
+        args = build_parser(prog).parse_args(argv)
+        from search.results.board import experiment_logdir, start_board
 
         root = experiment_logdir(args.experiment)
         url = start_board(root, args.host, args.port)
     except UsageError as error:
-        print(f"board.py: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     print(f"TensorBoard on {root}: {url}", flush=True)
     print(

@@ -12,15 +12,15 @@ import os
 import sys
 from pathlib import Path
 
-from search.predict import image_paths
-from search.usage import OneLineErrorParser, UsageError
+from search.config.usage import OneLineErrorParser, UsageError
+from search.results.predict import image_paths
 from trainable.catalog import DataError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
     """The arguments of scripts/predict.py."""
     p = OneLineErrorParser(
-        prog="predict.py",
+        prog=prog,
         description="Classify images with a model written by scripts/export.py. Prints "
         "path<TAB>class<TAB>probability per image.",
     )
@@ -34,10 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "predict.py") -> int:
     """Classify; exit 0, or 2 on bad input or any unreadable image or path (one line each)."""
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
         if not Path(args.model).is_file():  # before torch is imported: a typo answers at once
             raise UsageError(f"model file {args.model} does not exist")
         from trainable.exported import load_export, model_from_export, predict_files
@@ -45,17 +45,17 @@ def main(argv: list[str] | None = None) -> int:
         export = load_export(Path(args.model))
         model = model_from_export(export)
     except (UsageError, ValueError) as error:  # ExportError is a ValueError
-        print(f"predict.py: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     paths, problems = image_paths(args.images)
     for problem in problems:  # the other arguments are still classified
-        print(f"predict.py: error: {problem}", file=sys.stderr)
+        print(f"{prog}: error: {problem}", file=sys.stderr)
     failed = 0
     try:
         for outcome in predict_files(model, export, paths):
             if isinstance(outcome, DataError):
                 failed += 1
-                print(f"predict.py: error: {outcome}", file=sys.stderr)
+                print(f"{prog}: error: {outcome}", file=sys.stderr)
             else:
                 path, name, probability = outcome
                 print(f"{path}\t{name}\t{probability:.4f}", flush=True)
@@ -63,5 +63,5 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     if failed:
-        print(f"predict.py: {failed} of {len(paths)} images could not be read", file=sys.stderr)
+        print(f"{prog}: {failed} of {len(paths)} images could not be read", file=sys.stderr)
     return 2 if failed or problems else 0

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from search.layout import REPORT_FILE
-from search.usage import EXPERIMENT_HELP, OneLineErrorParser, UsageError
+from search.config.usage import EXPERIMENT_HELP, OneLineErrorParser, UsageError
+from search.experiment.layout import REPORT_FILE
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "report.py") -> argparse.ArgumentParser:
     """The flags of scripts/report.py."""
     p = OneLineErrorParser(
-        prog="report.py",
+        prog=prog,
         description=f"Write an experiment's {REPORT_FILE}: ranked trials, learning curves, "
         "val_acc against each hyperparameter, their importance, budget and transfer gain.",
     )
@@ -26,17 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "report.py") -> int:
     """Write the report; exit 2 on bad input (one line)."""
     try:
-        args = build_parser().parse_args(argv)
-        from search.storage import local_experiment
+        args = build_parser(prog).parse_args(argv)
+        from search.experiment.storage import local_experiment
 
         root = local_experiment(args.experiment)
         if not root.is_dir():
             raise UsageError(f"no experiment folder at {root}")
         reference = local_experiment(args.reference) if args.reference else None
-        from search.report import write_report  # matplotlib and Optuna: the input is good
+        from search.results.report import write_report  # matplotlib and Optuna: the input is good
 
         try:
             path = write_report(root, reference)
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as error:  # a read-only folder, a damaged settings.json
             raise UsageError(f"cannot write the report of {root}: {error}") from None
     except UsageError as error:
-        print(f"report.py: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     print(f"Report: {path}")
     return 0

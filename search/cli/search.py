@@ -13,30 +13,30 @@ from typing import Any
 from search.config.parse import build_parser, given_flags, package_version
 from search.config.preflight import checked_settings
 from search.config.settings import SearchSettings
-from search.usage import SearchInterrupted, UsageError, exit_now
+from search.config.usage import SearchInterrupted, UsageError, exit_now
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "search.py") -> int:
     """Run a search from command-line arguments; return the process exit code."""
     try:
         # Every input, and on --resume the saved state, is checked before Ray starts.
         given = given_flags(argv)
         if given.get("help"):
-            build_parser().print_help()
+            build_parser(prog=prog).print_help()
             return 0
         if given.get("version"):
             print(f"transfer-tune {package_version()}")
             return 0
         resume = bool(given.get("resume") or given.get("extend"))
         if resume:
-            from search.resume import parse_resume
+            from search.run.resume import parse_resume
 
             settings = parse_resume(argv)
         else:
             settings = checked_settings(argv)
         run(settings, resume)
     except UsageError as error:
-        print(f"search.py: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except SearchInterrupted as stopped:
         print(f"\n{stopped}", file=sys.stderr)
@@ -49,17 +49,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(settings: SearchSettings, resume: bool) -> None:
     """Run the checked search. Torch, torchvision and Optuna take seconds to import: a local
-    Ray starts meanwhile, and the search's inputs are prepared (search.run.begin)."""
-    from search.session import start_ray_while
-    from search.wandb_mode import set_wandb_environment
+    Ray starts meanwhile, and the search's inputs are prepared (search.run.search.begin)."""
+    from search.config.wandb_mode import set_wandb_environment
+    from search.run.session import start_ray_while
 
     def load_and_begin() -> Any:
-        from search.run import begin  # the heavy modules, imported while Ray starts
+        from search.run.search import begin  # the heavy modules, imported while Ray starts
 
         return begin(settings, resume=resume)
 
-    if settings.address:  # a cluster: connected and checked first (search.cluster)
-        from search.run import run_search
+    if settings.address:  # a cluster: connected and checked first (search.run.cluster)
+        from search.run.search import run_search
 
         run_search(settings, resume=resume)
     else:

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from search.config.settings import SAMPLERS, SearchSettings, resolve
+from search.config.usage import OneLineErrorParser, UsageError
 from search.config.validate import settings_problems
-from search.usage import OneLineErrorParser, UsageError
-from search.wandb_mode import WANDB_MODES
+from search.config.wandb_mode import WANDB_MODES
 from spaces import SPACES
 from trainable.catalog import BACKBONES, DATA_CHOICES, WEIGHTS_CHOICES
-from trainable.config import default_cache_dir
+from trainable.defaults import DEFAULTS
 
 
 def package_version() -> str:
@@ -30,7 +30,12 @@ def package_version() -> str:
         return "unknown (not installed: pip install -e .)"
 
 
-DEFAULT = " (default: %(default)s)"  # argparse fills in each flag's default
+def _default(name: str) -> str:
+    """' (default: VALUE, REASON)' of setting `name`, from the table of trainable.defaults; a
+    derived default's reason says what it is."""
+    entry = DEFAULTS[name]
+    said = entry.reason if entry.value is None else f"{entry.value}, {entry.reason}"
+    return f" (default: {said})".replace("%", "%%")  # argparse formats help with %
 
 
 def _positive_int(text: str) -> int:
@@ -44,11 +49,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
+def build_parser(only_given: bool = False, prog: str = "search.py") -> argparse.ArgumentParser:
     """The command-line flags of scripts/search.py; `only_given` leaves defaults out."""
     d = SearchSettings()
     p = OneLineErrorParser(
-        prog="search.py",
+        prog=prog,
         description="Search freeze depth and learning rates for fine-tuning a pretrained backbone.",
         allow_abbrev=False,  # a typo in a flag must fail, not match a longer flag
         add_help=not only_given,
@@ -57,43 +62,48 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
         "--space",
         metavar="NAME",
         default=d.space,
-        help=f"search space: {', '.join(sorted(SPACES))}" + DEFAULT,
+        help=f"search space: {', '.join(sorted(SPACES))}" + _default("space"),
     )
     p.add_argument(
-        "--data", metavar="SPEC", default=d.data, help=f"data set: {DATA_CHOICES}" + DEFAULT
+        "--data",
+        metavar="SPEC",
+        default=d.data,
+        help=f"data set: {DATA_CHOICES}" + _default("data"),
     )
     p.add_argument(
         "--weights",
         metavar="SPEC",
-        default=None,
-        help=f"starting weights: {WEIGHTS_CHOICES} (default: source for digits, else imagenet)",
+        default=d.weights,
+        help=f"starting weights: {WEIGHTS_CHOICES}" + _default("weights"),
     )
     p.add_argument(
         "--backbone",
         metavar="NAME",
         default=d.backbone,
-        help=f"backbone in place of the space's: {', '.join(sorted(BACKBONES))}",
+        help=f"backbone in place of the space's: {', '.join(sorted(BACKBONES))}"
+        + _default("backbone"),
     )
     p.add_argument(
         "--image-size",
         type=int,
         default=d.image_size,
         metavar="PX",
-        help="crop size the model sees (default: 32 for digits, else 224)",
+        help="crop size the model sees" + _default("image_size"),
     )
     p.add_argument(
         "--shots",
         type=int,
         default=d.shots,
         metavar="N",
-        help="training images per class, 0 = all (default: 20 for digits, else all)",
+        help="training images per class, 0 = all" + _default("shots"),
     )
     p.add_argument(
         "--val-fraction",
         metavar="F",
         type=float,
         default=d.val_fraction,
-        help="validation share of each class when the data has no val split" + DEFAULT,
+        help="validation share of each class when the data has no val split"
+        + _default("val_fraction"),
     )
     p.add_argument(
         "--no-augment",
@@ -110,71 +120,71 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
     p.add_argument(
         "--download",
         action="store_true",
-        help="fetch a missing torchvision data set or ImageNet weights (default: never)",
+        help="fetch a missing torchvision data set or ImageNet weights" + _default("download"),
     )
     p.add_argument(
         "--num-samples",
         metavar="N",
         type=int,
         default=d.num_samples,
-        help="number of trials" + DEFAULT,
+        help="number of trials" + _default("num_samples"),
     )
     p.add_argument(
         "--max-epochs",
         metavar="E",
         type=int,
         default=d.max_epochs,
-        help="epochs of a full trial" + DEFAULT,
+        help="epochs of a full trial" + _default("max_epochs"),
     )
     p.add_argument(
         "--grace-period",
         metavar="G",
         type=int,
         default=d.grace_period,
-        help="ASHA's first rung" + DEFAULT,
+        help="ASHA's first rung" + _default("grace_period"),
     )
     p.add_argument(
         "--reduction-factor",
         metavar="R",
         type=int,
         default=d.reduction_factor,
-        help="ASHA's η" + DEFAULT,
+        help="ASHA's η" + _default("reduction_factor"),
     )
     p.add_argument(
         "--max-concurrent",
         metavar="N",
         type=int,
         default=d.max_concurrent,
-        help="trials at once (default: 0 = CPUs / cpus-per-trial)",
+        help="trials at once" + _default("max_concurrent"),
     )
     p.add_argument(
         "--address",
         metavar="ADDR",
         default=d.address,
         help="a running Ray cluster to run the trials on, from one of its nodes (HOST:6379 or "
-        "auto; local: none; default: $RAY_ADDRESS, else a local Ray on this machine)",
+        "auto; local: none)" + _default("address"),
     )
     p.add_argument(
         "--cpus-per-trial",
         metavar="C",
         type=float,
         default=d.cpus_per_trial,
-        help="CPUs and torch threads" + DEFAULT,
+        help="CPUs and torch threads" + _default("cpus_per_trial"),
     )
     p.add_argument(
         "--gpus-per-trial",
         metavar="G",
         type=float,
         default=d.gpus_per_trial,
-        help="GPUs per trial; fractions share one" + DEFAULT,
+        help="GPUs per trial; fractions share one" + _default("gpus_per_trial"),
     )
     p.add_argument(
         "--loader-workers",
         metavar="N",
         type=int,
         default=d.loader_workers,
-        help="processes decoding image files per trial; 0: in the trial's own process "
-        "(default: one per whole CPU of --cpus-per-trial)",
+        help="processes decoding image files per trial; 0: in the trial's own process"
+        + _default("loader_workers"),
     )
     p.add_argument(
         "--keep-checkpoints",
@@ -182,49 +192,48 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
         type=int,
         default=d.keep_checkpoints,
         help="when the search ends, keep the best checkpoint of the N best trials and remove "
-        "the other finished trials' (0: every trial's best)" + DEFAULT,
+        "the other finished trials' (0: every trial's best)" + _default("keep_checkpoints"),
     )
     p.add_argument(
         "--max-failures",
         metavar="N",
         type=int,
         default=d.max_failures,
-        help="retries of a failed trial from its last checkpoint" + DEFAULT,
+        help="retries of a failed trial from its last checkpoint" + _default("max_failures"),
     )
     p.add_argument(
-        "--name", metavar="NAME", default=d.name, help="experiment name (default: <space>-<time>)"
+        "--name", metavar="NAME", default=d.name, help="experiment name" + _default("name")
     )
     p.add_argument(
         "--storage-path",
         metavar="DIR",
         default=d.storage_path,
-        help="parent folder of experiments" + DEFAULT,
+        help="parent folder of experiments" + _default("storage_path"),
     )
     p.add_argument(
         "--seed",
         metavar="S",
         type=int,
         default=d.seed,
-        help="seeds sampler, splits and init" + DEFAULT,
+        help="seeds sampler, splits and init" + _default("seed"),
     )
     p.add_argument(
         "--sampler",
         default=d.sampler,
         choices=SAMPLERS,
-        help="Optuna sampler" + DEFAULT,
+        help="Optuna sampler" + _default("sampler"),
     )
     p.add_argument(
         "--wandb",
         default=d.wandb,
         choices=WANDB_MODES,
-        help="Weights & Biases mode" + DEFAULT,
+        help="Weights & Biases mode" + _default("wandb"),
     )
     p.add_argument(
         "--cache-dir",
         metavar="DIR",
         default=d.cache_dir,
-        help="source backbones, image checks, data sets (default: $TRANSFER_TUNE_CACHE, "
-        "else ~/.cache/transfer-tune)",
+        help="source backbones, image checks, data sets" + _default("cache_dir"),
     )
     p.add_argument(
         "--resume",
@@ -254,10 +263,10 @@ def given_flags(argv: list[str] | None) -> dict[str, Any]:
     return vars(build_parser(only_given=True).parse_args(argv))
 
 
-def cluster_address(given: str | None) -> str:
-    """--address, else $RAY_ADDRESS; "local" (either way) means no cluster: ""."""
-    address = given or os.environ.get("RAY_ADDRESS", "")
-    return "" if address == "local" else address
+def cluster_address(given: str | None) -> str | None:
+    """--address, else $RAY_ADDRESS; "local" (either way) means no cluster: None."""
+    address = given or os.environ.get("RAY_ADDRESS")
+    return None if address in ("local", "") else address
 
 
 def parse_settings(argv: list[str] | None) -> SearchSettings:
@@ -274,16 +283,15 @@ def read_settings(argv: list[str] | None) -> SearchSettings:
     """The command line parsed and resolved, not yet validated; UsageError for a flag argparse
     refuses (unknown, malformed)."""
     args = build_parser().parse_args(argv)
-    del args.resume, args.extend  # not settings of the experiment: see search.resume
-    name = args.name or f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
-    cache_dir = str(Path(args.cache_dir).expanduser().resolve()) if args.cache_dir else ""
+    del args.resume, args.extend  # not settings of the experiment: see search.run.resume
+    name = args.name if args.name is not None else f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cache_dir = str(Path(args.cache_dir).expanduser().resolve()) if args.cache_dir else None
     # Flags and fields share their names; the derived defaults are filled in by `resolve`.
     settings = SearchSettings(
         **{
             **vars(args),
-            "weights": args.weights or "",
             "name": name,
-            "cache_dir": cache_dir or default_cache_dir(),
+            "cache_dir": cache_dir,
             "address": cluster_address(args.address),
         }
     )

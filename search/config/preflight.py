@@ -15,9 +15,9 @@ from pathlib import Path
 
 from search.config.parse import read_settings
 from search.config.settings import HARNESS_KEYS, SearchSettings, is_uri
+from search.config.usage import UsageError
 from search.config.validate import settings_problems
-from search.usage import UsageError
-from search.wandb_mode import wandb_mode_problems
+from search.config.wandb_mode import wandb_mode_problems
 from trainable.catalog import (
     BACKBONES,
     IMAGE_FOLDER,
@@ -78,7 +78,7 @@ def thorough_problems(s: SearchSettings) -> list[str]:
         from trainable.weights import weights_file_problems
 
         problems += weights_file_problems(Path(s.weights), s.backbone)
-    if not s.address:  # a cluster's GPUs are counted once connected (search.cluster)
+    if not s.address:  # a cluster's GPUs are counted once connected (search.run.cluster)
         problems += gpu_problems(s.gpus_per_trial)
     if is_uri(s.storage_path):
         problems += _stored_experiment_problems(s)
@@ -185,15 +185,16 @@ def _exists_message(where: list[object]) -> str:
 def _stored_experiment_problems(s: SearchSettings) -> list[str]:
     """A URI --storage-path that cannot be opened, read or written, or that already holds
     experiment --name (there or in its local working copy)."""
-    from search.storage import remote_experiment, uri_problems, writable_problems
+    from search.config.filesystems import stored_at, uri_problems, writable_problems
     from trainable.config import error_line
 
     problems = uri_problems(s.storage_path)
     if problems:
         return problems
-    remote = remote_experiment(s)
+    uri = s.experiment_uri
+    assert uri is not None, "a URI --storage-path"
     try:
-        where: list[object] = [remote.uri] if remote.exists() else []
+        where: list[object] = [uri] if stored_at(uri) else []
     except OSError as error:  # unreachable, no credentials, no such bucket
         return [f"--storage-path {s.storage_path!r} cannot be read: {error_line(error)}"]
     if not where:  # the search uploads its settings first thing

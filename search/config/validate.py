@@ -81,7 +81,7 @@ def settings_problems(s: SearchSettings) -> list[str]:
     except DataError as error:
         problems.append(str(error))
     problems += _weights_problems(s)
-    if s.address:  # a cluster's CPUs and GPUs are checked once connected (search.cluster)
+    if s.address:  # a cluster's CPUs and GPUs are checked once connected (search.run.cluster)
         if s.cpus_per_trial <= 0:
             problems.append(f"`--cpus-per-trial > 0` must hold, but got {s.cpus_per_trial:g}")
         if s.gpus_per_trial < 0:
@@ -109,8 +109,8 @@ def settings_problems(s: SearchSettings) -> list[str]:
         problems.append(f"`--reduction-factor >= 2` must hold, but got {s.reduction_factor}")
     if s.max_failures < 0:
         problems.append(f"`--max-failures >= 0` must hold, but got {s.max_failures}")
-    if s.max_concurrent < 0:
-        problems.append(f"`--max-concurrent >= 0` must hold, but got {s.max_concurrent}")
+    if s.max_concurrent is not None and s.max_concurrent < 1:
+        problems.append(f"`--max-concurrent >= 1` must hold, but got {s.max_concurrent}")
     if s.keep_checkpoints < 0:
         problems.append(f"`--keep-checkpoints >= 0` must hold, but got {s.keep_checkpoints}")
     if s.loader_workers < 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from search.config.settings import SearchSettings
-from search.usage import UsageError
+from search.config.usage import UsageError
 from trainable.catalog import DIGITS, IMAGE_FOLDER, IMAGENET, SOURCE, DataError, DataSpec
 from trainable.config import TrialConfig
 from trainable.data import TransferData

@@ -10,157 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pickle
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from search.config.filesystems import uri_problems
 from search.config.parse import cluster_address, given_flags
 from search.config.preflight import gpu_problems
 from search.config.settings import SearchSettings, is_uri, join_uri, resolve, working_copy
+from search.config.usage import UsageError
 from search.config.validate import local_resource_problems
-from search.layout import SETTINGS_FILE, STUDY_FILE
-from search.storage import RemoteExperiment, study_url, uri_problems
-from search.usage import UsageError
+from search.experiment.layout import CHECKPOINT_GLOB, SETTINGS_FILE
+from search.experiment.saved_state import load_settings, saved_study_url, state_problems
+from search.experiment.storage import RemoteExperiment
+from search.experiment.study import study_url
 from trainable.config import TrialConfig, default_cache_dir, error_line
 from trainable.files import write_atomically
-
-TUNER_FILE = "tuner.pkl"
-# Written by Ray Tune at every experiment snapshot; a restore reads the newest of each.
-STATE_PATTERNS = {
-    "experiment state": ("experiment_state-*.json", "json"),
-    "search state": ("search_gen_state-*.json", "pickle"),  # a pickle, despite its name
-    "searcher state": ("searcher-state-*.pkl", "pickle"),
-}
-
-
-def load_settings(root: Path) -> SearchSettings:
-    """The settings an experiment was created with, from its settings.json."""
-    if not root.is_dir():
-        raise UsageError(f"--resume: no experiment at {root}; check --name and --storage-path")
-    path = root / SETTINGS_FILE
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise UsageError(
-            f"--resume: {path} is missing or damaged ({error}); {root} was not made by this "
-            "harness or its state is broken, so nothing was resumed"
-        ) from None
-    fields = {f.name for f in dataclasses.fields(SearchSettings)}
-    # Settings added since the experiment was made take their defaults; unknown ones refuse.
-    if not isinstance(saved, dict) or not {"name", "space"} <= set(saved) <= fields:
-        keys = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
-        raise UsageError(f"--resume: {path} does not hold transfer-tune settings (got {keys})")
-    # Made before --keep-checkpoints: it kept every checkpoint; keep every trial's best.
-    saved.setdefault("keep_checkpoints", 0)
-    return resolve(SearchSettings(**saved))
-
-
-def _newest(root: Path, pattern: str) -> Path | None:
-    """The newest file matching `pattern` (Ray names them by timestamp, so by name)."""
-    matches = sorted(root.glob(pattern))
-    return matches[-1] if matches else None
-
-
-class _PickledStorage:
-    """Stands in for a pickled Optuna RDBStorage: keeps its fields (`url`), opens nothing."""
-
-
-class _InertUnpickler(pickle.Unpickler):
-    """Loads Ray's state pickles without reconnecting their Optuna storage.
-
-    Unpickling an RDBStorage opens its SQLite URL and creates the file if missing: for a moved
-    experiment, an empty optuna.db at the old place.
-    """
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("optuna.storages._rdb.storage", "RDBStorage"):
-            return _PickledStorage
-        return super().find_class(module, name)
-
-
-def _load_inert(f: IO[bytes]) -> Any:
-    unpickler = _InertUnpickler(f)
-    try:
-        return unpickler.load()
-    finally:
-        # Its memo would keep what it made alive past the caller (until the interpreter
-        # exits, when Ray's W&B callback's __del__ fails without Ray's module: a traceback).
-        unpickler.memo.clear()
-
-
-def _unreadable(path: Path, kind: str) -> str | None:
-    """Why `path` cannot be read as `kind` ('json' or 'pickle'); None when it can."""
-    reason = None
-    try:
-        if kind == "json":
-            json.loads(path.read_text())
-        else:
-            with path.open("rb") as f:
-                _load_inert(f)
-    except Exception as error:  # any failure to load means a restore would fail or start over
-        reason = f"{type(error).__name__}: {error}"
-    return reason
-
-
-def state_problems(settings: SearchSettings) -> list[str]:
-    """What is missing or damaged in the experiment's saved state (empty when it is whole)."""
-    root = settings.experiment_dir
-    problems = []
-    tuner = root / TUNER_FILE
-    if not tuner.is_file():
-        problems.append(f"{tuner} is missing")
-    elif reason := _unreadable(tuner, "pickle"):
-        problems.append(f"{tuner} is damaged ({reason})")
-    for what, (pattern, kind) in STATE_PATTERNS.items():
-        newest = _newest(root, pattern)
-        if newest is None:
-            problems.append(f"no {what} ({pattern}) in {root}")
-        elif reason := _unreadable(newest, kind):
-            problems.append(f"the newest {what} {newest.name} is damaged ({reason})")
-    problems += _study_problems(settings)
-    return problems
-
-
-def _study_problems(settings: SearchSettings) -> list[str]:
-    """Problems of the experiment's Optuna study: missing, or made for another space."""
-    import optuna
-
-    path = settings.experiment_dir / STUDY_FILE
-    if not path.is_file():
-        return [f"{path} is missing"]
-    try:
-        study = optuna.load_study(study_name=settings.name, storage=study_url(path.parent))
-    except Exception as error:
-        return [f"{path} holds no readable study {settings.name!r} ({type(error).__name__})"]
-    space = study.user_attrs.get("space")
-    if space != settings.space:
-        return [f"{path} belongs to space {space!r}, but the experiment's is {settings.space!r}"]
-    known, held = _searcher_trials(path.parent), len(study.get_trials(deepcopy=False))
-    if known > held:  # Optuna would fail on the first trial it cannot find
-        return [
-            f"{path} holds {held} trials, fewer than the {known} the saved search state names "
-            "(the study is older than the rest of the state)"
-        ]
-    return []
-
-
-def _searcher_trials(root: Path) -> int:
-    """How many study trials the experiment's newest searcher state names."""
-    newest = _newest(root, STATE_PATTERNS["searcher state"][0])
-    if newest is None or _unreadable(newest, "pickle"):  # reported on its own
-        return 0
-    with newest.open("rb") as f:
-        return len(_load_inert(f).get("_ot_trials", {}))
-
-
-def saved_study_url(root: Path) -> str | None:
-    """The study URL the experiment's newest searcher state points at (None if it has none)."""
-    newest = _newest(root, STATE_PATTERNS["searcher state"][0])
-    if newest is None:
-        return None
-    with newest.open("rb") as f:
-        storage = _load_inert(f).get("_storage")
-    return getattr(storage, "url", None)
 
 
 def setting_differences(saved: SearchSettings, given: dict[str, Any]) -> list[str]:
@@ -297,33 +161,6 @@ def record_extension(settings: SearchSettings) -> int:
     return added
 
 
-def grow_search_state(root: Path, total: int) -> Path:
-    """Let Tune's restored search create trials up to `total` (`--extend`).
-
-    Tune restores the trial budget from its newest search state, not from the Tuner, so that is
-    where an extension takes effect. Idempotent: an interrupted extension resumes the same way.
-    Returns that file.
-    """
-    newest = _newest(root, STATE_PATTERNS["search state"][0])
-    assert newest is not None, "checked by state_problems"
-    from ray import cloudpickle
-
-    with newest.open("rb") as f:
-        state = cloudpickle.load(f)
-    if state["total_samples"] < total:
-        state.update(total_samples=total, finished=False)
-        write_atomically(newest, lambda f: cloudpickle.dump(state, f))
-    return newest
-
-
-def resumed_trial_folders(root: Path) -> list[Path]:
-    """The folders of the experiment's trials that a resume continues (all but the ended)."""
-    from ray.tune import ExperimentAnalysis
-
-    trials = ExperimentAnalysis(str(root)).trials
-    return [Path(trial.path) for trial in trials if trial.status != "TERMINATED"]
-
-
 def checkpoint_problems(
     trial_folders: list[Path], fixed: TrialConfig, backbone_state: dict | None
 ) -> list[str]:
@@ -338,7 +175,7 @@ def checkpoint_problems(
     expected: dict[int, str] = {}
     problems = []
     for trial in trial_folders:
-        for folder in sorted(trial.glob("checkpoint_*"), reverse=True):
+        for folder in sorted(trial.glob(CHECKPOINT_GLOB), reverse=True):
             try:
                 saved = torch.load(folder / CHECKPOINT_FILE, mmap=True, weights_only=True)
             except Exception:  # half written: the trial takes an older one (trainable.ray_entry)

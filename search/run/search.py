@@ -1,5 +1,5 @@
 """Run one search end to end: prepare (data, weights, the experiment folder) while Ray starts,
-fit, then finish (search.finish: summary, best model, report)."""
+fit, then finish (search.run.finish: summary, best model, report)."""
 
 from __future__ import annotations
 
@@ -15,32 +15,27 @@ from ray import tune
 from ray.tune import ExperimentAnalysis
 from ray.tune.search import Searcher
 
-from search.builders import build_param_space, build_tuner, restore_tuner
-from search.cluster import describe_nodes, use_cluster
 from search.config.settings import SearchSettings
-from search.finish import finish
-from search.inputs import describe_data, prepare_inputs
-from search.layout import SETTINGS_FILE
-from search.loggers import StudyUpload, build_callbacks
-from search.progress import ProgressReporter
-from search.resume import (
-    checkpoint_problems,
-    extension_size,
-    grow_search_state,
-    record_extension,
-    resumed_trial_folders,
-)
-from search.session import (
+from search.config.usage import UsageError
+from search.config.wandb_mode import set_wandb_environment
+from search.experiment.layout import SETTINGS_FILE
+from search.experiment.outcomes import ENDED, shown_path
+from search.experiment.saved_state import grow_search_state, resumed_trial_folders
+from search.experiment.storage import read_summary, remote_experiment
+from search.run.cluster import describe_nodes, use_cluster
+from search.run.finish import finish
+from search.run.inputs import describe_data, prepare_inputs
+from search.run.resume import checkpoint_problems, extension_size, record_extension
+from search.run.session import (
     forward_to_sigint,
     quiet_logs,
     start_ray_while,
     stop_ray_in_background,
 )
-from search.storage import read_summary, remote_experiment
-from search.summary import ENDED, shown_path
-from search.tensorboard import write_experiment_board
-from search.usage import UsageError
-from search.wandb_mode import set_wandb_environment
+from search.run.tuner import build_param_space, build_tuner, restore_tuner
+from search.tracking.callbacks import StudyUpload, build_callbacks
+from search.tracking.progress import ProgressReporter
+from search.tracking.tensorboard import write_experiment_board
 from spaces import get_space, searched_keys
 from trainable.config import TrialConfig, error_line
 from trainable.data import TransferData
@@ -134,8 +129,8 @@ def run_search(
     """Run the search described by `settings`; return the summary (also in summary.json).
 
     `resume` continues the saved experiment instead of starting one (its state was checked by
-    search.resume). `searcher` replaces the harness's Optuna bridge (for comparisons; it writes
-    no optuna.db). With `settings.address`, the trials run on that Ray cluster (search.cluster),
+    search.run.resume). `searcher` replaces the harness's Optuna bridge (for comparisons; it writes
+    no optuna.db). With `settings.address`, the trials run on that Ray cluster (search.run.cluster),
     checked before anything is written; else in a local Ray started here, unless one runs
     (scripts/compare_searchers.py keeps one for all its runs). Raises SearchInterrupted when
     Ctrl-C or SIGTERM stopped it early.

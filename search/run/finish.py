@@ -15,17 +15,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.config.settings import SearchSettings
-from search.export import write_model_file
-from search.retention import Pruned, prune_checkpoints
-from search.storage import RemoteExperiment, remote_experiment
-from search.summary import build_summary, format_report, shown_path, write_summary
-from search.tensorboard import mark_interrupted
-from search.usage import SearchInterrupted
-from search.wandb_runs import ModelLog, best_model_spec, stop_runs_actor
+from search.config.usage import SearchInterrupted
+from search.experiment.layout import EVENTS_GLOB
+from search.experiment.outcomes import shown_path
+from search.experiment.retention import Pruned, prune_checkpoints
+from search.experiment.storage import RemoteExperiment, remote_experiment
+from search.results.export import write_model_file
+from search.results.summary import build_summary, format_report, write_summary
+from search.tracking.tensorboard import mark_interrupted
+from search.tracking.wandb_runs import ModelLog, best_model_spec, stop_runs_actor
 from trainable.config import error_line
 
 if TYPE_CHECKING:
-    from search.run import Prepared
+    from search.run.search import Prepared
 
 
 def finish(
@@ -48,7 +50,7 @@ def finish(
     summary = build_summary(settings, searched, wandb_mode)
     unfinished = [t for t in summary["trials"] if t["stop_reason"] == "interrupted"]
     for trial in unfinished:
-        if any((root / trial["path"]).glob("events.out.tfevents.*")):  # it had started
+        if any((root / trial["path"]).glob(EVENTS_GLOB)):  # it had started
             mark_interrupted(root / trial["path"], trial["epochs"])
     finished = len(summary["trials"]) == settings.num_samples and not unfinished
     logging = None
@@ -114,7 +116,9 @@ def _write_report(root: Path) -> str | None:
     """report.html in the experiment folder; a failure costs only a warning (the results and
     summary.json stand, and `scripts/report.py` can write it again)."""
     try:
-        from search.report import write_report  # matplotlib: a missing one costs the report only
+        from search.results.report import (
+            write_report,  # matplotlib: a missing one costs the report only
+        )
 
         return write_report(root).name
     except Exception as error:  # matplotlib's and Optuna's errors vary; the search result stands
@@ -149,7 +153,7 @@ def _upload(remote: RemoteExperiment) -> None:
 
 
 def _best_model_file(settings: SearchSettings, summary: dict, prepared: Prepared) -> Path | None:
-    """The best trial's whole model as a file (search.export.write_model_file); a failure
+    """The best trial's whole model as a file (search.results.export.write_model_file); a failure
     costs only a warning: the checkpoint stands, and scripts/export.py writes the model."""
     try:
         return write_model_file(

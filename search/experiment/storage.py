@@ -17,24 +17,29 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 import pyarrow.fs
 
+from search.config.filesystems import storage_filesystem, uri_problems
 from search.config.settings import SearchSettings, is_uri, split_uri, working_copy
-from search.layout import DRIVER_FILES, SETTINGS_FILE, STUDY_FILE, SUMMARY_FILE
-from search.usage import UsageError
+from search.config.usage import UsageError
+from search.experiment.layout import (
+    DRIVER_FILES,
+    EVENTS_PREFIX,
+    INTERRUPTED_SUFFIX,
+    MANIFEST,
+    SETTINGS_FILE,
+    STUDY_FILE,
+    SUMMARY_FILE,
+    UPLOAD_SUFFIX,
+    WANDB_FOLDER,
+)
 from trainable.config import default_cache_dir, error_line
 from trainable.files import CHECKPOINT_FILE
 
-INTERRUPTED_SUFFIX = ".interrupted"  # search.tensorboard.mark_interrupted's events files
-UPLOAD_SUFFIX = ".upload"  # a consistent snapshot of optuna.db, taken while the study is open
-MANIFEST = ".synced.json"  # in the working copy: what was downloaded and uploaded, when
 Stat = list[int | None]  # [size, mtime_ns] of a file, as JSON keeps it
 
 
@@ -59,70 +64,11 @@ def local_experiment(path: str) -> Path:
     return experiment.local
 
 
-def storage_filesystem(folder: str) -> tuple[pyarrow.fs.FileSystem, str]:
-    """The filesystem and path of a local folder or a URI."""
-    if is_uri(folder):
-        fs, path = pyarrow.fs.FileSystem.from_uri(folder)
-        return fs, path.rstrip("/")
-    return pyarrow.fs.LocalFileSystem(), folder
-
-
-def uri_problems(storage_path: str) -> list[str]:
-    """Why Ray could not store experiments at the URI `storage_path` (empty when it can)."""
-    try:
-        pyarrow.fs.FileSystem.from_uri(storage_path)  # an s3:// URI without ?region= asks AWS
-    except ValueError as error:  # pyarrow's ArrowInvalid: an unknown scheme, a malformed URI
-        return [
-            f"--storage-path must be a local folder or a URI Ray supports (s3://, gs://, ...), "
-            f"but {storage_path!r} is neither ({error_line(error)})"
-        ]
-    except (OSError, NotImplementedError) as error:  # no network or bucket; pyarrow built
-        # without that filesystem (ArrowNotImplementedError); HDFS without Java
-        return [f"--storage-path {storage_path!r} cannot be opened: {error_line(error)}"]
-    return []
-
-
-@contextmanager
-def written_marker(folder: str) -> Iterator[str]:
-    """An empty marker file written in the folder or URI `folder` (made if missing) for the
-    duration; yields its name. Both are removed afterwards. OSError if it can't be written."""
-    fs, path = storage_filesystem(folder)
-    marker = f"{path}/.transfer-tune-{uuid.uuid4().hex}"
-    made = fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound
-    fs.create_dir(path, recursive=True)
-    with fs.open_output_stream(marker):
-        pass
-    try:
-        yield PurePosixPath(marker).name
-    finally:
-        fs.delete_file(marker)
-        if made:
-            fs.delete_dir(path)
-
-
-def writable_problems(storage_path: str) -> list[str]:
-    """Why the driver could not write at the URI `storage_path` (empty when it can): a marker
-    file is written there and removed, as Ray's own check does."""
-    try:
-        with written_marker(storage_path):
-            pass
-    except OSError as error:  # read-only credentials, no such bucket, no network
-        return [f"--storage-path {storage_path!r} cannot be written: {error_line(error)}"]
-    return []
-
-
 def driver_owned(relative: str) -> bool:
     """Whether the driver, not Ray, writes this file of the experiment folder."""
     parts = PurePosixPath(relative).parts
-    at_root = len(parts) == 1 and (
-        parts[0] in DRIVER_FILES or parts[0].startswith("events.out.tfevents")
-    )
-    return at_root or parts[0] == "wandb" or relative.endswith(INTERRUPTED_SUFFIX)
-
-
-def study_url(experiment_dir: Path) -> str:
-    """SQLAlchemy URL of the study, as the `optuna` CLI and optuna-dashboard take it."""
-    return f"sqlite:///{experiment_dir / STUDY_FILE}"
+    at_root = len(parts) == 1 and (parts[0] in DRIVER_FILES or parts[0].startswith(EVENTS_PREFIX))
+    return at_root or parts[0] == WANDB_FOLDER or relative.endswith(INTERRUPTED_SUFFIX)
 
 
 def remote_experiment(settings: SearchSettings) -> RemoteExperiment | None:

@@ -24,9 +24,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 import search
 import spaces
 import trainable
+from search.config.filesystems import storage_filesystem, written_marker
 from search.config.settings import SearchSettings
-from search.storage import storage_filesystem, written_marker
-from search.usage import UsageError
+from search.config.usage import UsageError
 from trainable.config import error_line
 
 CODE: tuple[ModuleType, ...] = (trainable, search, spaces)  # what the nodes import

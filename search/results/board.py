@@ -9,8 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from search.storage import local_experiment
-from search.usage import UsageError
+from search.config.usage import UsageError
+from search.experiment.layout import EVENTS_GLOB
+from search.experiment.storage import local_experiment
 
 
 def experiment_logdir(path: str) -> Path:
@@ -18,7 +19,7 @@ def experiment_logdir(path: str) -> Path:
     root = local_experiment(path)
     if not root.is_dir():
         raise UsageError(f"no experiment folder at {root}")
-    if next(root.glob("*/events.out.tfevents.*"), None) is None:
+    if next(root.glob(f"*/{EVENTS_GLOB}"), None) is None:
         raise UsageError(
             f"{root} holds no trial with TensorBoard event files; give an experiment folder "
             "(runs/NAME) whose trials have started"

@@ -26,7 +26,7 @@ from optuna.importance import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from search.optuna_bridge import build_storage
+from search.experiment.study import build_storage
 from trainable.config import error_line
 
 MIN_TRIALS = 4  # below this, three parameters' importance says nothing

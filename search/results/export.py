@@ -17,16 +17,17 @@ from typing import Any
 import torch
 from PIL import Image
 
-from search.storage import best_checkpoint
-from search.summary import fmt
-from search.usage import UsageError, check_out
+from search.config.usage import UsageError, check_out
+from search.experiment.outcomes import fmt
+from search.experiment.storage import best_checkpoint
 from trainable.catalog import DIGITS, IMAGE_FOLDER, DataError, DataSpec
 from trainable.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from trainable.config import TrialConfig, default_cache_dir, error_line
 from trainable.data import ImageSplit, Split, SplitLike, TransferData
 from trainable.datasets import build_data, prepare_torchvision_set
 from trainable.engine import evaluate
-from trainable.exported import MODEL_FILE, export_state, model_from_export, save_export
+from trainable.exported import export_state, model_from_export, save_export
+from trainable.files import MODEL_FILE
 from trainable.loop import DivergedError, retrain, trained_model
 from trainable.weights import WeightsError
 
@@ -37,7 +38,7 @@ def write_split_images(
     """Save each image of `split` as DIR/CLASS/NNNNN.png, as predict.py reads image files.
 
     Image files are written as decoded (lossless); digits as their 8-bit canvases, which is
-    exactly what the data set's tensors were made from (trainable.data.digits_canvas).
+    exactly what the data set's tensors were made from (trainable.digits.digits_canvas).
     """
     for index in range(len(split)):
         label = classes[int(split.labels[index])]

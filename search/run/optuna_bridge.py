@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -27,17 +26,9 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Domain
 
-from search.storage import study_url
-
-TUNE_TRIAL_ID = "tune_trial_id"  # study trial user attribute: which Tune trial it is
-
-
-def build_storage(experiment_dir: Path) -> optuna.storages.RDBStorage:
-    """The SQLite study storage in the experiment folder."""
-    # A reader (optuna-dashboard) may hold the file briefly; wait rather than fail a sweep.
-    return optuna.storages.RDBStorage(
-        study_url(experiment_dir), engine_kwargs={"connect_args": {"timeout": 30}}
-    )
+from search.experiment.saved_state import OptunaSearchInternals
+from search.experiment.study import TRIAL_NUMBER_ATTR, TUNE_TRIAL_ID
+from trainable.config import TRIAL_NUMBER
 
 
 def startup_trials(num_samples: int) -> int:
@@ -110,7 +101,7 @@ class ConditionalSpace:
         return params
 
 
-class BudgetAwareOptunaSearch(OptunaSearch):
+class BudgetAwareOptunaSearch(OptunaSearchInternals, OptunaSearch):
     """Ray's OptunaSearch, telling the Optuna study how far each trial got under ASHA.
 
     Intermediate values are reported at `time_attr` (the epoch), including the result on which
@@ -134,7 +125,7 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         super().__init__(sampler=sampler, storage=storage, study_name=study_name)
         # Set after super(): Ray's OptunaSearch would create the study before metric and mode
         # are known; here `set_search_properties` creates it with TuneConfig's direction.
-        self._space = space
+        self.set_space(space)
         self._max_t = max_t
         self._time_attr = time_attr
         self._study_attrs = dict(study_attrs or {})
@@ -144,36 +135,42 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self, metric: str | None, mode: str | None, config: dict, **spec: Any
     ) -> bool:
         """Take metric and mode from TuneConfig (Ray's version ignores them when a space is set)."""
-        if self._ot_study is not None:  # already set up, e.g. restored from a checkpoint
+        if self.study is not None:  # already set up, e.g. restored from a checkpoint
             return False
-        self._metric, self._mode = metric, mode
-        self._setup_study(mode)
+        self.create_study(metric, mode)
         for key, value in self._study_attrs.items():
-            self._ot_study.set_user_attr(key, value)
+            self.study.set_user_attr(key, value)
         return True
 
     def suggest(self, trial_id: str) -> dict | None:
-        """A new configuration; its study trial records the Tune trial id."""
-        is_new = trial_id not in self._ot_trials
+        """A new configuration, numbered: the number of trials made so far. Its study trial
+        records the Tune trial id and that number; the config carries the number to the
+        console, summary.json, TensorBoard and W&B."""
+        is_new = trial_id not in self.study_trials
         config = super().suggest(trial_id)
+        if not isinstance(config, dict):  # finished, or nothing to suggest yet
+            return config
+        study_trial = self.study_trials[trial_id]
         if is_new:
-            self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ID, trial_id)
-        return config
+            study_trial.set_user_attr(TUNE_TRIAL_ID, trial_id)
+            study_trial.set_user_attr(TRIAL_NUMBER_ATTR, len(self.study_trials))
+        number = study_trial.user_attrs.get(TRIAL_NUMBER_ATTR)
+        return {**config, TRIAL_NUMBER: number} if number is not None else config
 
     def _report(self, trial_id: str, result: dict) -> None:
         """Report the metric at its epoch, once per epoch (a resumed trial may repeat one)."""
-        value, step = result.get(self._metric), result.get(self._time_attr)
+        value, step = result.get(self.metric), result.get(self._time_attr)
         if value is None or step is None or not math.isfinite(float(value)):
             return
         curve = self._curves.setdefault(trial_id, {})
         if int(step) in curve:
             return
         curve[int(step)] = float(value)
-        self._ot_trials[trial_id].report(float(value), int(step))
+        self.study_trials[trial_id].report(float(value), int(step))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Every epoch's metric becomes an intermediate value of the study trial."""
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self.told or trial_id not in self.study_trials:
             return
         self._report(trial_id, result)
 
@@ -181,13 +178,13 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         """Tell Optuna COMPLETE, PRUNED or FAIL by how far the trial got."""
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self.told or trial_id not in self.study_trials:
             return
         if result and not error:
             self._report(trial_id, result)  # the result the scheduler stopped the trial on
         state, value = self.final_state(trial_id, error)
-        self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
-        self._completed_trials.add(trial_id)
+        self.study.tell(self.study_trials[trial_id], value, state=state)
+        self.told.add(trial_id)
 
     def restore(self, checkpoint_path: str) -> None:
         """Restore the saved state, then catch up with the study, which may be ahead of it.
@@ -197,14 +194,14 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         suggested after it that Tune will never run (it suggests a new one instead).
         """
         super().restore(checkpoint_path)
-        for trial in self._ot_study.get_trials(deepcopy=False):
+        for trial in self.study.get_trials(deepcopy=False):
             trial_id = trial.user_attrs.get(TUNE_TRIAL_ID)
-            if trial_id in self._ot_trials:
+            if trial_id in self.study_trials:
                 self._curves.setdefault(trial_id, {}).update(trial.intermediate_values)
                 if trial.state.is_finished():  # told already: a rerun's end is not told again
-                    self._completed_trials.add(trial_id)
+                    self.told.add(trial_id)
             elif trial.state == TrialState.RUNNING:  # unknown to the snapshot: never to run
-                self._ot_study.tell(trial.number, state=TrialState.FAIL)
+                self.study.tell(trial.number, state=TrialState.FAIL)
 
     def final_state(self, trial_id: str, error: bool) -> tuple[TrialState, float | None]:
         """The study state of a finished trial and its value (None unless COMPLETE)."""
@@ -212,6 +209,6 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         if error:
             return TrialState.FAIL, None
         if curve and max(curve) >= self._max_t:
-            best = max(curve.values()) if self._mode == "max" else min(curve.values())
+            best = max(curve.values()) if self.mode == "max" else min(curve.values())
             return TrialState.COMPLETE, best
         return TrialState.PRUNED, None

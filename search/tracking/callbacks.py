@@ -12,9 +12,9 @@ from ray import tune
 from ray.tune import Callback
 
 from search.config.settings import SearchSettings
-from search.storage import RemoteExperiment
-from search.tensorboard import TrialBoardCallback
-from search.wandb_runs import build_wandb_callback
+from search.experiment.storage import RemoteExperiment
+from search.tracking.tensorboard import TrialBoardCallback
+from search.tracking.wandb_runs import build_wandb_callback
 from trainable.config import error_line
 
 

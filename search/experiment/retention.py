@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search.config.settings import SearchSettings
-from search.storage import remote_experiment
+from search.experiment.layout import CHECKPOINT_PREFIX
+from search.experiment.storage import remote_experiment
 
-CHECKPOINT_PREFIX = "checkpoint_"  # Ray Tune's checkpoint folders in a trial's folder
 TERMINATED = "TERMINATED"  # Tune's status of a trial that ended without an error
 
 

@@ -7,26 +7,21 @@ import math
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import ray
 from ray.tune import ExperimentAnalysis
 
 from search.config.settings import METRIC, MODE, SearchSettings
-from search.layout import STUDY_FILE, SUMMARY_FILE
-from search.storage import study_url
+from search.experiment.layout import CHECKPOINT_GLOB, STUDY_FILE, SUMMARY_FILE
+from search.experiment.outcomes import (
+    ENDED,
+    error_reason,
+    fmt,
+    stop_reason,
+    trial_label,
+    trial_number,
+)
+from search.experiment.study import study_url
 from trainable import metrics
 from trainable.checkpoint import saved_epoch
-
-ERROR_FILE = "error.txt"  # Ray Tune's traceback of a failed trial, in the trial folder
-STOP_REASONS = ("completed", "asha", "error", "interrupted")
-ENDED = ("TERMINATED", "ERROR")  # Tune statuses of a trial that will not run again
-
-
-def shown_path(path: Path) -> Path:
-    """`path` relative to the working directory when it lies below it, for printing."""
-    try:
-        return path.relative_to(Path.cwd())
-    except ValueError:
-        return path
 
 
 def searched_params(summary: dict) -> list[str]:
@@ -41,35 +36,6 @@ def _number(value: Any) -> float | int | None:
     return value
 
 
-def stop_reason(failed: bool, ended: bool, epochs: int, max_epochs: int) -> str:
-    """Why a trial stopped: one of STOP_REASONS."""
-    if failed:
-        return "error"
-    if not ended:  # pending, running or paused when the search stopped
-        return "interrupted"
-    return "completed" if epochs >= max_epochs else "asha"
-
-
-def epochs_run(trial: Any) -> int:
-    """Epochs a live Tune trial has reported (0 before its first result)."""
-    return int((trial.last_result or {}).get(metrics.EPOCH, 0))
-
-
-def error_reason(trial: Any) -> str:
-    """The last line of a failed trial's traceback: the exception and its message."""
-    # While Ray runs, the driver's staged copy is the fresh one; afterwards (and when read
-    # back from disk) only the trial folder has it.
-    candidates = [Path(trial.path) / ERROR_FILE]
-    if ray.is_initialized() and trial.error_file:
-        candidates.insert(0, Path(trial.error_file))
-    for path in candidates:
-        if path.exists():
-            lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-            if lines:
-                return lines[-1]
-    return "failed without an error file"
-
-
 def _trial_entry(
     trial: Any, history: Any, searched: list[str], settings: SearchSettings, root: Path
 ) -> dict[str, Any]:
@@ -82,6 +48,7 @@ def _trial_entry(
     )
     entry = {
         "trial_id": trial.trial_id,
+        "number": trial_number(trial.config),
         "status": trial.status,
         "stop_reason": reason,
         "epochs": epochs,
@@ -104,15 +71,15 @@ def _trial_entry(
 
 def _best_checkpoint(analysis: ExperimentAnalysis, trial: Any, path: str, root: Path) -> str | None:
     """The folder of the trial's best checkpoint, relative to the experiment; None when it has
-    none (no epoch ended, or search.retention removed it)."""
-    if not any((root / path).glob("checkpoint_*")):  # Ray would log an error for none
+    none (no epoch ended, or search.experiment.retention removed it)."""
+    if not any((root / path).glob(CHECKPOINT_GLOB)):  # Ray would log an error for none
         return None
     checkpoint = analysis.get_best_checkpoint(trial, METRIC, MODE)
     if checkpoint is None:
         return None
     # Its folder in the trial's: Ray 2.60 rebases a moved experiment's checkpoint paths by
     # string replacement, which doubles them when the new path contains the old one (as a
-    # working copy's path contains its bucket's: search.storage).
+    # working copy's path contains its bucket's: search.experiment.storage).
     folder = f"{path}/{PurePosixPath(checkpoint.path).name}"
     return folder if (root / folder).is_dir() else None
 
@@ -138,6 +105,7 @@ def build_summary(settings: SearchSettings, searched: list[str], wandb_mode: str
             entry["best_epoch"] = saved_epoch(root / folder) or entry["best_epoch"]
         best = {
             "trial_id": entry["trial_id"],
+            "number": entry["number"],
             "config": entry["config"],
             METRIC: entry["best_val_acc"],
             "epoch": entry["best_epoch"],
@@ -172,15 +140,6 @@ def write_summary(settings: SearchSettings, summary: dict) -> Path:
     return path
 
 
-def fmt(value: Any) -> str:
-    """Compact: 3 significant digits for floats, '-' for missing."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1e-2 or abs(value) >= 1e3 else f"{value:.3f}"
-    return str(value)
-
-
 def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
     """The console report: ranked trials, the best configuration and how to browse results.
 
@@ -191,7 +150,7 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
     rows = [
         [
             str(rank),
-            t["trial_id"],
+            trial_label(t.get("number"), t["trial_id"]),
             *(fmt(t["config"][k]) for k in searched),
             f"{t['epochs']}/{settings.max_epochs}",
             fmt(t["best_val_acc"]),
@@ -225,7 +184,8 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
     else:
         config = "  ".join(f"{k}={fmt(v)}" for k, v in best["config"].items())
         lines += [
-            f"\nBest: trial {best['trial_id']}, {METRIC} {fmt(best[METRIC])} "
+            f"\nBest: trial {trial_label(best.get('number'), best['trial_id'])}, "
+            f"{METRIC} {fmt(best[METRIC])} "
             f"at epoch {best['epoch']}",
             f"  {config}",
             f"  checkpoint: {shown / best['checkpoint']}" if best["checkpoint"] else "",

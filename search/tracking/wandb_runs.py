@@ -4,9 +4,9 @@ Each trial's run is grouped by experiment, has job type = space, config = the tr
 one history row per epoch, and a summary to compare trials by: `best_val_acc` (the trial reports
 it every epoch, so the last value is the best), `epochs` and `stop_reason`. Runs of trials that a
 stop cut off end cleanly, as `interrupted` (Ray's callback killed them). All runs live in one
-logging actor (search.wandb_actor) instead of two processes per trial. At the end of a search,
-`ModelLog` logs the best model as a model artifact, through the same actor. The mode (offline
-without credentials) is resolved in search.wandb_mode.
+logging actor (search.tracking.wandb_actor) instead of two processes per trial. At the end of a
+search, `ModelLog` logs the best model as a model artifact, through the same actor. The mode
+(offline without credentials) is resolved in search.config.wandb_mode.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from typing import Any
 import ray
 from ray.air.constants import TRAINING_ITERATION
 from ray.air.integrations.wandb import WandbLoggerCallback
-from ray.air.util.node import _force_on_current_node
 from ray.exceptions import GetTimeoutError
 from ray.tune.experiment import Trial
 from ray.tune.utils import flatten_dict
 
 from search.config.settings import SearchSettings
-from search.summary import epochs_run, stop_reason
-from search.wandb_actor import WandbRuns, log_model, model_spec
+from search.experiment.outcomes import epochs_run, stop_reason, trial_label, trial_number
+from search.experiment.saved_state import force_on_current_node
+from search.tracking.wandb_actor import WandbRuns, log_model, model_spec
 from trainable import metrics
 from trainable.checkpoint import CHECKPOINT_FILE
 
@@ -67,7 +67,7 @@ class TrialRunsCallback(WandbLoggerCallback):
                 num_cpus=0,
                 max_restarts=0,  # a restarted actor would lose its runs; the search goes on
                 runtime_env={"env_vars": env},
-                **_force_on_current_node(),  # it writes into the experiment folder here
+                **force_on_current_node(),  # it writes into the experiment folder here
             )
             .remote()
         )
@@ -78,7 +78,7 @@ class TrialRunsCallback(WandbLoggerCallback):
         config = {k: v for k, v in trial.config.items() if k not in self.excludes}
         init_kwargs = {
             "id": trial.trial_id,
-            "name": str(trial),
+            "name": "trial " + trial_label(trial_number(trial.config), trial.trial_id),
             "group": self.group or trial.experiment_dir_name,
             "project": self.project,
             "config": config,
@@ -146,9 +146,9 @@ def build_wandb_callback(settings: SearchSettings, wandb_mode: str) -> TrialRuns
 def best_model_spec(
     settings: SearchSettings, summary: dict[str, Any], wandb_mode: str, path: Path
 ) -> dict[str, Any]:
-    """The best trial's model file `path` (the exported format: search.export) as a W&B model
-    artifact `<experiment>-best`, from a run in the experiment's group (job type
-    `best-model`): search.wandb_actor.model_spec."""
+    """The best trial's model file `path` (the exported format: search.results.export) as a W&B
+    model artifact `<experiment>-best`, from a run in the experiment's group (job type
+    `best-model`): search.tracking.wandb_actor.model_spec."""
     best = summary["best"]
     init = {
         "project": wandb_project(),
@@ -213,7 +213,7 @@ class ModelLog:
 
 
 def runs_actor() -> Any:
-    """The search's W&B actor (search.wandb_actor), or None when it is not running."""
+    """The search's W&B actor (search.tracking.wandb_actor), or None when it is not running."""
     if not ray.is_initialized():
         return None
     try:

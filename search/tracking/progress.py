@@ -11,7 +11,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from search.summary import ENDED, error_reason, fmt
+from search.experiment.outcomes import ENDED, error_reason, fmt, trial_number
 from trainable import metrics
 
 
@@ -49,7 +49,9 @@ class ProgressReporter(Callback):
     def _label(self, trial: Any, trials: list) -> str:
         # Tune lists trials in creation order, those restored by a resume first, but moves a
         # trial it retries: each keeps the number it had when first seen.
-        number = self.numbers.setdefault(trial.trial_id, trials.index(trial) + 1)
+        number = trial_number(trial.config) or self.numbers.setdefault(
+            trial.trial_id, trials.index(trial) + 1
+        )
         return f"trial {number:>2}/{self.num_samples} {trial.trial_id}"
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

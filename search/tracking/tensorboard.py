@@ -35,7 +35,14 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
-from search.summary import STOP_REASONS, epochs_run, stop_reason
+from search.experiment.layout import INTERRUPTED_SUFFIX
+from search.experiment.outcomes import (
+    STOP_REASONS,
+    epochs_run,
+    stop_reason,
+    trial_label,
+    trial_number,
+)
 from trainable import metrics
 from trainable.backbones import build_model
 from trainable.catalog import get_backbone
@@ -165,7 +172,8 @@ class TrialBoardCallback(TBXLoggerCallback):
             # Ray copies the trial's staging folder into the experiment at each snapshot.
             writer = SummaryWriter(trial.local_path, filename_suffix=".search")
             values = _session_values(trial.config, self.searched)
-            writer.file_writer.add_summary(hp.hparams_pb(values, trial_id=trial.trial_id))
+            label = trial_label(trial_number(trial.config), trial.trial_id)
+            writer.file_writer.add_summary(hp.hparams_pb(values, trial_id=label))
             self._writers[trial] = writer
         return self._writers[trial]
 
@@ -201,5 +209,5 @@ def mark_interrupted(trial_dir: Path, epochs: int) -> None:
     Written after Tune's last snapshot, straight into the experiment; a resumed trial's next
     epoch (a later step) shows it running again.
     """
-    with SummaryWriter(str(trial_dir), filename_suffix=".interrupted") as writer:
+    with SummaryWriter(str(trial_dir), filename_suffix=INTERRUPTED_SUFFIX) as writer:
         writer.add_scalar(STOP_REASON, STOP_CODES["interrupted"], global_step=epochs)

@@ -1,4 +1,4 @@
-"""The Ray a search runs in: a quiet local one started here (or the cluster search.cluster
+"""The Ray a search runs in: a quiet local one started here (or the cluster search.run.cluster
 connects to), and its logs without what a user need not see."""
 
 from __future__ import annotations

@@ -9,12 +9,12 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.sample import Domain
 
-from search.config.settings import METRIC, MODE, SearchSettings
-from search.optuna_bridge import (
+from search.config.settings import METRIC, MODE, SearchSettings, trial_settings
+from search.experiment.study import build_storage
+from search.run.optuna_bridge import (
     BudgetAwareOptunaSearch,
     ConditionalSpace,
     build_sampler,
-    build_storage,
 )
 from spaces import get_space
 from trainable import metrics
@@ -32,20 +32,7 @@ def build_param_space(settings: SearchSettings) -> dict[str, Any]:
     return {
         **TrialConfig().to_dict(),  # defaults first, so nothing a trial uses goes unrecorded
         **constants,
-        "data": settings.data,
-        "weights": settings.weights,
-        "backbone": settings.backbone,
-        "image_size": settings.image_size,
-        "shots": settings.shots,
-        "val_fraction": settings.val_fraction,
-        "augment": settings.augment,
-        "feature_cache": settings.feature_cache,
-        "max_epochs": settings.max_epochs,  # the trial's epochs and ASHA's max_t: one value
-        "seed": settings.seed,
-        "num_threads": max(1, int(settings.cpus_per_trial)),
-        "loader_workers": settings.loader_workers,
-        "device": "cuda" if settings.gpus_per_trial > 0 else "cpu",
-        "cache_dir": settings.cache_dir,
+        **trial_settings(settings),
     }
 
 
@@ -147,6 +134,6 @@ def build_tuner(
             # Each trial's own TensorBoard summaries (histograms, images, text) are written in
             # its working folder; Ray copies them into the trial's folder at every report.
             sync_config=tune.SyncConfig(sync_artifacts=True),
-            verbose=0,  # search.progress prints a concise account instead of Ray's tables
+            verbose=0,  # search.tracking.progress prints a concise account instead of Ray's tables
         ),
     )

@@ -1,0 +1,259 @@
+"""What the harness knows of Ray Tune's and Optuna's saved state and private attributes, in
+one module, for the versions in SUPPORTED (pyproject.toml pins the same ranges).
+
+Nothing here is a promise of Ray or Optuna: file names and pickle contents of Tune's
+experiment state, the keys of OptunaSearch's saved state, and the private attributes the
+Optuna bridge uses. When you move a pin (docs/development.md), read this module against the
+new release, widen SUPPORTED, and run the whole suite: tests/test_saved_state.py fails while
+the installed versions are outside SUPPORTED.
+
+Ray Tune restores from the newest `experiment_state-*.json` and silently starts over when that
+file is damaged, hiding past trials. `--resume` checks every file a restore reads, before Ray
+starts, and stops with one line naming what is wrong instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+import re
+from importlib import metadata
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from search.config.settings import SearchSettings, resolve
+from search.config.usage import UsageError
+from search.experiment.layout import SETTINGS_FILE, STATE_PATTERNS, STUDY_FILE, TUNER_FILE
+from search.experiment.study import study_url
+from trainable.files import write_atomically
+
+if TYPE_CHECKING:
+    import optuna
+
+# The releases whose saved state and private attributes this module was checked against
+# (the upper bound excluded), as pyproject.toml pins them.
+SUPPORTED = {"ray": ("2.60", "2.61"), "optuna": ("5.1", "5.2"), "wandb": ("0.31", "0.32")}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """'2.60.0' -> (2, 60, 0); a suffix such as 'rc1' or '+cu130' is dropped."""
+    numbers = []
+    for part in version.split("+")[0].split("."):
+        leading = re.match(r"\d+", part)
+        if leading is None:
+            break
+        numbers.append(int(leading[0]))
+        if leading[0] != part:  # 0rc1: the pre-release of 0
+            break
+    return tuple(numbers)
+
+
+def unsupported_versions() -> list[str]:
+    """The installed packages outside SUPPORTED, as lines (empty when all are inside)."""
+    problems = []
+    for package, (low, high) in SUPPORTED.items():
+        installed = metadata.version(package)
+        if not _release(low) <= _release(installed) < _release(high):
+            problems.append(f"{package} {installed} is outside the supported >={low},<{high}")
+    return problems
+
+
+class OptunaSearchInternals:
+    """Mixed into the subclass of Ray's OptunaSearch (search.run.optuna_bridge): the private
+    attributes of ray.tune.search.optuna.OptunaSearch it uses, named in this one place."""
+
+    _ot_study: optuna.Study | None
+    _ot_trials: dict[str, optuna.Trial]
+    _completed_trials: set[str]
+
+    @property
+    def study(self) -> optuna.Study | None:
+        """The Optuna study (None until the search's metric and mode are set)."""
+        return self._ot_study
+
+    @property
+    def study_trials(self) -> dict[str, optuna.Trial]:
+        """Tune trial id -> its open study trial."""
+        return self._ot_trials
+
+    @property
+    def told(self) -> set[str]:
+        """Tune trial ids whose end the study has been told."""
+        return self._completed_trials
+
+    def set_space(self, space: Any) -> None:
+        """The define-by-run function OptunaSearch samples with."""
+        self._space = space
+
+    def create_study(self, metric: str | None, mode: str | None) -> None:
+        """Create (or load) the study with TuneConfig's metric and direction."""
+        self._metric, self._mode = metric, mode
+        self._setup_study(mode)  # type: ignore[attr-defined]
+
+
+def force_on_current_node() -> dict[str, Any]:
+    """Ray actor options that place an actor on the driver's node (a private Ray helper)."""
+    from ray.air.util.node import _force_on_current_node
+
+    return _force_on_current_node()
+
+
+def load_settings(root: Path) -> SearchSettings:
+    """The settings an experiment was created with, from its settings.json."""
+    if not root.is_dir():
+        raise UsageError(f"--resume: no experiment at {root}; check --name and --storage-path")
+    path = root / SETTINGS_FILE
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(
+            f"--resume: {path} is missing or damaged ({error}); {root} was not made by this "
+            "harness or its state is broken, so nothing was resumed"
+        ) from None
+    fields = {f.name for f in dataclasses.fields(SearchSettings)}
+    # Settings added since the experiment was made take their defaults; unknown ones refuse.
+    if not isinstance(saved, dict) or not {"name", "space"} <= set(saved) <= fields:
+        keys = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+        raise UsageError(f"--resume: {path} does not hold transfer-tune settings (got {keys})")
+    # Made before --keep-checkpoints: it kept every checkpoint; keep every trial's best.
+    saved.setdefault("keep_checkpoints", 0)
+    # Made when "unset" was 0 or "" rather than None (every other unset one was resolved).
+    for key in ("max_concurrent", "address"):
+        saved[key] = saved.get(key) or None
+    return resolve(SearchSettings(**saved))
+
+
+def _newest(root: Path, pattern: str) -> Path | None:
+    """The newest file matching `pattern` (Ray names them by timestamp, so by name)."""
+    matches = sorted(root.glob(pattern))
+    return matches[-1] if matches else None
+
+
+class _PickledStorage:
+    """Stands in for a pickled Optuna RDBStorage: keeps its fields (`url`), opens nothing."""
+
+
+class _InertUnpickler(pickle.Unpickler):
+    """Loads Ray's state pickles without reconnecting their Optuna storage.
+
+    Unpickling an RDBStorage opens its SQLite URL and creates the file if missing: for a moved
+    experiment, an empty optuna.db at the old place.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("optuna.storages._rdb.storage", "RDBStorage"):
+            return _PickledStorage
+        return super().find_class(module, name)
+
+
+def _load_inert(f: IO[bytes]) -> Any:
+    unpickler = _InertUnpickler(f)
+    try:
+        return unpickler.load()
+    finally:
+        # Its memo would keep what it made alive past the caller (until the interpreter
+        # exits, when Ray's W&B callback's __del__ fails without Ray's module: a traceback).
+        unpickler.memo.clear()
+
+
+def _unreadable(path: Path, kind: str) -> str | None:
+    """Why `path` cannot be read as `kind` ('json' or 'pickle'); None when it can."""
+    reason = None
+    try:
+        if kind == "json":
+            json.loads(path.read_text())
+        else:
+            with path.open("rb") as f:
+                _load_inert(f)
+    except Exception as error:  # any failure to load means a restore would fail or start over
+        reason = f"{type(error).__name__}: {error}"
+    return reason
+
+
+def state_problems(settings: SearchSettings) -> list[str]:
+    """What is missing or damaged in the experiment's saved state (empty when it is whole)."""
+    root = settings.experiment_dir
+    problems = []
+    tuner = root / TUNER_FILE
+    if not tuner.is_file():
+        problems.append(f"{tuner} is missing")
+    elif reason := _unreadable(tuner, "pickle"):
+        problems.append(f"{tuner} is damaged ({reason})")
+    for what, (pattern, kind) in STATE_PATTERNS.items():
+        newest = _newest(root, pattern)
+        if newest is None:
+            problems.append(f"no {what} ({pattern}) in {root}")
+        elif reason := _unreadable(newest, kind):
+            problems.append(f"the newest {what} {newest.name} is damaged ({reason})")
+    problems += _study_problems(settings)
+    return problems
+
+
+def _study_problems(settings: SearchSettings) -> list[str]:
+    """Problems of the experiment's Optuna study: missing, or made for another space."""
+    import optuna
+
+    path = settings.experiment_dir / STUDY_FILE
+    if not path.is_file():
+        return [f"{path} is missing"]
+    try:
+        study = optuna.load_study(study_name=settings.name, storage=study_url(path.parent))
+    except Exception as error:
+        return [f"{path} holds no readable study {settings.name!r} ({type(error).__name__})"]
+    space = study.user_attrs.get("space")
+    if space != settings.space:
+        return [f"{path} belongs to space {space!r}, but the experiment's is {settings.space!r}"]
+    known, held = _searcher_trials(path.parent), len(study.get_trials(deepcopy=False))
+    if known > held:  # Optuna would fail on the first trial it cannot find
+        return [
+            f"{path} holds {held} trials, fewer than the {known} the saved search state names "
+            "(the study is older than the rest of the state)"
+        ]
+    return []
+
+
+def _searcher_trials(root: Path) -> int:
+    """How many study trials the experiment's newest searcher state names."""
+    newest = _newest(root, STATE_PATTERNS["searcher state"][0])
+    if newest is None or _unreadable(newest, "pickle"):  # reported on its own
+        return 0
+    with newest.open("rb") as f:
+        return len(_load_inert(f).get("_ot_trials", {}))
+
+
+def saved_study_url(root: Path) -> str | None:
+    """The study URL the experiment's newest searcher state points at (None if it has none)."""
+    newest = _newest(root, STATE_PATTERNS["searcher state"][0])
+    if newest is None:
+        return None
+    with newest.open("rb") as f:
+        storage = _load_inert(f).get("_storage")
+    return getattr(storage, "url", None)
+
+
+def grow_search_state(root: Path, total: int) -> Path:
+    """Let Tune's restored search create trials up to `total` (`--extend`).
+
+    Tune restores the trial budget from its newest search state, not from the Tuner, so that is
+    where an extension takes effect. Idempotent: an interrupted extension resumes the same way.
+    Returns that file.
+    """
+    newest = _newest(root, STATE_PATTERNS["search state"][0])
+    assert newest is not None, "checked by state_problems"
+    from ray import cloudpickle
+
+    with newest.open("rb") as f:
+        state = cloudpickle.load(f)
+    if state["total_samples"] < total:
+        state.update(total_samples=total, finished=False)
+        write_atomically(newest, lambda f: cloudpickle.dump(state, f))
+    return newest
+
+
+def resumed_trial_folders(root: Path) -> list[Path]:
+    """The folders of the experiment's trials that a resume continues (all but the ended)."""
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(str(root)).trials
+    return [Path(trial.path) for trial in trials if trial.status != "TERMINATED"]

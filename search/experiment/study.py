@@ -1,0 +1,33 @@
+"""The experiment's Optuna study: where it is stored (optuna.db, SQLite), and the user
+attribute that ties a study trial to its Tune trial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from search.experiment.layout import STUDY_FILE
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def study_url(experiment_dir: Path) -> str:
+    """SQLAlchemy URL of the study, as the `optuna` CLI and optuna-dashboard take it."""
+    return f"sqlite:///{experiment_dir / STUDY_FILE}"
+
+
+# A study trial's user attributes: which Tune trial it is, and its number in the search (the
+# study's own `number` counts from 0, and also counts trials a crash left behind).
+TUNE_TRIAL_ID = "tune_trial_id"
+TRIAL_NUMBER_ATTR = "trial_number"
+
+
+def build_storage(experiment_dir: Path) -> optuna.storages.RDBStorage:
+    """The SQLite study storage in the experiment folder."""
+    import optuna
+
+    # A reader (optuna-dashboard) may hold the file briefly; wait rather than fail a sweep.
+    return optuna.storages.RDBStorage(
+        study_url(experiment_dir), engine_kwargs={"connect_args": {"timeout": 30}}
+    )

@@ -1,0 +1,1 @@
+"""What streams while trials run: console progress, TensorBoard event files, W&B runs."""
