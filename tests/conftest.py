@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def _cache_in_session(cache_dir: Path) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def sweep(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Sweep:
+def sweep(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[Sweep]:
     """The mini sweep through the real CLI, run once per session (helpers.run_sweep)."""
-    return run_sweep(tmp_path_factory.mktemp("sweep"), cache_dir)
+    done = run_sweep(tmp_path_factory.mktemp("sweep"), cache_dir)
+    yield done
+    shutil.rmtree(done.ray_dir, ignore_errors=True)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,8 @@ def popen_cli(*flags: str, cwd: Path, env: dict[str, str] | None = None) -> subp
 
 # The mini sweep of tests/test_sweep*.py (fixture `sweep` in conftest.py).
 SWEEP_SAMPLES, SWEEP_EPOCHS = 6, 3
+# A W&B API key the sweep runs with (offline: never sent), to look for in every file it leaves
+CANARY_KEY = "canary" + "0123456789abcdef" * 2 + "wandbkey"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Sweep:
     stderr: str
     root: Path
     summary: dict
+    ray_dir: Path  # Ray's temporary folder of the sweep (its session logs)
 
 
 def run_sweep(work: Path, cache_dir: Path) -> Sweep:
@@ -70,11 +74,13 @@ def run_sweep(work: Path, cache_dir: Path) -> Sweep:
         "--cache-dir", str(cache_dir),
         "--wandb", "offline",
         cwd=work,
+        # A short path of its own: Ray's socket paths must stay under 108 characters.
+        env={"WANDB_API_KEY": CANARY_KEY, "RAY_TMPDIR": (ray_dir := tempfile.mkdtemp())},
     )  # fmt: skip
     root = work / "runs" / "mini"
     summary_file = root / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-    return Sweep(done.returncode, done.stdout, done.stderr, root, summary)
+    return Sweep(done.returncode, done.stdout, done.stderr, root, summary, Path(ray_dir))
 
 
 # Colours of the generated classes: a sweep can tell them apart in an epoch or two.

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from helpers import SWEEP_EPOCHS, SWEEP_SAMPLES, Sweep, run_cli
+from helpers import CANARY_KEY, SWEEP_EPOCHS, SWEEP_SAMPLES, Sweep, run_cli
 from optuna.trial import TrialState
 
 from trainable.checkpoint import CHECKPOINT_FILE
@@ -158,3 +158,13 @@ def test_each_trial_says_whether_it_trained_on_cached_features(sweep: Sweep) -> 
         cached += trial["cached_features"]
     assert 0 < cached < SWEEP_SAMPLES  # seed 0 draws frozen and unfrozen trials
     assert f"{cached} of {SWEEP_SAMPLES} trials trained on cached frozen features" in sweep.stdout
+
+
+def test_no_file_the_search_leaves_holds_the_wandb_api_key(sweep: Sweep) -> None:
+    """The key reaches the W&B actor as a call's argument: Ray's runtime_env would write it
+    into its logs (mode 0644, in /tmp). Every file of Ray's temporary folder and of the
+    experiment is read."""
+    assert any(sweep.ray_dir.rglob("*.log")), "Ray's logs went elsewhere"
+    files = [p for d in (sweep.ray_dir, sweep.root) for p in d.rglob("*") if p.is_file()]
+    leaks = [str(p) for p in files if not p.is_symlink() and CANARY_KEY.encode() in p.read_bytes()]
+    assert leaks == []

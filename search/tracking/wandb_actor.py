@@ -28,6 +28,11 @@ class WandbRuns:
         self._runs: dict[str, Any] = {}
         self._errors: list[str] = []
 
+    def use_api_key(self, key: str) -> None:
+        """The W&B API key, for the runs this actor starts. Sent as a call's argument: a
+        `runtime_env` would write it into Ray's logs, which other users of the machine read."""
+        os.environ["WANDB_API_KEY"] = key
+
     @contextlib.contextmanager
     def _guard(self, what: str) -> Iterator[None]:
         """Keep an error of the block, as `what`, instead of raising it."""

@@ -56,7 +56,6 @@ class TrialRunsCallback(WandbLoggerCallback):
 
     def setup(self, *args: Any, **kwargs: Any) -> None:
         super().setup(*args, **kwargs)  # resolves the project and the API key
-        env = {key: os.environ[key] for key in ("WANDB_API_KEY",) if key in os.environ}
         self._runs = (
             ray.remote(WandbRuns)
             .options(
@@ -66,11 +65,13 @@ class TrialRunsCallback(WandbLoggerCallback):
                 get_if_exists=True,
                 num_cpus=0,
                 max_restarts=0,  # a restarted actor would lose its runs; the search goes on
-                runtime_env={"env_vars": env},
                 **force_on_current_node(),  # it writes into the experiment folder here
             )
             .remote()
         )
+        key = os.environ.get("WANDB_API_KEY")  # also set by Ray's callback from its key file
+        if key:  # before any run starts (an actor runs one caller's calls in order)
+            self._runs.use_api_key.remote(key)
 
     def log_trial_start(self, trial: Trial) -> None:
         if trial.trial_id in self._open:
