@@ -50,6 +50,8 @@ class Lifetime:
     dirs_after_finished: list[str]
     extend_stopped: subprocess.CompletedProcess  # --extend 1, SIGTERM in its new trial
     extended: subprocess.CompletedProcess  # --resume of the extension
+    second: subprocess.CompletedProcess  # a --resume while the first one runs
+    first_pid: int
 
 
 def _epochs_done(root: Path) -> int:
@@ -73,7 +75,7 @@ def _signal_when_started(
     assert process.stdout is not None
     for line in process.stdout:
         seen.append(line)
-        started = re.search(rf"{trial} (\w+) started", line)
+        started = re.search(rf"{trial} \((\w+)\) started", line)
         if started:
             break
     assert started, "".join(seen)
@@ -107,10 +109,14 @@ def lifetime(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Lifet
 
     before = _epochs_done(root)
     process = popen_cli("--resume", *EXPERIMENT, cwd=work)
+    first_pid = process.pid
     deadline = time.monotonic() + 300
     while _epochs_done(root) == before and time.monotonic() < deadline:
         time.sleep(0.2)
+    second_process = popen_cli("--resume", *EXPERIMENT, cwd=work)  # one writer at a time
     subprocess.run(["pkill", "-KILL", "-f", "ray::ImplicitFunc"], check=False)
+    out, err = second_process.communicate(timeout=120)
+    second = subprocess.CompletedProcess(second_process.args, second_process.returncode, out, err)
     out, err = process.communicate(timeout=600)
     resumed = subprocess.CompletedProcess(process.args, process.returncode, out, err)
     summary_after_resume = json.loads((root / "summary.json").read_text())
@@ -128,7 +134,7 @@ def lifetime(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Lifet
     return Lifetime(
         work, root, stopped, summary_after_stop, board_after_stop, wandb_after_stop, resumed,
         summary_after_resume, study_after_resume, resumed_finished, dirs_before_finished,
-        dirs_after_finished, extend_stopped, extended,
+        dirs_after_finished, extend_stopped, extended, second, first_pid,
     )  # fmt: skip
 
 
@@ -137,6 +143,13 @@ def _assert_each_epoch_once(root: Path, trials: list[dict]) -> None:
         rows = (root / trial["path"] / "result.json").read_text().splitlines()
         epochs = [json.loads(row)["epoch"] for row in rows]
         assert epochs == list(range(1, trial["epochs"] + 1)), (trial["trial_id"], epochs)
+
+
+def test_a_second_resume_while_one_runs_is_refused_naming_it(lifetime: Lifetime) -> None:
+    second = lifetime.second
+    assert second.returncode == 2, second.stderr[-2000:]
+    (line,) = second.stderr.strip().splitlines()
+    assert re.search(rf"is in use by PID {lifetime.first_pid} on \S+ since .*--resume", line)
 
 
 def test_ctrl_c_stops_with_exit_130_and_the_resume_command(lifetime: Lifetime) -> None:

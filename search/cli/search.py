@@ -14,6 +14,7 @@ from search.config.parse import build_parser, given_flags, package_version
 from search.config.preflight import checked_settings
 from search.config.settings import SearchSettings
 from search.config.usage import SearchInterrupted, UsageError, exit_now
+from search.experiment.lock import abandon, claim
 
 
 def main(argv: list[str] | None = None, prog: str = "search.py") -> int:
@@ -32,9 +33,14 @@ def main(argv: list[str] | None = None, prog: str = "search.py") -> int:
             from search.run.resume import parse_resume
 
             settings = parse_resume(argv)
+            claim(settings.experiment_dir, create=False)  # a new one claims as it makes it
         else:
             settings = checked_settings(argv)
-        run(settings, resume)
+        try:
+            run(settings, resume)
+        except UsageError:
+            abandon(settings.experiment_dir)  # a new experiment refused before it ran
+            raise
     except UsageError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ reads their contents.
       summary.json, report.html      what the search found (search.results)
       events.out.tfevents.*          the experiment's TensorBoard HParams table
       wandb/                         offline W&B runs, one per trial
+      .lock, .lock.holder            held by the one search, --resume or --extend running
       tuner.pkl, experiment_state-*.json, search_gen_state-*.json, searcher-state-*.pkl
                                      Ray Tune's state, read by a resume
       <trial>/                       one per trial (Ray Tune's): params.json, result.json,
@@ -30,6 +31,8 @@ SUMMARY_FILE = "summary.json"  # search.results.summary
 REPORT_FILE = "report.html"  # search.results.report
 DRIVER_FILES = (SETTINGS_FILE, STUDY_FILE, SUMMARY_FILE, REPORT_FILE)
 WANDB_FOLDER = "wandb"  # offline W&B runs (search.tracking.wandb_runs)
+# One writer at a time (search.experiment.lock): the lock, and who holds it
+LOCK_FILE, LOCK_HOLDER = ".lock", ".lock.holder"
 EVENTS_PREFIX = "events.out.tfevents"  # TensorBoard event files, here and in trial folders
 # A trial's events file written when the search stopped it (search.tracking.tensorboard)
 INTERRUPTED_SUFFIX = ".interrupted"

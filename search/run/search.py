@@ -19,6 +19,7 @@ from search.config.settings import SearchSettings
 from search.config.usage import UsageError
 from search.config.wandb_mode import set_wandb_environment
 from search.experiment.layout import SETTINGS_FILE
+from search.experiment.lock import claim
 from search.experiment.outcomes import ENDED, shown_path
 from search.experiment.saved_state import grow_search_state, resumed_trial_folders
 from search.experiment.storage import read_summary, remote_experiment
@@ -189,7 +190,7 @@ def _prepare(
     root = settings.experiment_dir
     if not resume:
         print(f"Data {settings.data}: {describe_data(data)}")
-        root.mkdir(parents=True)
+        claim(root, create=True)  # made and held: a second search of this name is refused
         (root / SETTINGS_FILE).write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
         space = get_space(settings.space)
         missing = write_experiment_board(root, space, searched, fixed.to_dict(), len(data.classes))
