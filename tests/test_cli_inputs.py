@@ -94,6 +94,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     ),
     "no trials": (["--num-samples", "0"], r"`--num-samples >= 1` must hold, but got 0$"),
     "negative shots": (["--shots", "-4"], r"`--shots >= 0` must hold, but got -4$"),
+    "all the digits": (["--shots", "0"], r"`1 <= --shots <= 123` must hold for digits \(.*got 0$"),
+    "an empty name": (["--name", ""], r"--name must be a folder name of .*, but got ''$"),
     "no CPUs": (["--cpus-per-trial", "0"], r"`0 < --cpus-per-trial <= \d+` .*but got 0$"),
     "val fraction": (["--val-fraction", "1.5"], r"`0 < --val-fraction < 1` must hold, but got 1.5"),
     "unknown flag": (["--learning-rate", "3"], r"unrecognized arguments: --learning-rate 3"),

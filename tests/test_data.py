@@ -45,6 +45,14 @@ def test_training_batches_are_full_and_cover_a_shuffled_epoch() -> None:
     assert sum(eval_sizes) == 50
 
 
+def test_digits_take_up_to_their_stated_shots() -> None:
+    from trainable.catalog import DIGITS_MAX_SHOTS
+
+    assert len(digits_target(8, DIGITS_MAX_SHOTS, 0).train) == 5 * DIGITS_MAX_SHOTS
+    with pytest.raises(ValueError, match=rf"`1 <= shots < {DIGITS_MAX_SHOTS + 1}` must hold"):
+        digits_target(8, DIGITS_MAX_SHOTS + 1, 0)
+
+
 def test_too_many_shots_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"`1 <= shots < \d+` must hold for digits, but got"):
         digits_target(16, 500, 0)

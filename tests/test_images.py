@@ -20,6 +20,7 @@ from trainable.images import (
     eval_transform,
     find_unreadable,
     image_transforms,
+    to_mode,
 )
 
 CLASSES = tuple(sorted(CLASS_COLOURS))
@@ -117,6 +118,31 @@ def test_symlinks_inside_the_root_are_followed_once(tmp_path: Path) -> None:
     index = index_image_folder(root)
     assert index.classes == ("blue", "green", "grey", "red")
     assert len(index.splits["all"]) == 2 * 3 + 3
+
+
+def test_a_file_symlink_loop_is_one_line_naming_it(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "imgs", per_class=2)
+    (root / "red" / "a.png").symlink_to(root / "red" / "b.png")
+    (root / "red" / "b.png").symlink_to(root / "red" / "a.png")
+    with pytest.raises(DataError, match=r"red/a.png cannot be resolved \(.*\); remove the"):
+        index_image_folder(root)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_16_bit_greyscale_keeps_its_range(tmp_path: Path, mode: str) -> None:
+    """Pillow's own conversion clips 16-bit greyscale at 255: a photo turns white."""
+    import numpy as np
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    path = tmp_path / "ramp.png"
+    Image.fromarray(ramp).save(path)  # 16-bit greyscale: mode I;16
+    with Image.open(path) as image:
+        image = image if image.mode == mode else image.convert(mode)
+        rgb = np.asarray(to_mode(image), dtype=np.float64)
+        grey = np.asarray(to_mode(image, "L"), dtype=np.float64)
+    expected = ramp / 257.0
+    assert np.abs(rgb[..., 0] - expected).max() <= 1 and np.abs(grey - expected).max() <= 1
+    assert (grey >= 254).mean() < 0.01  # not saturated (Pillow's convert: 99 %)
 
 
 def test_an_image_reached_twice_through_a_symlink_is_refused(tmp_path: Path) -> None:

@@ -132,6 +132,9 @@ WEIGHTS_CHOICES = f"{', '.join(NAMED_WEIGHTS)}, or a path to a state-dict file"
 
 DIGITS, IMAGE_FOLDER = "digits", "imagefolder"
 SOURCE_DATASETS = (DIGITS,)  # data sets with a source task to pretrain on (trainable.pretrain)
+# Digits' target task holds 174 images of its smallest class, 50 of them validation:
+# trainable.digits.digits_target takes 1 to 123 training images per class.
+DIGITS_MAX_SHOTS = 123
 
 
 @dataclass(frozen=True)

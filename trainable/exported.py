@@ -25,7 +25,7 @@ from trainable.backbones import build_model, freeze_stages
 from trainable.catalog import BACKBONES, DataError
 from trainable.config import TrialConfig, error_line
 from trainable.files import write_atomically
-from trainable.images import DECODE_ERRORS, eval_transform
+from trainable.images import DECODE_ERRORS, eval_transform, to_mode
 
 EXPORT_KEYS = ("state_dict", "config", "classes", "metrics")
 CONFIG_KEYS = ("backbone", "num_classes", "image_size", "freeze_depth", "preprocessing", "trial")
@@ -131,12 +131,12 @@ def input_transform(preprocessing: dict[str, Any]) -> Callable[[Image.Image], to
     """What turns an image file (PIL) into the model's input, as the data set prepared it."""
     if preprocessing["kind"] == "rgb":
         rgb = eval_transform(preprocessing)
-        return lambda image: rgb(image.convert("RGB"))
+        return lambda image: rgb(to_mode(image))
     if preprocessing["kind"] == "digits":
         size, mean, std = preprocessing["size"], preprocessing["mean"], preprocessing["std"]
 
         def digit(image: Image.Image) -> torch.Tensor:
-            grey = image.convert("L")  # a bright digit on a dark ground, as the data set's
+            grey = to_mode(image, "L")  # a bright digit on a dark ground, as the data set's
             if grey.size != (size, size):
                 grey = grey.resize((size, size), Image.Resampling.BILINEAR)
             # ToTensor divides by 255 as the data set's 8-bit canvases were made

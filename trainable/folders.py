@@ -42,21 +42,31 @@ def _class_folders(folder: Path) -> list[Path]:
         raise DataError(f"cannot read folder {folder}: {error.strerror}") from None
 
 
+def _real(path: Path) -> Path:
+    """`path` with its symlinks resolved; DataError (one line) for a symlink loop."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as error:  # RuntimeError: Python < 3.13's symlink loop
+        raise DataError(
+            f"{path} cannot be resolved ({error}); remove the symlink loop or the broken link"
+        ) from None
+
+
 def _images_below(folder: Path, root: Path) -> list[str]:
     """Image files below `folder`, sorted; a file whose real path leaves `root` is refused.
 
     Linked folders are followed once each: a link back to a parent cannot loop.
     """
-    found, visited = [], {folder.resolve()}
+    found, visited = [], {_real(folder)}
     for parent, dirs, files in os.walk(folder, followlinks=True):
         dirs[:] = [d for d in sorted(dirs) if not d.startswith(".")]
-        dirs[:] = [d for d in dirs if (Path(parent) / d).resolve() not in visited]
-        visited.update((Path(parent) / d).resolve() for d in dirs)
+        dirs[:] = [d for d in dirs if _real(Path(parent) / d) not in visited]
+        visited.update(_real(Path(parent) / d) for d in dirs)
         for name in sorted(files):
             if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
             path = Path(parent) / name
-            target = path.resolve()
+            target = _real(path)
             if not target.is_relative_to(root):
                 raise DataError(
                     f"image {path} resolves to {target}, outside the data folder {root}; "
@@ -116,7 +126,7 @@ def index_image_folder(root: Path) -> ImageFolderIndex:
     for split, found in per_split.items():
         for name, paths in found.items():
             for path in paths:
-                target = Path(path).resolve()
+                target = _real(Path(path))
                 if target in owner:  # a symlink to an image already indexed
                     raise DataError(
                         f"image {path} is the same file as {owner[target]} (a symlink); each "

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms
@@ -36,11 +37,25 @@ PROGRESS_SECONDS = 10  # a progress line this often while checking a large folde
 CHECK_VERSION = 1  # bump when `_decode_error` changes what counts as unreadable
 
 
+def to_mode(image: Image.Image, mode: str = "RGB") -> Image.Image:
+    """`image` in `mode` ("RGB" or "L"), its range kept: Pillow's own conversion clips 16- and
+    32-bit greyscale at 255, which turns most of a 16-bit photo white. Those are scaled to 8
+    bits first (16-bit by 1/257, 32-bit integers and floats by their own maximum)."""
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(pixels.max()), 1.0)
+        if image.mode == "I" and top <= 65535:  # a 16-bit PNG that Pillow opened as "I"
+            top = 65535.0 if pixels.max() > 255 else 255.0
+        scaled = np.clip(np.rint(pixels * (255.0 / top)), 0, 255).astype(np.uint8)
+        image = Image.fromarray(scaled, "L")
+    return image.convert(mode)
+
+
 def _decode_error(path: str) -> str | None:
     """Why the image at `path` cannot be used, or None when it decodes."""
     try:
         with Image.open(path) as image:
-            image.convert("RGB").load()  # full decode: a truncated JPEG passes Image.verify()
+            to_mode(image).load()  # full decode: a truncated JPEG passes Image.verify()
     except DECODE_ERRORS as error:
         return str(error).splitlines()[0] if str(error) else type(error).__name__
     return None
@@ -223,7 +238,7 @@ class ImageFiles:
         path, label = self.samples[index]
         try:
             with Image.open(path) as image:
-                return image.convert("RGB"), label
+                return to_mode(image), label
         except DECODE_ERRORS as error:
             # It decoded when the search started: the file changed since.
             raise DataError(f"cannot read image {path}: {error}") from None

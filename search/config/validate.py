@@ -12,6 +12,8 @@ from search.config.settings import MAX_IMAGE_SIZE, SearchSettings
 from spaces import SPACES
 from trainable.catalog import (
     BACKBONES,
+    DIGITS,
+    DIGITS_MAX_SHOTS,
     SOURCE,
     SOURCE_DATASETS,
     DataError,
@@ -91,6 +93,11 @@ def settings_problems(s: SearchSettings) -> list[str]:
     problems += _image_size_problems(s)
     if s.shots < 0:
         problems.append(f"`--shots >= 0` must hold, but got {s.shots}")
+    elif s.data == DIGITS and not 1 <= s.shots <= DIGITS_MAX_SHOTS:
+        problems.append(
+            f"`1 <= --shots <= {DIGITS_MAX_SHOTS}` must hold for digits (a few-shot task with "
+            f"50 validation images per class), but got {s.shots}"
+        )
     if not 0 < s.val_fraction < 1:
         problems.append(f"`0 < --val-fraction < 1` must hold, but got {s.val_fraction:g}")
     for flag, value in [
