@@ -118,7 +118,7 @@ def test_the_lost_nodes_trial_resumed_from_its_checkpoint(cluster_sweep: Cluster
     lines = cluster_sweep.done.stdout.splitlines()
     retried = [line for line in lines if "retrying from its last checkpoint" in line]
     assert retried, cluster_sweep.done.stdout[-3000:]
-    trial_id = re.search(r"trial +\d+/\d+ (\w+) failed", retried[0]).group(1)
+    trial_id = re.search(r"trial +\d+/\d+ \((\w+)\) failed", retried[0]).group(1)
     result = cluster_sweep.root / f"train_transfer_{trial_id}" / "result.json"
     epochs = [json.loads(row)["epoch"] for row in result.read_text().splitlines()]
     assert epochs == list(range(1, MAX_EPOCHS + 1))  # resumed, not restarted: no epoch twice

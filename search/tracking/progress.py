@@ -52,7 +52,7 @@ class ProgressReporter(Callback):
         number = trial_number(trial.config) or self.numbers.setdefault(
             trial.trial_id, trials.index(trial) + 1
         )
-        return f"trial {number:>2}/{self.num_samples} {trial.trial_id}"
+        return f"trial {number:>2}/{self.num_samples} ({trial.trial_id})"
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         config = "  ".join(f"{k}={fmt(trial.config.get(k))}" for k in self.searched)
