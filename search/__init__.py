@@ -1,6 +1,11 @@
-"""HOW to search: settings, Optuna searcher, ASHA scheduler, loggers, Tuner and summary."""
+"""HOW to search, in layers: config -> experiment -> {tracking, results} -> run -> cli
+(docs/development.md)."""
 
+import importlib
+import importlib.abc
+import importlib.util
 import os
+import sys
 
 # Read by Ray when it is imported, so set here, before any `search` module imports Ray.
 # Each is only a default: a value the user exported wins.
@@ -17,3 +22,44 @@ for _name, _value in {
     "TUNE_WARN_THRESHOLD_S": "5",
 }.items():
     os.environ.setdefault(_name, _value)
+
+
+# Where the modules of search/ lived before it was split into layers. Experiments made then
+# hold pickles (tuner.pkl, the searcher's state) that name their classes and functions by the
+# old paths; each old name imports the module that now holds them, so those experiments still
+# resume and extend.
+MOVED = {
+    **{f"search.{old}": f"search.config.{old}" for old in ("usage", "wandb_mode")},
+    **{f"search.{old}": f"search.experiment.{old}" for old in ("layout", "storage", "retention")},
+    **{
+        f"search.{old}": f"search.tracking.{old}"
+        for old in ("progress", "tensorboard", "wandb_runs", "wandb_actor")
+    },
+    "search.loggers": "search.tracking.callbacks",
+    **{
+        f"search.{old}": f"search.results.{old}"
+        for old in ("summary", "report", "plots", "importance", "export", "predict", "board")
+    },
+    **{
+        f"search.{old}": f"search.run.{old}"
+        for old in ("session", "optuna_bridge", "cluster", "inputs", "resume", "finish")
+    },
+    "search.builders": "search.run.tuner",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports a module of search/'s old flat layout as the module that now holds it."""
+
+    def find_spec(self, name, path, target=None):
+        return importlib.util.spec_from_loader(name, self) if name in MOVED else None
+
+    def create_module(self, spec):
+        return importlib.import_module(MOVED[spec.name])
+
+    def exec_module(self, module) -> None:
+        pass
+
+
+if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
+    sys.meta_path.append(_MovedModules())

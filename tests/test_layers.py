@@ -6,6 +6,7 @@ a function or under TYPE_CHECKING: a lazy import is still a dependency."""
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -108,3 +109,28 @@ def test_a_wrong_way_import_is_found(module: str, source: str) -> None:
 )
 def test_a_right_way_import_passes(module: str, source: str) -> None:
     assert wrong_way(module, source) == []
+
+
+def test_pickles_of_experiments_made_before_the_layers_still_load() -> None:
+    """tuner.pkl and the searcher's state name classes by module path: the old flat paths
+    (search.builders, search.optuna_bridge, ...) import the modules that hold them now.
+    In a fresh interpreter, as a --resume would meet them."""
+    names = {
+        "search.builders": "trial_dirname",
+        "search.optuna_bridge": "BudgetAwareOptunaSearch",
+        "search.progress": "ProgressReporter",
+        "search.tensorboard": "TrialBoardCallback",
+        "search.wandb_runs": "TrialRunsCallback",
+        "search.loggers": "StudyUpload",
+    }
+    code = (
+        "import pickle, sys\n"
+        f"for old, name in {names!r}.items():\n"
+        "    thing = pickle.loads(f'c{old}\\n{name}\\n.'.encode())\n"
+        "    assert thing.__module__.startswith(('search.run.', 'search.tracking.')), thing\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
