@@ -5,7 +5,11 @@ pyproject.toml must pin the same ranges, so a new release is a deliberate step
 
 from __future__ import annotations
 
+import json
+import os
+import pickle
 import re
+from pathlib import Path
 
 import pytest
 from helpers import ROOT
@@ -42,3 +46,64 @@ def test_pyproject_pins_what_is_supported() -> None:
         pins[match[1]] = (match[3], match[4])
     for package, bounds in saved_state.SUPPORTED.items():
         assert pins[package] == bounds, package
+
+
+class _Payload:
+    """What a tampered state file holds: unpickling it runs a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _short(text: str) -> bytes:
+    return b"\x8c" + bytes([len(text)]) + text.encode()  # SHORT_BINUNICODE
+
+
+def test_a_pickle_that_would_run_code_is_refused_unread(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "searcher-state-x.pkl"
+    path.write_bytes(pickle.dumps({"_ot_trials": _Payload(marker)}))
+    assert saved_state.foreign_globals(path, "pickle") == [f"{os.system.__module__}.system"]
+    reason = saved_state._unreadable(path, "pickle")
+    assert reason and "refused unread" in reason and not marker.exists()
+
+
+def test_a_name_hidden_by_stack_tricks_is_still_read(tmp_path: Path) -> None:
+    """`posix numpy POP system dtype POP STACK_GLOBAL`: the last two strings are numpy.dtype,
+    but the stack holds posix.system."""
+    data = (
+        b"\x80\x04" + _short("posix") + _short("numpy") + b"0" + _short("system")
+        + _short("dtype") + b"0" + b"\x93" + _short("true") + b"\x85" + b"R."
+    )  # fmt: skip
+    assert pickle.loads(data) == 0  # it really is posix.system("true")
+    assert saved_state.pickle_globals(data) == [("posix", "system")]
+
+
+def test_a_pickle_embedded_in_rays_json_state_is_read_too(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    payload = pickle.dumps(_Payload(marker)).hex()
+    trial = json.dumps({"storage": {"_type": "CLOUDPICKLE_FALLBACK", "value": payload}})
+    path = tmp_path / "experiment_state-x.json"
+    path.write_text(json.dumps({"trial_data": [trial]}))
+    assert saved_state.foreign_globals(path, "json") == [f"{os.system.__module__}.system"]
+    assert not marker.exists()
+
+
+def test_the_harness_own_state_passes(tmp_path: Path) -> None:
+    import datetime
+
+    import numpy as np
+    from optuna.distributions import FloatDistribution
+
+    from search.run.optuna_bridge import ConditionalSpace
+
+    state = {
+        "space": ConditionalSpace({"head_lr": FloatDistribution(1e-4, 1.0, log=True)}, 5),
+        "rng": np.random.RandomState(0), "at": datetime.datetime(2026, 12, 5), "ids": {"a"},
+    }  # fmt: skip
+    path = tmp_path / "state.pkl"
+    path.write_bytes(pickle.dumps(state))
+    assert saved_state.foreign_globals(path, "pickle") == []

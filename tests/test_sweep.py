@@ -7,6 +7,9 @@ What TensorBoard and W&B show of it is tested in test_sweep_browse.py.
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +171,28 @@ def test_no_file_the_search_leaves_holds_the_wandb_api_key(sweep: Sweep) -> None
     files = [p for d in (sweep.ray_dir, sweep.root) for p in d.rglob("*") if p.is_file()]
     leaks = [str(p) for p in files if not p.is_symlink() and CANARY_KEY.encode() in p.read_bytes()]
     assert leaks == []
+
+
+def test_a_tampered_state_file_is_refused_and_runs_nothing(sweep: Sweep, tmp_path: Path) -> None:
+    """A searcher state that would run a command when unpickled: --resume refuses it in one
+    line, before anything loads it."""
+    copy = tmp_path / "runs" / "mini"
+    shutil.copytree(sweep.root, copy, ignore=shutil.ignore_patterns("checkpoint_*", "wandb"))
+    marker = tmp_path / "ran"
+    newest = sorted(copy.glob("searcher-state-*.pkl"))[-1]
+    newest.write_bytes(
+        pickle.dumps({"_ot_trials": {}, "x": _Command(f"touch {marker}")})  # its __reduce__
+    )
+    done = run_cli("--resume", "--name", "mini", "--storage-path", "runs", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert newest.name in line and "refused unread" in line, line
+    assert not marker.exists()
+
+
+class _Command:
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (self.command,))

@@ -15,9 +15,12 @@ starts, and stops with one line naming what is wrong instead.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import pickle
+import pickletools
 import re
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -157,10 +160,131 @@ def _load_inert(f: IO[bytes]) -> Any:
         unpickler.memo.clear()
 
 
+# What a pickle of this harness's and Ray's saved state may name (checked before anything is
+# unpickled): classes of these packages, these functions (reconstructors and stored values),
+# and these builtins. A pickle runs what it names when loaded; a tampered file naming
+# anything else (os.system, builtins.eval, cloudpickle's code objects) is refused unread.
+SAFE_PACKAGES = (
+    "search", "trainable", "spaces", "ray.tune", "ray.train", "ray.air", "optuna", "numpy",
+    "datetime", "collections", "enum", "uuid", "pathlib", "functools", "pyarrow._fs",
+)  # fmt: skip
+SAFE_FUNCTIONS = {
+    ("copyreg", "_reconstructor"),
+    ("_codecs", "encode"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy.random._pickle", "__bit_generator_ctor"),
+    ("numpy.random._pickle", "__randomstate_ctor"),
+    ("pyarrow._fs", "FileSystem._from_uri"),
+    ("ray.train._internal.storage", "_upload_to_fs_path"),
+    ("optuna.samplers._tpe.sampler", "default_weights"),
+    ("optuna.samplers._tpe.sampler", "default_gamma"),
+    ("search.run.tuner", "trial_dirname"),
+    ("search.builders", "trial_dirname"),  # an experiment made before search/ had layers
+}
+SAFE_BUILTINS = {"set", "frozenset", "list", "dict", "tuple", "bytes", "bytearray", "complex",
+                 "float", "int", "str", "bool", "slice", "range", "object"}  # fmt: skip
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
+               "BINSTRING", "STRING"}  # fmt: skip
+_MARK = object()
+
+
+def pickle_globals(data: bytes) -> list[tuple[Any, Any]]:
+    """The (module, name) of every global a pickle would import, read from its opcodes
+    without running any (a stack of its strings, as pickletools.dis keeps it). A name this
+    cannot tell is (None, None)."""
+    stack: list[Any] = []
+    memo: dict[Any, Any] = {}
+    found: list[tuple[Any, Any]] = []
+    for op, arg, _ in pickletools.genops(data):
+        if op.name in ("GLOBAL", "INST"):
+            module, _, name = str(arg).partition(" ")
+            found.append((module, name))
+        elif op.name == "STACK_GLOBAL":
+            found.append((stack[-2], stack[-1]) if len(stack) >= 2 else (None, None))
+        before, to_pop = op.stack_before, len(op.stack_before)
+        if pickletools.markobject in before or (op.name == "POP" and stack and stack[-1] is _MARK):
+            while stack and stack[-1] is not _MARK:  # everything at and after the mark
+                stack.pop()
+            if stack:
+                stack.pop()
+            marked = pickletools.markobject in before
+            to_pop = before.index(pickletools.markobject) if marked else 0
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):  # the top stays
+            memo[len(memo) if op.name == "MEMOIZE" else arg] = stack[-1] if stack else None
+            continue
+        if to_pop:
+            del stack[-to_pop:]
+        if op.name == "MARK":
+            stack.append(_MARK)
+        elif op.name in _STRING_OPS:
+            stack.append(arg)
+        elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(memo.get(arg))
+        else:
+            stack.extend([None] * len(op.stack_after))
+    return found
+
+
+def _safe_global(module: Any, name: Any) -> bool:
+    if not isinstance(module, str) or not isinstance(name, str):
+        return False
+    if (module, name) in SAFE_FUNCTIONS:
+        return True
+    if module == "builtins":
+        return name in SAFE_BUILTINS
+    if not any(module == p or module.startswith(p + ".") for p in SAFE_PACKAGES):
+        return False
+    try:  # a class of a trusted package: its module is installed code, not the file's
+        thing: Any = importlib.import_module(module)
+        for part in name.split("."):
+            thing = getattr(thing, part)
+    except Exception:
+        return False
+    return isinstance(thing, type)
+
+
+def _embedded_pickles(value: Any) -> Iterator[bytes]:
+    """The pickles Ray's experiment state embeds in its JSON (`CLOUDPICKLE_FALLBACK`, hex),
+    also inside JSON held as strings (its trials)."""
+    if isinstance(value, dict):
+        if value.get("_type") == "CLOUDPICKLE_FALLBACK" and isinstance(value.get("value"), str):
+            yield bytes.fromhex(value["value"])
+        for item in value.values():
+            yield from _embedded_pickles(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _embedded_pickles(item)
+    elif isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            inner = json.loads(value)
+        except ValueError:
+            return
+        yield from _embedded_pickles(inner)
+
+
+def foreign_globals(path: Path, kind: str) -> list[str]:
+    """What the pickle `path` (or the pickles a JSON state file embeds) would import that
+    this harness's state never holds; empty when nothing. Nothing is unpickled."""
+    if kind == "json":
+        pickles = list(_embedded_pickles(json.loads(path.read_text())))
+    else:
+        pickles = [path.read_bytes()]
+    named = {pair for data in pickles for pair in pickle_globals(data)}
+    return sorted(f"{m}.{n}" for m, n in named if not _safe_global(m, n))
+
+
 def _unreadable(path: Path, kind: str) -> str | None:
-    """Why `path` cannot be read as `kind` ('json' or 'pickle'); None when it can."""
+    """Why `path` cannot be read as `kind` ('json' or 'pickle'); None when it can. A pickle
+    naming what the harness's state never holds is refused before it is loaded."""
     reason = None
     try:
+        foreign = foreign_globals(path, kind)
+        if foreign:
+            return (
+                f"it would import {', '.join(foreign[:3])}, which this harness's state never "
+                "holds: refused unread, as a tampered file would run it"
+            )
         if kind == "json":
             json.loads(path.read_text())
         else:
