@@ -15,6 +15,7 @@ import pytest
 from helpers import ROOT
 
 from search.experiment import saved_state
+from search.experiment.pickle_names import pickle_globals
 
 
 def test_the_installed_versions_are_the_supported_ones() -> None:
@@ -79,7 +80,7 @@ def test_a_name_hidden_by_stack_tricks_is_still_read(tmp_path: Path) -> None:
         + _short("dtype") + b"0" + b"\x93" + _short("true") + b"\x85" + b"R."
     )  # fmt: skip
     assert pickle.loads(data) == 0  # it really is posix.system("true")
-    assert saved_state.pickle_globals(data) == [("posix", "system")]
+    assert pickle_globals(data) == [("posix", "system")]
 
 
 def test_a_pickle_embedded_in_rays_json_state_is_read_too(tmp_path: Path) -> None:
