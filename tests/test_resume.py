@@ -11,7 +11,7 @@ import pytest
 
 from search.config.settings import SearchSettings
 from search.config.usage import UsageError
-from search.experiment.layout import SETTINGS_FILE
+from search.experiment.layout import LOCK_FILE, LOCK_HOLDER, SETTINGS_FILE
 from search.experiment.saved_state import grow_search_state, state_problems
 from search.experiment.study import build_storage
 from search.run.optuna_bridge import (
@@ -88,7 +88,9 @@ def test_missing_state_is_reported_file_by_file_and_nothing_is_written(tmp_path:
         _resume(tmp_path, "--name", "exp")
     for missing in ("tuner.pkl is missing", "no experiment state", "optuna.db is missing"):
         assert missing in str(error.value)
-    assert sorted(p.name for p in settings.experiment_dir.iterdir()) == before
+    # nothing but the lock a resume holds while it checks (search.experiment.lock)
+    after = sorted(p.name for p in settings.experiment_dir.iterdir())
+    assert [name for name in after if name not in (LOCK_FILE, LOCK_HOLDER)] == before
 
 
 def test_a_truncated_state_file_is_named(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ pyproject.toml must pin the same ranges, so a new release is a deliberate step
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -108,3 +109,47 @@ def test_the_harness_own_state_passes(tmp_path: Path) -> None:
     path = tmp_path / "state.pkl"
     path.write_bytes(pickle.dumps(state))
     assert saved_state.foreign_globals(path, "pickle") == []
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("numpy.ctypeslib", "ctypes.CDLL"),  # an attribute of an attribute
+        ("search.experiment.lock", "filelock"),  # a module, not a class
+        ("search.experiment.storage", "Path"),  # a class it imports, not one it defines: ok
+        ("numpy", "memmap"),  # a class that writes a file its pickle names
+        ("builtins", "eval"),
+    ],
+)
+def test_only_classes_trusted_packages_define_pass(module: str, name: str) -> None:
+    allowed = (module, name) == ("search.experiment.storage", "Path")  # pathlib is trusted
+    assert saved_state._safe_global(module, name) is allowed
+
+
+def test_a_trials_hex_field_is_read_too(tmp_path: Path) -> None:
+    """Ray keeps a trial's non-JSON fields as bare hex pickles in its experiment state."""
+    trial = json.dumps({"placement_group_factory": pickle.dumps(_Payload(tmp_path)).hex()})
+    path = tmp_path / "experiment_state-x.json"
+    path.write_text(json.dumps({"trial_data": [trial]}))
+    assert saved_state.foreign_globals(path, "json") == [f"{os.system.__module__}.system"]
+
+
+def test_the_check_itself_never_imports_what_it_refuses(tmp_path: Path) -> None:
+    """The unpickler that reads the state during the check refuses the same names, also
+    any the opcode reader could not tell."""
+    marker = tmp_path / "ran"
+    with pytest.raises(pickle.UnpicklingError, match=r"refused to import \S+\.system"):
+        saved_state._load_inert(io.BytesIO(pickle.dumps(_Payload(marker))))
+    assert not marker.exists()
+
+
+def test_a_stored_experiments_filesystem_passes() -> None:
+    """Ray pickles an s3:// or gs:// experiment's pyarrow filesystem in its state."""
+    import pyarrow.fs
+
+    for fs in (
+        pyarrow.fs.S3FileSystem(region="us-east-1", anonymous=True),
+        pyarrow.fs.GcsFileSystem(anonymous=True),
+    ):
+        named = pickle_globals(pickle.dumps(fs))
+        assert named and all(saved_state._safe_global(m, n) for m, n in named), named

@@ -14,7 +14,7 @@ from search.config.parse import build_parser, given_flags, package_version
 from search.config.preflight import checked_settings
 from search.config.settings import SearchSettings
 from search.config.usage import SearchInterrupted, UsageError, exit_now
-from search.experiment.lock import abandon, claim
+from search.experiment.lock import abandon
 
 
 def main(argv: list[str] | None = None, prog: str = "search.py") -> int:
@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None, prog: str = "search.py") -> int:
         if resume:
             from search.run.resume import parse_resume
 
-            settings = parse_resume(argv)
-            claim(settings.experiment_dir, create=False)  # a new one claims as it makes it
+            settings = parse_resume(argv)  # it holds the experiment (search.experiment.lock)
         else:
             settings = checked_settings(argv)
         try:

@@ -23,7 +23,13 @@ from pathlib import Path
 import filelock
 
 from search.config.usage import UsageError
-from search.experiment.layout import EVENTS_PREFIX, LOCK_FILE, LOCK_HOLDER, SETTINGS_FILE
+from search.experiment.layout import (
+    EVENTS_PREFIX,
+    LOCK_FILE,
+    LOCK_HOLDER,
+    MANIFEST,
+    SETTINGS_FILE,
+)
 from trainable.files import write_atomically
 
 # Held by this process until it ends, and whether it made the folder
@@ -56,7 +62,8 @@ def claim(root: Path, create: bool) -> None:
                 f"experiment {root} already exists and is never overwritten (another search "
                 "with this name started at the same moment?); choose another --name"
             ) from None
-    lock = filelock.FileLock(root / LOCK_FILE, timeout=0)
+    # Not per thread: a new search claims while Ray starts, in another thread than main's.
+    lock = filelock.FileLock(root / LOCK_FILE, timeout=0, thread_local=False)
     try:
         lock.acquire()
     except filelock.Timeout:
@@ -86,7 +93,8 @@ def abandon(root: Path) -> None:
     if not root.is_dir():  # removed already (a stored experiment that could not be uploaded)
         lock.release()
         return
-    entries = [path for path in root.iterdir() if path.name not in (LOCK_FILE, LOCK_HOLDER)]
+    ours = (LOCK_FILE, LOCK_HOLDER, MANIFEST)  # and a stored experiment's sync record
+    entries = [path for path in root.iterdir() if path.name not in ours]
     untouched = all(
         path.is_file() and (path.name == SETTINGS_FILE or path.name.startswith(EVENTS_PREFIX))
         for path in entries

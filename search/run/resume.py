@@ -20,6 +20,7 @@ from search.config.settings import SearchSettings, is_uri, join_uri, resolve, wo
 from search.config.usage import UsageError
 from search.config.validate import local_resource_problems
 from search.experiment.layout import CHECKPOINT_GLOB, SETTINGS_FILE
+from search.experiment.lock import abandon, claim
 from search.experiment.saved_state import load_settings, saved_study_url, state_problems
 from search.experiment.storage import RemoteExperiment
 from search.experiment.study import study_url
@@ -57,6 +58,8 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
     storage_path = given.get("storage_path", SearchSettings.storage_path)
     remote = _stored_experiment(command, storage_path, given["name"], given.get("cache_dir"))
     root = remote.local if remote else Path(storage_path).expanduser().resolve() / given["name"]
+    if root.is_dir():  # held before anything of it is read or downloaded: one writer
+        claim(root, create=False)
     saved = load_settings(root)
     if saved.name != root.name:  # its Ray and Optuna state still point at the original
         raise UsageError(
@@ -137,9 +140,14 @@ def _stored_experiment(
         raise UsageError(problems[0])
     cache = str(Path(cache_dir).expanduser().resolve()) if cache_dir else default_cache_dir()
     remote = RemoteExperiment(join_uri(storage_path, name), working_copy(storage_path, name, cache))
-    remote.fetch_settings(
-        f"{command}: no experiment at {remote.uri}; check --name and --storage-path"
-    )
+    claim(remote.local, create=not remote.local.exists())  # its working copy: one writer here
+    try:
+        remote.fetch_settings(
+            f"{command}: no experiment at {remote.uri}; check --name and --storage-path"
+        )
+    except UsageError:
+        abandon(remote.local)  # a working copy made for nothing goes again
+        raise
     return remote
 
 
