@@ -76,7 +76,7 @@ def claim(root: Path, create: bool) -> None:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": " ".join(["search.py", *sys.argv[1:]])[:200],
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200],
     }
     write_atomically(root / LOCK_HOLDER, lambda f: f.write(json.dumps(holder).encode()))
 
