@@ -123,7 +123,7 @@ def test_the_harness_own_state_passes(tmp_path: Path) -> None:
 )
 def test_only_classes_trusted_packages_define_pass(module: str, name: str) -> None:
     allowed = (module, name) == ("search.experiment.storage", "Path")  # pathlib is trusted
-    assert saved_state._safe_global(module, name) is allowed
+    assert saved_state.STATE_GLOBALS.allows(module, name) is allowed
 
 
 def test_a_trials_hex_field_is_read_too(tmp_path: Path) -> None:
@@ -152,4 +152,4 @@ def test_a_stored_experiments_filesystem_passes() -> None:
         pyarrow.fs.GcsFileSystem(anonymous=True),
     ):
         named = pickle_globals(pickle.dumps(fs))
-        assert named and all(saved_state._safe_global(m, n) for m, n in named), named
+        assert named and all(saved_state.STATE_GLOBALS.allows(m, n) for m, n in named), named

@@ -15,7 +15,7 @@ starts, and stops with one line naming what is wrong instead.
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import io
 import json
 import pickle
 import re
@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 from search.config.settings import SearchSettings, resolve
 from search.config.usage import UsageError
 from search.experiment.layout import SETTINGS_FILE, STATE_PATTERNS, STUDY_FILE, TUNER_FILE
-from search.experiment.pickle_names import pickle_globals
+from search.experiment.pickle_names import Allowed, pickle_globals
 from search.experiment.study import study_url
 from trainable.files import write_atomically
 
@@ -147,7 +147,7 @@ class _InertUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == ("optuna.storages._rdb.storage", "RDBStorage"):
             return _PickledStorage
-        if not _safe_global(module, name):  # also what the opcode reader could not tell
+        if not STATE_GLOBALS.allows(module, name):  # also what the opcode reader could not tell
             raise pickle.UnpicklingError(f"refused to import {module}.{name}")
         return super().find_class(module, name)
 
@@ -163,60 +163,37 @@ def _load_inert(f: IO[bytes]) -> Any:
 
 
 # What a pickle of this harness's and Ray's saved state may name (checked before anything is
-# unpickled): classes of these packages, these functions (reconstructors and stored values),
-# and these builtins. A pickle runs what it names when loaded; a tampered file naming
-# anything else (os.system, builtins.eval, cloudpickle's code objects) is refused unread.
-SAFE_PACKAGES = (
-    "search", "trainable", "spaces", "ray.tune", "ray.train", "ray.air", "optuna", "numpy",
-    "datetime", "collections", "enum", "uuid", "pathlib", "functools", "pyarrow._fs",
+# unpickled): classes these packages define, these functions (reconstructors and stored
+# values), and these builtins. A pickle runs what it names when loaded; a tampered file
+# naming anything else (os.system, builtins.eval, cloudpickle's code objects) is refused.
+STATE_GLOBALS = Allowed(
+    packages=(
+        "search", "trainable", "spaces", "ray.tune", "ray.train", "ray.air", "optuna", "numpy",
+        "datetime", "collections", "enum", "uuid", "pathlib", "functools", "pyarrow._fs",
+    ),
+    functions=frozenset({
+        ("copyreg", "_reconstructor"),
+        ("_codecs", "encode"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.random._pickle", "__bit_generator_ctor"),
+        ("numpy.random._pickle", "__randomstate_ctor"),
+        ("pyarrow._fs", "FileSystem._from_uri"),
+        # a URI experiment's filesystem, as Ray's StorageContext pickles it
+        ("pyarrow._s3fs", "S3FileSystem._reconstruct"),
+        ("pyarrow._gcsfs", "GcsFileSystem._reconstruct"),
+        ("pyarrow._azurefs", "AzureFileSystem._reconstruct"),
+        ("pyarrow._hdfs", "HadoopFileSystem._reconstruct"),
+        ("ray.train._internal.storage", "_upload_to_fs_path"),
+        ("optuna.samplers._tpe.sampler", "default_weights"),
+        ("optuna.samplers._tpe.sampler", "default_gamma"),
+        ("search.run.tuner", "trial_dirname"),
+        ("search.builders", "trial_dirname"),  # an experiment made before search/ had layers
+    }),
+    builtins=frozenset({"set", "frozenset", "list", "dict", "tuple", "bytes", "bytearray",
+                        "complex", "float", "int", "str", "bool", "slice", "range", "object"}),
+    refused=frozenset({("numpy", "memmap")}),  # builds a file where its pickle says
 )  # fmt: skip
-SAFE_FUNCTIONS = {
-    ("copyreg", "_reconstructor"),
-    ("_codecs", "encode"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy.random._pickle", "__bit_generator_ctor"),
-    ("numpy.random._pickle", "__randomstate_ctor"),
-    ("pyarrow._fs", "FileSystem._from_uri"),
-    # a URI experiment's filesystem, as Ray's StorageContext pickles it
-    ("pyarrow._s3fs", "S3FileSystem._reconstruct"),
-    ("pyarrow._gcsfs", "GcsFileSystem._reconstruct"),
-    ("pyarrow._azurefs", "AzureFileSystem._reconstruct"),
-    ("pyarrow._hdfs", "HadoopFileSystem._reconstruct"),
-    ("ray.train._internal.storage", "_upload_to_fs_path"),
-    ("optuna.samplers._tpe.sampler", "default_weights"),
-    ("optuna.samplers._tpe.sampler", "default_gamma"),
-    ("search.run.tuner", "trial_dirname"),
-    ("search.builders", "trial_dirname"),  # an experiment made before search/ had layers
-}
-SAFE_BUILTINS = {"set", "frozenset", "list", "dict", "tuple", "bytes", "bytearray", "complex",
-                 "float", "int", "str", "bool", "slice", "range", "object"}  # fmt: skip
-
-
-UNSAFE_CLASSES = {("numpy", "memmap")}  # builds a file where its pickle says
-
-
-def _trusted(module: str) -> bool:
-    return any(module == p or module.startswith(p + ".") for p in SAFE_PACKAGES)
-
-
-def _safe_global(module: Any, name: Any) -> bool:
-    """Whether a pickle may import `module`.`name`: a listed function or builtin, or a class
-    that a trusted package defines itself (not one it imports from elsewhere, and never an
-    attribute of an attribute)."""
-    if not isinstance(module, str) or not isinstance(name, str):
-        return False
-    if (module, name) in SAFE_FUNCTIONS:
-        return True
-    if module == "builtins":
-        return name in SAFE_BUILTINS
-    if "." in name or not _trusted(module) or (module, name) in UNSAFE_CLASSES:
-        return False
-    try:  # its module is installed code, not the file's
-        thing = getattr(importlib.import_module(module), name)
-    except Exception:
-        return False
-    return isinstance(thing, type) and _trusted(thing.__module__)
 
 
 def _is_hex(text: str) -> bool:
@@ -244,33 +221,39 @@ def _embedded_pickles(value: Any) -> Iterator[bytes]:
         yield from _embedded_pickles(inner)
 
 
+def _pickles(path: Path, kind: str) -> list[bytes]:
+    """The pickle `path`, or the pickles a JSON state file embeds (a parse error: damage)."""
+    if kind == "json":
+        return list(_embedded_pickles(json.loads(path.read_text())))
+    return [path.read_bytes()]
+
+
+def _foreign(pickles: list[bytes]) -> list[str]:
+    named = {pair for data in pickles for pair in pickle_globals(data)}
+    return sorted(f"{m}.{n}" for m, n in named if not STATE_GLOBALS.allows(m, n))
+
+
 def foreign_globals(path: Path, kind: str) -> list[str]:
     """What the pickle `path` (or the pickles a JSON state file embeds) would import that
     this harness's state never holds; empty when nothing. Nothing is unpickled."""
-    if kind == "json":
-        pickles = list(_embedded_pickles(json.loads(path.read_text())))
-    else:
-        pickles = [path.read_bytes()]
-    named = {pair for data in pickles for pair in pickle_globals(data)}
-    return sorted(f"{m}.{n}" for m, n in named if not _safe_global(m, n))
+    return _foreign(_pickles(path, kind))
 
 
 def _unreadable(path: Path, kind: str) -> str | None:
     """Why `path` cannot be read as `kind` ('json' or 'pickle'); None when it can. A pickle
-    naming what the harness's state never holds is refused before it is loaded."""
+    naming what the harness's state never holds is refused before it is loaded. The file is
+    read and parsed once."""
     reason = None
     try:
-        foreign = foreign_globals(path, kind)
+        pickles = _pickles(path, kind)
+        foreign = _foreign(pickles)
         if foreign:
             return (
                 f"it would import {', '.join(foreign[:3])}, which this harness's state never "
                 "holds: refused unread, as a tampered file would run it"
             )
-        if kind == "json":
-            json.loads(path.read_text())
-        else:
-            with path.open("rb") as f:
-                _load_inert(f)
+        if kind == "pickle":
+            _load_inert(io.BytesIO(pickles[0]))
     except Exception as error:  # any failure to load means a restore would fail or start over
         reason = f"{type(error).__name__}: {error}"
     return reason
