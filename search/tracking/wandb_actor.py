@@ -27,6 +27,7 @@ class WandbRuns:
         self._wandb = wandb
         self._runs: dict[str, Any] = {}
         self._errors: list[str] = []
+        self._online_failed: str | None = None  # why W&B could not log online, once it failed
 
     def use_api_key(self, key: str) -> None:
         """The W&B API key, for the runs this actor starts. Sent as a call's argument: a
@@ -39,13 +40,40 @@ class WandbRuns:
         try:
             yield
         except Exception as error:  # W&B's errors vary by version and mode
-            self._errors.append(f"{what}: {type(error).__name__}: {error}")
+            self._errors.append(f"{what}: {_line(error)}")
+
+    def _offline_once_failed(self, init_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """`init_kwargs`, offline once W&B failed to log online (not tried again per run)."""
+        if self._online_failed and init_kwargs.get("mode") == "online":
+            return {**init_kwargs, "mode": "offline"}
+        return init_kwargs
 
     def start(self, trial_id: str, init_kwargs: dict[str, Any]) -> None:
-        """Open the trial's run (a retried trial keeps the run it has)."""
-        if trial_id not in self._runs:
-            with self._guard(f"starting the run of {trial_id}"):
-                self._runs[trial_id] = self._wandb.init(**init_kwargs, reinit="create_new")
+        """Open the trial's run (a retried trial keeps the run it has). When W&B cannot log
+        online (a wrong key, no network), the run is kept offline, and so are the next ones:
+        `online_failure` says why."""
+        if trial_id in self._runs:
+            return
+        init_kwargs = self._offline_once_failed(init_kwargs)
+        try:
+            self._runs[trial_id] = self._wandb.init(**init_kwargs, reinit="create_new")
+            return
+        except Exception as error:  # W&B's errors vary by version and mode
+            if init_kwargs.get("mode") != "online":
+                self._errors.append(f"starting the run of {trial_id}: {_line(error)}")
+                return
+            self._online_failed = _line(error)
+        offline = {**init_kwargs, "mode": "offline"}
+        if self._runs:  # its id stays taken by the failed run while W&B serves the open runs
+            offline["id"] = f"{init_kwargs.get('id', trial_id)}-offline"
+        else:  # nothing open: W&B's service starts again, forgetting the failed run
+            self._wandb.teardown()
+        with self._guard(f"starting the run of {trial_id} offline"):
+            self._runs[trial_id] = self._wandb.init(**offline, reinit="create_new")
+
+    def online_failure(self) -> str | None:
+        """Why W&B could not log online (its runs are offline since), or None."""
+        return self._online_failed
 
     def log(self, trial_id: str, data: dict[str, Any], config: dict[str, Any], step: int) -> None:
         """One reported result: history row `data` at `step`, and `config` additions."""
@@ -67,13 +95,19 @@ class WandbRuns:
         """Log a model file as an artifact from a run of its own (`model_spec`'s dict: the
         run's init arguments, the artifact's, the file, the run's summary); True when logged."""
         with self._guard("logging the best model"):
-            return log_model(self._wandb, spec)
+            return log_model(self._wandb, {**spec, "init": self._offline_once_failed(spec["init"])})
         return False
 
     def take_errors(self) -> list[str]:
         """The errors so far (emptied); it returns after every call sent before it."""
         errors, self._errors = self._errors, []
         return errors
+
+
+def _line(error: BaseException) -> str:
+    """An error as one line: its type and the first line of its message."""
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
 
 
 def model_spec(

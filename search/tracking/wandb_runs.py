@@ -35,6 +35,9 @@ WANDB_PROJECT = "transfer-tune"  # override with the WANDB_PROJECT environment v
 # Seconds the end of a sweep (or Ctrl-C) waits for W&B runs to finish. A run cut off there
 # keeps its local files, which `wandb sync` uploads later.
 WANDB_FINISH_TIMEOUT_S = 10
+# How long W&B tries to reach its server when a run starts online (W&B's default is 90 s):
+# after that the run, and the next ones, are kept offline (search.tracking.wandb_actor).
+WANDB_INIT_TIMEOUT_S = 20
 BEST_MODEL_JOB = "best-model"  # job type of the run that logs the best model
 RUNS_ACTOR = "transfer-tune-wandb-runs"  # the W&B actor's name in the search's Ray namespace
 
@@ -127,20 +130,31 @@ class TrialRunsCallback(WandbLoggerCallback):
             ]
         for error in errors:
             print(f"Warning: W&B: {error}", file=sys.stderr)
+        failure = online_failure()
+        if failure:
+            print(
+                f"Warning: W&B could not log online ({failure}); the runs are saved offline "
+                f"in {self.kwargs.get('dir', '.')}/wandb: upload them with `wandb sync` once "
+                "W&B works",
+                file=sys.stderr,
+            )
         # The actor stays: the search logs its best model through it (ModelLog), then ends it.
 
 
 def build_wandb_callback(settings: SearchSettings, wandb_mode: str) -> TrialRunsCallback:
     """One W&B run per trial, grouped by experiment, written into <experiment>/wandb/."""
+    online = {"settings": {"init_timeout": WANDB_INIT_TIMEOUT_S}} if wandb_mode == "online" else {}
     return TrialRunsCallback(
         max_epochs=settings.max_epochs,
         project=wandb_project(),
         group=settings.name,
-        upload_timeout=WANDB_FINISH_TIMEOUT_S,
+        # Online, the last run may still be trying to reach W&B when the trials end.
+        upload_timeout=WANDB_FINISH_TIMEOUT_S + (WANDB_INIT_TIMEOUT_S if online else 0),
         # passed on to wandb.init:
         job_type=settings.space,
         mode=wandb_mode,
         dir=str(settings.experiment_dir),
+        **online,
     )
 
 
@@ -220,6 +234,20 @@ def runs_actor() -> Any:
     try:
         return ray.get_actor(RUNS_ACTOR)
     except ValueError:
+        return None
+
+
+def online_failure() -> str | None:
+    """Why the search's W&B actor could not log online (its runs are offline since); None
+    when it logged online, or does not run."""
+    actor = runs_actor()
+    if actor is None:
+        return None
+    try:
+        return ray.get(actor.online_failure.remote(), timeout=WANDB_FINISH_TIMEOUT_S)
+    except GetTimeoutError:  # still trying to reach W&B: its runs cannot be claimed online
+        return f"W&B did not answer within {WANDB_FINISH_TIMEOUT_S} s"
+    except Exception:  # the actor died: its errors were told already
         return None
 
 
