@@ -20,6 +20,9 @@ for _name, _value in {
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     # Starting a trial's W&B run blocks the driver ~2 s on 2 cores; warn only beyond 5 s.
     "TUNE_WARN_THRESHOLD_S": "5",
+    # Ray prints a traceback for a failed task nobody waits for: here a trial cut off while the
+    # search stops (its checkpoint resumes it). The search's own actor keeps its errors.
+    "RAY_IGNORE_UNHANDLED_ERRORS": "1",
 }.items():
     os.environ.setdefault(_name, _value)
 

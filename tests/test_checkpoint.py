@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import pytest
@@ -67,24 +68,36 @@ def test_an_interrupted_write_leaves_the_previous_file_and_no_temporary(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.bin"]  # no temporary left
 
 
-def test_a_resumed_trial_takes_the_newer_checkpoint_whose_epoch_was_logged(tmp_path: Path) -> None:
-    """Ctrl-C can cross a report: result.json has epoch 2 while Tune's state names epoch 1."""
+def test_a_resumed_trial_takes_the_newest_readable_checkpoint_whose_epoch_was_logged(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C can cross a report: result.json has epoch 2 while Tune's state names epoch 1. A
+    checkpoint cut short or removed is passed over; the epochs after the one taken that were
+    logged already are replayed without reporting (the trial learns the last logged epoch)."""
     from trainable.metrics import RESULT_FILE
-    from trainable.ray_entry import newest_logged_checkpoint
+    from trainable.ray_entry import starting_checkpoint
 
     def state(epoch: int) -> dict:
         return {"model": {}, "optimizer": {}, "epoch": epoch, "config": {}, "classes": [],
                 "prior_best_val_acc": 0.5, "frozen_fingerprint": ""}  # fmt: skip
 
+    def start(named: int | None) -> tuple[int | None, int]:
+        file = None if named is None else tmp_path / f"checkpoint_00000{named}" / CHECKPOINT_FILE
+        resume, logged = starting_checkpoint(tmp_path, file, notes.append)
+        return (resume["epoch"] if resume else None), logged
+
+    notes: list[str] = []
     for index, epoch in ((0, 1), (1, 2), (2, 3)):
         save_checkpoint(tmp_path / f"checkpoint_00000{index}" / CHECKPOINT_FILE, state(epoch))
     (tmp_path / RESULT_FILE).write_text('{"epoch": 1}\n{"epoch": 2}\n')
     # epoch 3's checkpoint was saved but never logged: it is run again, not skipped
-    assert newest_logged_checkpoint(tmp_path, state(1))["epoch"] == 2
-    assert newest_logged_checkpoint(tmp_path, None)["epoch"] == 2
-    assert newest_logged_checkpoint(tmp_path, state(2))["epoch"] == 2
+    assert start(0) == (2, 2) and start(None) == (2, 2) and start(1) == (2, 2)
+    assert notes[0].startswith("resumed from checkpoint_000001 (epoch 2): the newest readable")
     (tmp_path / "checkpoint_000001" / CHECKPOINT_FILE).write_bytes(b"half a file")
-    assert newest_logged_checkpoint(tmp_path, state(1))["epoch"] == 1
+    assert start(0) == (1, 2)  # epoch 2 is replayed, not reported again
+    assert start(1) == (1, 2) and "checkpoint_000001 unreadable" in notes[-2]
+    shutil.rmtree(tmp_path / "checkpoint_000000")  # and Tune's named one is gone
+    assert start(0) == (None, 2)
 
 
 def _checkpoint_of(cfg: TrialConfig, epoch: int, tmp_path: Path) -> dict:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import subprocess
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,6 +20,7 @@ from helpers import LOCAL, make_image_folder
 from PIL import Image
 
 from search.cli.search import main
+from search.config.usage import UsageError
 from trainable.backbones import build_model
 
 # name: (flags, the message the one line must match)
@@ -168,3 +171,36 @@ def test_a_bad_input_is_one_line_and_exit_code_2(
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("search.py: error: ")
     assert re.search(message, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize(("free_mb", "refused"), [(20, True), (600, False)])
+def test_a_volume_short_of_room_is_refused_or_warned_of_before_ray_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free_mb: int, refused: bool
+) -> None:
+    """ResNet-18's checkpoints are up to 90 MB (weights and momentum): 20 MB free cannot hold
+    one per running trial (refused); 600 MB holds those but not the 16 x 2 the search may keep
+    (a warning)."""
+    from search.config import preflight
+
+    def disk_usage(path: object) -> SimpleNamespace:
+        return SimpleNamespace(total=1 << 40, used=(1 << 40) - (free_mb << 20), free=free_mb << 20)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    flags = ["--name", "r", "--storage-path", "runs", "--wandb", "disabled"]
+    err = io.StringIO()
+    with redirect_stderr(err):
+        if refused:
+            with pytest.raises(
+                UsageError,
+                match=r"^--storage-path runs has 21 MB free, less "
+                r"than one checkpoint \(90 MB\) and the logs of each of 2 trials",
+            ):
+                preflight.checked_settings([*flags, "--max-concurrent", "2"])
+        else:
+            preflight.checked_settings(flags)
+    if not refused:
+        assert re.fullmatch(r"Warning: \S+ has 0\.63 GB free; this search may write up to "
+                            r"2\.\d+ GB \(16 trials x 2 checkpoints of up to 90 MB, and logs\)"
+                            r"\. .*\n", err.getvalue())  # fmt: skip
+    assert not (tmp_path / "runs").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import optuna
@@ -204,7 +205,8 @@ def test_a_space_fixing_a_linear_probe_never_samples_backbone_lr() -> None:
 def test_a_restored_searcher_catches_up_with_a_study_ahead_of_its_snapshot(
     tmp_path: Path,
 ) -> None:
-    """After a crash optuna.db holds what happened since Tune's last searcher snapshot."""
+    """After a crash optuna.db holds what happened since Tune's last searcher snapshot, and a
+    trial suggested after it runs again under the next new Tune trial (the study holds it once)."""
     searcher = _searcher(tmp_path)
     searcher.suggest("done")
     searcher.suggest("running")
@@ -218,7 +220,13 @@ def test_a_restored_searcher_catches_up_with_a_study_ahead_of_its_snapshot(
         _space(), max_t=MAX_T, time_attr=EPOCH, sampler=build_sampler("random", 0, 16)
     )
     restored.restore(str(tmp_path / "searcher.pkl"))
-    assert _study_trial(tmp_path, "lost").state == TrialState.FAIL
+    lost = _study_trial(tmp_path, "lost")
+    assert lost.state == TrialState.RUNNING
+    again = restored.suggest("new")  # Tune's trial in its place
+    adopted = _study_trial(tmp_path, "new")
+    assert adopted.number == lost.number and adopted.params == lost.params
+    assert again["trial_number"] == lost.user_attrs["trial_number"] == 3
+    assert len(restored.study.trials) == 3
     restored.on_trial_complete("done", result=_result(1, 0.3))  # rerun by Tune: not told again
     assert _study_trial(tmp_path, "done").state == TrialState.PRUNED
     restored.on_trial_result("running", _result(2, 0.5))  # already in the study
@@ -226,3 +234,30 @@ def test_a_restored_searcher_catches_up_with_a_study_ahead_of_its_snapshot(
     running = _study_trial(tmp_path, "running")
     assert running.state == TrialState.COMPLETE and running.value == 0.6
     assert running.intermediate_values == {1: 0.4, 2: 0.5, 3: 0.6}
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_the_saved_state_is_json_and_the_restored_searcher_goes_on_as_if_never_stopped(
+    tmp_path: Path, sampler: str
+) -> None:
+    """No pickle, so a tampered state file cannot run code; the samplers' random states come
+    back, so a resumed search suggests what the search would have suggested next."""
+    first, copy = tmp_path / "first", tmp_path / "copy"
+    first.mkdir()
+    searcher = _searcher(first, sampler)
+    for index, acc in enumerate([0.3, 0.5, 0.4, 0.6, 0.45, 0.55, 0.5]):  # TPE leaves start-up
+        searcher.suggest(f"t{index}")
+        searcher.on_trial_complete(f"t{index}", result=_result(MAX_T, acc))
+    searcher.suggest("running")
+    searcher.save(str(first / "searcher-state.pkl"))
+    assert (first / "searcher-state.pkl").read_text().startswith('{"format": ')
+    shutil.copytree(first, copy)
+    expected = [searcher.suggest(trial_id) for trial_id in ("next1", "next2")]
+
+    restored = BudgetAwareOptunaSearch(  # as tuner.pkl holds it: a fresh sampler, no study
+        _space(), max_t=MAX_T, time_attr=EPOCH, sampler=build_sampler(sampler, 0, 16),
+        storage=build_storage(copy), study_name="exp",
+    )  # fmt: skip
+    restored.restore(str(copy / "searcher-state.pkl"))
+    assert restored.suggest("running") == searcher.suggest("running")  # the same study trial
+    assert [restored.suggest(trial_id) for trial_id in ("next1", "next2")] == expected

@@ -1,14 +1,23 @@
-"""Which checkpoints an ended search keeps (search.experiment.retention), on a folder laid out
-as Ray's."""
+"""Which checkpoints a search keeps while its trials run and once they have ended
+(search.experiment.retention), on folders laid out as Ray's."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from search.config.settings import SearchSettings
-from search.experiment.retention import prune_checkpoints
+from search.experiment.retention import (
+    CHECKPOINT_DIR,
+    SupersededCheckpoints,
+    best_checkpoint,
+    prune_checkpoints,
+    stored_checkpoints,
+)
 
 # (trial, status, checkpoint folders, the best of them), ranked by best val_acc
 TRIALS = [
@@ -72,3 +81,67 @@ def test_pruning_again_removes_nothing_more(tmp_path: Path) -> None:
     before = _left(settings)
     again = prune_checkpoints(settings, summary)
     assert again.folders == 0 and _left(settings) == before
+
+
+def _stored_state(root: Path, named: dict[str, str]) -> None:
+    """An experiment state as Ray 2.60 stores it: per trial, its JSON state and its run's."""
+    data = [
+        [json.dumps({"trial_id": trial}), json.dumps({"last_result": {CHECKPOINT_DIR: folder}})]
+        for trial, folder in named.items()
+    ]
+    (root / "experiment_state-2026-12-05_00-00-00.json").write_text(
+        json.dumps({"trial_data": data})
+    )
+
+
+def test_a_running_trial_keeps_its_best_and_what_the_stored_state_resumes_from(
+    tmp_path: Path,
+) -> None:
+    """Checkpoints older than the one the stored state names go, but the best; the named one
+    and newer ones stay until a stored state names a newer one."""
+    folder = tmp_path / "train_transfer_a"
+    scores = [0.5, 0.7, 0.6, 0.65, 0.66]  # epochs 1..5; the best is checkpoint_000001
+    for index in range(len(scores)):
+        (folder / f"checkpoint_00000{index}").mkdir(parents=True)
+    pruner = SupersededCheckpoints(tmp_path)
+    trial = SimpleNamespace(trial_id="a", path=str(folder))
+
+    def report(index: int) -> None:
+        result = {CHECKPOINT_DIR: f"checkpoint_00000{index}", "val_acc": scores[index]}
+        pruner.on_trial_result(0, [trial], trial, result)
+
+    def left() -> list[str]:
+        return sorted(p.name for p in folder.iterdir())
+
+    report(0)
+    report(1)
+    report(2)  # no state stored yet: nothing goes
+    assert len(left()) == 5
+    _stored_state(tmp_path, {"a": "checkpoint_000003"})
+    report(3)
+    # older than the named one: 0 and 2 go; 1 is the best; 4 is newer than the state knows
+    assert left() == ["checkpoint_000001", "checkpoint_000003", "checkpoint_000004"]
+    os.utime(tmp_path / "experiment_state-2026-12-05_00-00-00.json", ns=(1, 1))  # read again
+    report(4)
+    _stored_state(tmp_path, {"a": "checkpoint_000004"})
+    report(4)
+    assert left() == ["checkpoint_000001", "checkpoint_000004"]
+
+
+def test_the_best_checkpoint_is_the_later_of_ties_among_those_left() -> None:
+    rows = [
+        {CHECKPOINT_DIR: "checkpoint_000000", "val_acc": 0.5},
+        {CHECKPOINT_DIR: "checkpoint_000001", "val_acc": 0.7},
+        {CHECKPOINT_DIR: "checkpoint_000002", "val_acc": 0.7},
+        {CHECKPOINT_DIR: "checkpoint_000003", "val_acc": float("nan")},
+    ]
+    present = ["checkpoint_000000", "checkpoint_000001", "checkpoint_000002", "checkpoint_000003"]
+    assert best_checkpoint(rows, present) == "checkpoint_000002"
+    assert best_checkpoint(rows, present[:2]) == "checkpoint_000001"
+    assert best_checkpoint(rows, ["checkpoint_000009"]) is None
+
+
+def test_an_unreadable_stored_state_names_nothing(tmp_path: Path) -> None:
+    state = tmp_path / "experiment_state-x.json"
+    state.write_text('{"trial_data": [["{\\"trial_id\\": ')  # cut off mid-copy
+    assert stored_checkpoints(state) == {}

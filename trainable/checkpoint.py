@@ -35,6 +35,12 @@ CHECKPOINT_KEYS = (
 )  # fmt: skip
 
 
+def largest_checkpoint_bytes(state: dict[str, torch.Tensor]) -> int:
+    """The most a checkpoint of a model with state dict `state` can take on disk: every
+    tensor (nothing frozen) and SGD's momentum of each (before the last epoch)."""
+    return 2 * sum(t.numel() * t.element_size() for t in state.values())
+
+
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the model it is restored into: one line saying why."""
 

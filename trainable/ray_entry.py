@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,36 +62,53 @@ def _reported_epochs(trial_folder: Path) -> set[int]:
     return {int(row[metrics.EPOCH]) for row in rows if metrics.EPOCH in row}
 
 
-def _newer_reported_checkpoint(resume: dict[str, Any] | None) -> dict[str, Any] | None:
-    """`resume`, or a newer checkpoint of this trial whose epoch the driver already logged.
-
-    An epoch that reports just as Ctrl-C stops the search can reach result.json while Tune's
-    saved state still names the previous checkpoint; resumed from that one, the trial would
-    run and report the epoch twice. Its own checkpoint is in the trial's folder: take it. A
-    checkpoint whose epoch was never logged is not taken (the epoch is run again and logged
-    once), nor an unreadable one. Local and shared-filesystem storage only.
-    """
+def _local_trial_folder() -> Path | None:
+    """The trial's folder in the experiment, when the experiment is on a local or shared
+    filesystem (None for a URI)."""
     storage = tune.get_context().get_storage()
     if storage is None or not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
-        return resume
-    return newest_logged_checkpoint(Path(storage.trial_fs_path), resume)
+        return None
+    return Path(storage.trial_fs_path)
 
 
-def newest_logged_checkpoint(folder: Path, resume: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The newest readable checkpoint in the trial folder `folder` whose epoch is in its
-    result.json and later than `resume`'s; else `resume`."""
-    epoch = int(resume["epoch"]) if resume else 0
+def starting_checkpoint(
+    folder: Path | None, restored: Path | None, log: Callable[[str], None]
+) -> tuple[dict[str, Any] | None, int]:
+    """The checkpoint a trial starts from, and the last epoch the driver logged for it.
+
+    `restored` is the checkpoint file Tune's saved state names. A newer checkpoint of the
+    trial's `folder` whose epoch is in its result.json is taken instead: an epoch that reported
+    just before the driver stopped or died can be logged while the saved state still names the
+    checkpoint before it, and resumed from that one the trial would run the epoch again. A
+    newer checkpoint whose epoch was never logged is not taken (the epoch is run again and
+    logged once). When Tune's checkpoint cannot be read (cut short, removed), the newest
+    readable one of the folder is taken, else none: the trial replays the epochs between it and
+    the last logged one without reporting them again (they are seeded: the same numbers).
+    """
+    resume = None
+    if restored is not None:
+        try:
+            resume = load_checkpoint(restored)
+        except Exception as error:  # torch raises several types for a damaged file
+            log(f"checkpoint {restored.parent.name} unreadable ({type(error).__name__}): "
+                "taking the newest readable one")  # fmt: skip
+    if folder is None:
+        return resume, int(resume["epoch"]) if resume else 0
     reported = _reported_epochs(folder)
+    epoch = int(resume["epoch"]) if resume else 0
     for candidate in sorted(folder.glob("checkpoint_*"), reverse=True):
         # Its epoch first (memory-mapped): only the checkpoint taken is read whole.
         candidate_epoch = saved_epoch(candidate)  # None: half copied when the trial died
         if candidate_epoch is None or candidate_epoch <= epoch or candidate_epoch not in reported:
             continue
         try:
-            return load_checkpoint(candidate / CHECKPOINT_FILE)
-        except Exception:  # unreadable after all: Tune's own choice stands
+            resume = load_checkpoint(candidate / CHECKPOINT_FILE)
+        except Exception:  # unreadable after all
             continue
-    return resume
+        log(f"resumed from {candidate.name} (epoch {candidate_epoch}): the newest readable "
+            "checkpoint whose epoch was logged")  # fmt: skip
+        break
+    return resume, max(reported, default=0)
 
 
 def train_transfer(
@@ -109,17 +127,18 @@ def train_transfer(
     diverged = trial_dir / DIVERGED_FILE
     if diverged.is_file():
         raise DivergedError(f"{diverged.read_text()} (in an earlier attempt; not retrained)")
-    resume = None
-    if (restored := tune.get_checkpoint()) is not None:
-        with restored.as_directory() as folder:
-            resume = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
-    resume = _newer_reported_checkpoint(resume)
 
     def log(line: str) -> None:
         with open(trial_dir / LOG_FILE, "a") as file:
             file.write(line + "\n")
 
     trial_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        restored = tune.get_checkpoint()
+        named = Path(stack.enter_context(restored.as_directory())) if restored else None
+        resume, logged = starting_checkpoint(
+            _local_trial_folder(), named / CHECKPOINT_FILE if named else None, log
+        )
     # Where the trial ran and where its code came from (a cluster ships it: search.run.cluster).
     context = ray.get_runtime_context()
     shipped = context.runtime_env.get("py_modules") or "none"
@@ -137,7 +156,8 @@ def train_transfer(
                 for result, _ in trial:
                     writer.wait()
                     folder = Path(scratch, f"epoch-{result[metrics.EPOCH]}")
-                    tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+                    if result[metrics.EPOCH] > logged:  # else replayed: logged already
+                        tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
                     shutil.rmtree(folder)  # Ray copied it into the experiment
             finally:  # an epoch that failed mid-validation: its write ends before the folder
                 with contextlib.suppress(Exception):

@@ -8,6 +8,7 @@ Torch, Ray and Optuna are imported only once the input has been checked: `--help
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 from search.config.parse import build_parser, given_flags, package_version
@@ -15,10 +16,21 @@ from search.config.preflight import checked_settings
 from search.config.settings import SearchSettings
 from search.config.usage import SearchInterrupted, UsageError, exit_now
 from search.experiment.lock import abandon
+from search.experiment.outcomes import shown_path
+from search.run.storage_watch import STORAGE_ERRNOS
+
+
+def _quiet_storage_errors(args: threading.ExceptHookArgs) -> None:
+    """A writer thread (TensorBoard's, say) that fails on a full or read-only volume prints
+    nothing: the main thread meets the same error and says it in one line (`main`)."""
+    if isinstance(args.exc_value, OSError) and args.exc_value.errno in STORAGE_ERRNOS:
+        return
+    threading.__excepthook__(args)
 
 
 def main(argv: list[str] | None = None, prog: str = "search.py") -> int:
     """Run a search from command-line arguments; return the process exit code."""
+    threading.excepthook = _quiet_storage_errors
     try:
         # Every input, and on --resume the saved state, is checked before Ray starts.
         given = given_flags(argv)
@@ -40,12 +52,34 @@ def main(argv: list[str] | None = None, prog: str = "search.py") -> int:
         except UsageError:
             abandon(settings.experiment_dir)  # a new experiment refused before it ran
             raise
+        except (SearchInterrupted, KeyboardInterrupt):
+            # Stopped before its first trial: nothing to resume, and the name stays free.
+            if abandon(settings.experiment_dir, interrupted=True):
+                raise SearchInterrupted(
+                    "Interrupted before the first trial started: nothing ran, nothing is "
+                    f"kept in {shown_path(settings.experiment_dir)}; run the same command again"
+                ) from None
+            raise
+        except OSError as error:
+            if error.errno not in STORAGE_ERRNOS:
+                raise
+            # The volume filled up or turned read-only faster than the watch could stop the
+            # search (search.run.storage_watch): Tune's last saved state stands.
+            from search.run.finish import resume_command
+
+            print(
+                f"{prog}: error: cannot write {error.filename or settings.experiment_dir}: "
+                f"{error.strerror}; the search stopped. Make room, then resume with:  "
+                f"{resume_command(settings)}",
+                file=sys.stderr,
+            )
+            return 1
     except UsageError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except SearchInterrupted as stopped:
         print(f"\n{stopped}", file=sys.stderr)
-        return 130
+        return stopped.exit_code
     except KeyboardInterrupt:  # a second Ctrl-C during Tune's shutdown
         print("\nInterrupted before the state was saved.", file=sys.stderr)
         return 130

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from pathlib import Path
 
 from search.config.parse import read_settings
@@ -82,7 +83,54 @@ def thorough_problems(s: SearchSettings) -> list[str]:
         problems += gpu_problems(s.gpus_per_trial)
     if is_uri(s.storage_path):
         problems += _stored_experiment_problems(s)
+    elif s.backbone in BACKBONES and not problems:
+        problems += free_space_problems(s)
     return problems
+
+
+# What a trial writes besides checkpoints: result rows, TensorBoard events, an offline W&B run.
+LOG_BYTES_PER_TRIAL = 4 << 20
+
+
+def _gb(size: float) -> str:
+    return f"{size / 1e9:.2f} GB" if size >= 1e8 else f"{size / 1e6:.0f} MB"
+
+
+def free_space_problems(s: SearchSettings) -> list[str]:
+    """Refuse a volume that cannot hold a checkpoint of each running trial; warn when it
+    holds less than the search may write: each trial keeps up to two checkpoints until the
+    search ends (its best and the one its state resumes from: search.experiment.retention),
+    each at most the whole model and its momentum (a lean one holds only what trains), plus
+    its logs."""
+    import shutil
+
+    from trainable.backbones import build_model
+    from trainable.checkpoint import largest_checkpoint_bytes
+
+    model = build_model(s.backbone, 10, s.image_size or 224)
+    checkpoint = largest_checkpoint_bytes(model.state_dict())
+    existing = Path(s.storage_path).expanduser().absolute()
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    concurrent = min(s.num_samples, s.concurrency)
+    needed = concurrent * (checkpoint + LOG_BYTES_PER_TRIAL)
+    if free < needed:
+        return [
+            f"--storage-path {s.storage_path} has {_gb(free)} free, less than one checkpoint "
+            f"({_gb(checkpoint)}) and the logs of each of {concurrent} trials at once: make "
+            "room first"
+        ]
+    may_write = s.num_samples * (2 * checkpoint + LOG_BYTES_PER_TRIAL)
+    if free < may_write:
+        print(
+            f"Warning: {existing} has {_gb(free)} free; this search may write up to "
+            f"{_gb(may_write)} ({s.num_samples} trials x 2 checkpoints of up to "
+            f"{_gb(checkpoint)}, and logs). If the volume fills, the search stops and "
+            "--resume continues it once there is room.",
+            file=sys.stderr,
+        )
+    return []
 
 
 def space_problems(name: str, backbone: str) -> list[str]:

@@ -28,6 +28,15 @@ class OneLineErrorParser(argparse.ArgumentParser):
 class SearchInterrupted(Exception):
     """The search stopped early (Ctrl-C or SIGTERM) with its state saved; says how to resume."""
 
+    exit_code = 130
+
+
+class StorageStopped(SearchInterrupted):
+    """The search stopped early because its volume filled up or turned read-only, with its
+    state saved; says how to resume once there is room."""
+
+    exit_code = 1
+
 
 # The positional argument of scripts/board.py, export.py and report.py
 EXPERIMENT_HELP = (

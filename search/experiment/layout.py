@@ -47,8 +47,13 @@ TUNER_FILE = "tuner.pkl"
 STATE_PATTERNS = {
     "experiment state": ("experiment_state-*.json", "json"),
     "search state": ("search_gen_state-*.json", "pickle"),  # a pickle, despite its name
-    "searcher state": ("searcher-state-*.pkl", "pickle"),
+    # JSON written by the harness's searcher (search.run.optuna_bridge), despite its name; a
+    # pickle in experiments made before it
+    "searcher state": ("searcher-state-*.pkl", "searcher"),
 }
+SEARCHER_STATE_FORMAT = "transfer-tune searcher state 1"  # its first key's value
+# Each trial's folder: `train_transfer_<trial id>` (search.run.tuner.trial_dirname)
+TRIAL_FOLDER_PREFIX = "train_transfer_"
 ERROR_FILE = "error.txt"  # the traceback of a failed trial
 CHECKPOINT_PREFIX = "checkpoint_"  # its checkpoint folders: checkpoint_000000, ...
 CHECKPOINT_GLOB = CHECKPOINT_PREFIX + "*"

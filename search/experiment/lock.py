@@ -81,24 +81,33 @@ def claim(root: Path, create: bool) -> None:
     write_atomically(root / LOCK_HOLDER, lambda f: f.write(json.dumps(holder).encode()))
 
 
-def abandon(root: Path) -> None:
+def abandon(root: Path, interrupted: bool = False) -> bool:
     """Release an experiment this process made, refused before any trial started (a problem
     found once its folder existed, such as weights that do not fit): the folder goes, with
     the settings.json and TensorBoard board written first, so the name is free again. An
-    experiment this process did not make, or one with trials, is only released."""
+    experiment this process did not make, or one with trials, is only released.
+
+    `interrupted`: stopped (Ctrl-C, SIGTERM) before its first trial: the folder goes also
+    with what Ray Tune and Optuna had begun to write, as long as no trial has a folder in it.
+    Returns whether the folder was removed."""
     root = root.resolve()
     lock, made = _HELD.pop(root, (None, False))
     if lock is None:
-        return
+        return False
     if not root.is_dir():  # removed already (a stored experiment that could not be uploaded)
         lock.release()
-        return
+        return False
     ours = (LOCK_FILE, LOCK_HOLDER, MANIFEST)  # and a stored experiment's sync record
     entries = [path for path in root.iterdir() if path.name not in ours]
-    untouched = all(
-        path.is_file() and (path.name == SETTINGS_FILE or path.name.startswith(EVENTS_PREFIX))
-        for path in entries
-    )
+    if interrupted:
+        untouched = not any(path.is_dir() for path in entries)
+    else:
+        untouched = all(
+            path.is_file() and (path.name == SETTINGS_FILE or path.name.startswith(EVENTS_PREFIX))
+            for path in entries
+        )
     lock.release()
     if made and untouched:
         shutil.rmtree(root)
+        return True
+    return False

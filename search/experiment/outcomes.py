@@ -44,9 +44,22 @@ def stop_reason(failed: bool, ended: bool, epochs: int, max_epochs: int) -> str:
     return "completed" if epochs >= max_epochs else "asha"
 
 
+def logged_rows(trial: Any) -> list[dict]:
+    """The rows of a live Tune trial's result.json in the experiment ([] for a URI's)."""
+    try:
+        return metrics.result_rows(Path(trial.path))
+    except (OSError, TypeError, ValueError):
+        return []
+
+
 def epochs_run(trial: Any) -> int:
-    """Epochs a live Tune trial has reported (0 before its first result)."""
-    return int((trial.last_result or {}).get(metrics.EPOCH, 0))
+    """Epochs a live Tune trial has reported (0 before its first result): its last result's,
+    or its result.json's when that logged more (a trial that reported its last epoch just
+    before a stop resumes from that epoch's checkpoint and ends without reporting again,
+    while Tune's saved state holds the result before it)."""
+    epochs = [int((trial.last_result or {}).get(metrics.EPOCH, 0))]
+    epochs += [int(row[metrics.EPOCH]) for row in logged_rows(trial) if metrics.EPOCH in row]
+    return max(epochs)
 
 
 def error_reason(trial: Any) -> str:

@@ -1,10 +1,15 @@
-"""Which checkpoints an experiment keeps once its trials have ended.
+"""Which checkpoints an experiment keeps, while its trials run and once they have ended.
 
-While a trial runs, Ray keeps two of its checkpoints: its best by `val_acc` (to export) and
-its latest (to resume from). Once it has ended (completed, or stopped by ASHA) it is never
-resumed, and once the search ends only the best trials' weights are worth their disk: the
-experiment keeps the best checkpoint of its `keep` best trials (by best `val_acc`, the order of
-summary.json) and removes every other checkpoint of an ended trial. Trials that have not ended
+While a trial runs, it keeps its best checkpoint by `val_acc` (to export), the one the
+experiment's stored state names (to resume from) and any newer one: `SupersededCheckpoints`
+removes the others, but only once a stored state names a newer checkpoint, so that a driver
+killed at any moment leaves the checkpoint its state will resume from (Ray's own
+`num_to_keep` removes a checkpoint as soon as a newer one reports, seconds before the state
+that names the newer one reaches the experiment). Once a trial has ended (completed, or
+stopped by ASHA) it is never resumed, and once the search ends only the best trials' weights
+are worth their disk: the experiment keeps the best checkpoint of its `keep` best trials (by
+best `val_acc`, the order of summary.json) and removes every other checkpoint of an ended
+trial. Trials that have not ended
 (interrupted, or failed and retried by `--resume`) keep theirs. Pruning runs after Ray has
 saved its final state, at the end of every search, resume and extension; a trial's rank can
 only fall as more trials end, so a later end never wants back what an earlier one removed.
@@ -12,13 +17,23 @@ only fall as more trials end, so a later end never wants back what an earlier on
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from search.config.settings import SearchSettings
+from ray import tune
+
+from search.config.settings import METRIC, SearchSettings
 from search.experiment.layout import CHECKPOINT_PREFIX
 from search.experiment.storage import remote_experiment
+from trainable import metrics
+
+CHECKPOINT_DIR = "checkpoint_dir_name"  # the field of a Tune result naming its checkpoint
 
 TERMINATED = "TERMINATED"  # Tune's status of a trial that ended without an error
 
@@ -63,3 +78,83 @@ def prune_checkpoints(settings: SearchSettings, summary: dict) -> Pruned:
         trials += bool(removed)
         trial["checkpoint"] = kept
     return Pruned(folders, size, trials)
+
+
+def best_checkpoint(rows: Iterable[dict[str, Any]], existing: Iterable[str]) -> str | None:
+    """The name of the best of the `existing` checkpoint folders of a trial whose result rows
+    are `rows`: the highest `val_acc`, the later of ties (as Ray ranks them); None when no
+    existing folder has a scored row."""
+    present = set(existing)
+    scored = [
+        (float(row[METRIC]), row[CHECKPOINT_DIR])
+        for row in rows
+        if row.get(CHECKPOINT_DIR) in present
+        and isinstance(row.get(METRIC), (int, float))
+        and math.isfinite(row[METRIC])
+    ]
+    return max(scored)[1] if scored else None
+
+
+def stored_state(root: Path) -> tuple[Path, int, int] | None:
+    """The experiment's newest stored Tune state file, with its mtime and size."""
+    found = []
+    for path in root.glob("experiment_state-*.json"):
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            found.append((stat.st_mtime_ns, stat.st_size, path))
+    if not found:
+        return None
+    mtime, size, path = max(found)
+    return path, mtime, size
+
+
+def stored_checkpoints(state: Path) -> dict[str, str]:
+    """Tune trial id -> the checkpoint folder the stored state `state` resumes it from; {}
+    when it is unreadable (being copied, say)."""
+    named: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        for trial_state, run_state in json.loads(state.read_text())["trial_data"]:
+            trial_id = json.loads(trial_state)["trial_id"]
+            folder = (json.loads(run_state).get("last_result") or {}).get(CHECKPOINT_DIR)
+            if folder:
+                named[trial_id] = folder
+        return named
+    return {}
+
+
+class SupersededCheckpoints(tune.Callback):
+    """Removes each trial's checkpoints that no resume and no export can want (see above):
+    those older than the one the stored state names, but its best. Local storage only."""
+
+    def __init__(self, experiment_dir: Path) -> None:
+        self.root = experiment_dir
+        self._rows: dict[str, list[dict[str, Any]]] = {}  # results seen, per trial
+        self._state: tuple[Path, int, int] | None = None  # the stored state last read
+        self._named: dict[str, str] = {}  # and what it names
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        self._rows.setdefault(trial.trial_id, []).append(
+            {CHECKPOINT_DIR: result.get(CHECKPOINT_DIR), METRIC: result.get(METRIC)}
+        )
+        state = stored_state(self.root)
+        if state is not None and state != self._state:
+            self._state, self._named = state, stored_checkpoints(state[0])
+        for each in trials:
+            if each.trial_id in self._named and each.trial_id in self._rows:
+                self._prune(each, self._named[each.trial_id])
+
+    def _prune(self, trial: Any, named: str) -> None:
+        folder = self.root / Path(trial.path).name
+        older = sorted(
+            p.name for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.name < named
+        )
+        if not older:
+            return
+        # Its best so far: rows logged in an earlier run of the experiment, and those seen here.
+        rows = [*metrics.result_rows(folder), *self._rows[trial.trial_id]]
+        best = best_checkpoint(rows, [*older, named])
+        for name in older:
+            if name != best:
+                shutil.rmtree(folder / name, ignore_errors=True)

@@ -26,7 +26,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 from search.config.settings import SearchSettings, resolve
 from search.config.usage import UsageError
-from search.experiment.layout import SETTINGS_FILE, STATE_PATTERNS, STUDY_FILE, TUNER_FILE
+from search.experiment.layout import (
+    SEARCHER_STATE_FORMAT,
+    SETTINGS_FILE,
+    STATE_PATTERNS,
+    STUDY_FILE,
+    TRIAL_FOLDER_PREFIX,
+    TUNER_FILE,
+)
 from search.experiment.pickle_names import Allowed, pickle_globals
 from search.experiment.study import study_url
 from trainable.files import write_atomically
@@ -221,10 +228,24 @@ def _embedded_pickles(value: Any) -> Iterator[bytes]:
         yield from _embedded_pickles(inner)
 
 
+def searcher_json(path: Path) -> dict | None:
+    """The harness's searcher state in `path` (JSON: search.run.optuna_bridge); None when the
+    file is a pickle (an experiment made before). ValueError when it is JSON of another kind."""
+    data = path.read_bytes()
+    if not data.lstrip().startswith(b"{"):
+        return None
+    state = json.loads(data)
+    if state.get("format") != SEARCHER_STATE_FORMAT:
+        raise ValueError(f"not a searcher state of this harness ({state.get('format')!r})")
+    return state
+
+
 def _pickles(path: Path, kind: str) -> list[bytes]:
     """The pickle `path`, or the pickles a JSON state file embeds (a parse error: damage)."""
     if kind == "json":
         return list(_embedded_pickles(json.loads(path.read_text())))
+    if kind == "searcher" and searcher_json(path) is not None:
+        return []  # JSON: nothing to unpickle
     return [path.read_bytes()]
 
 
@@ -252,7 +273,7 @@ def _unreadable(path: Path, kind: str) -> str | None:
                 f"it would import {', '.join(foreign[:3])}, which this harness's state never "
                 "holds: refused unread, as a tampered file would run it"
             )
-        if kind == "pickle":
+        if kind != "json" and pickles:  # a pickle (a searcher state made before JSON ones)
             _load_inert(io.BytesIO(pickles[0]))
     except Exception as error:  # any failure to load means a restore would fail or start over
         reason = f"{type(error).__name__}: {error}"
@@ -304,8 +325,11 @@ def _study_problems(settings: SearchSettings) -> list[str]:
 def _searcher_trials(root: Path) -> int:
     """How many study trials the experiment's newest searcher state names."""
     newest = _newest(root, STATE_PATTERNS["searcher state"][0])
-    if newest is None or _unreadable(newest, "pickle"):  # reported on its own
+    if newest is None or _unreadable(newest, "searcher"):  # reported on its own
         return 0
+    state = searcher_json(newest)
+    if state is not None:
+        return len(state["trials"])
     with newest.open("rb") as f:
         return len(_load_inert(f).get("_ot_trials", {}))
 
@@ -315,6 +339,9 @@ def saved_study_url(root: Path) -> str | None:
     newest = _newest(root, STATE_PATTERNS["searcher state"][0])
     if newest is None:
         return None
+    state = searcher_json(newest)
+    if state is not None:
+        return state.get("storage_url")
     with newest.open("rb") as f:
         storage = _load_inert(f).get("_storage")
     return getattr(storage, "url", None)
@@ -337,6 +364,19 @@ def grow_search_state(root: Path, total: int) -> Path:
         state.update(total_samples=total, finished=False)
         write_atomically(newest, lambda f: cloudpickle.dump(state, f))
     return newest
+
+
+def unrecorded_trial_folders(root: Path) -> list[Path]:
+    """Trial folders of the experiment that its saved state does not name: trials Tune started
+    after its last state save, before the driver was killed. Tune never resumes them."""
+    from ray.tune import ExperimentAnalysis
+
+    known = {Path(trial.path).name for trial in ExperimentAnalysis(str(root)).trials}
+    return sorted(
+        folder
+        for folder in root.glob(f"{TRIAL_FOLDER_PREFIX}*")
+        if folder.is_dir() and folder.name not in known
+    )
 
 
 def resumed_trial_folders(root: Path) -> list[Path]:

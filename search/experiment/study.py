@@ -25,9 +25,12 @@ TRIAL_NUMBER_ATTR = "trial_number"
 
 def build_storage(experiment_dir: Path) -> optuna.storages.RDBStorage:
     """The SQLite study storage in the experiment folder."""
+    return storage_at(study_url(experiment_dir))
+
+
+def storage_at(url: str) -> optuna.storages.RDBStorage:
+    """The study storage at SQLAlchemy URL `url` (study_url's)."""
     import optuna
 
     # A reader (optuna-dashboard) may hold the file briefly; wait rather than fail a sweep.
-    return optuna.storages.RDBStorage(
-        study_url(experiment_dir), engine_kwargs={"connect_args": {"timeout": 30}}
-    )
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from ray.tune import ExperimentAnalysis
@@ -19,6 +19,7 @@ from search.experiment.outcomes import (
     trial_label,
     trial_number,
 )
+from search.experiment.retention import best_checkpoint
 from search.experiment.study import study_url
 from trainable import metrics
 from trainable.checkpoint import saved_epoch
@@ -69,19 +70,12 @@ def _trial_entry(
     return entry
 
 
-def _best_checkpoint(analysis: ExperimentAnalysis, trial: Any, path: str, root: Path) -> str | None:
+def _best_checkpoint(path: str, root: Path) -> str | None:
     """The folder of the trial's best checkpoint, relative to the experiment; None when it has
     none (no epoch ended, or search.experiment.retention removed it)."""
-    if not any((root / path).glob(CHECKPOINT_GLOB)):  # Ray would log an error for none
-        return None
-    checkpoint = analysis.get_best_checkpoint(trial, METRIC, MODE)
-    if checkpoint is None:
-        return None
-    # Its folder in the trial's: Ray 2.60 rebases a moved experiment's checkpoint paths by
-    # string replacement, which doubles them when the new path contains the old one (as a
-    # working copy's path contains its bucket's: search.experiment.storage).
-    folder = f"{path}/{PurePosixPath(checkpoint.path).name}"
-    return folder if (root / folder).is_dir() else None
+    folders = [p.name for p in (root / path).glob(CHECKPOINT_GLOB) if p.is_dir()]
+    best = best_checkpoint(metrics.result_rows(root / path), folders)
+    return f"{path}/{best}" if best else None
 
 
 def build_summary(settings: SearchSettings, searched: list[str], wandb_mode: str) -> dict:
@@ -93,12 +87,12 @@ def build_summary(settings: SearchSettings, searched: list[str], wandb_mode: str
         (_trial_entry(t, frames.get(t.trial_id), searched, settings, root), t)
         for t in analysis.trials
     ]
-    for entry, trial in trials:
-        entry["checkpoint"] = _best_checkpoint(analysis, trial, entry["path"], root)
+    for entry, _ in trials:
+        entry["checkpoint"] = _best_checkpoint(entry["path"], root)
     trials.sort(key=lambda pair: -(pair[0]["best_val_acc"] or -1.0))
     best = None
     if trials and trials[0][0]["best_val_acc"] is not None:
-        entry, trial = trials[0]
+        entry = trials[0][0]
         folder = entry["checkpoint"]
         if folder:  # of epochs tied on val_acc, Ray keeps the later one: name its epoch
             # (a damaged file: the first best epoch)

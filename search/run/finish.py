@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.config.settings import SearchSettings
-from search.config.usage import SearchInterrupted
+from search.config.usage import SearchInterrupted, StorageStopped
 from search.experiment.layout import EVENTS_GLOB
 from search.experiment.outcomes import shown_path
 from search.experiment.retention import Pruned, prune_checkpoints
@@ -23,7 +23,12 @@ from search.experiment.storage import RemoteExperiment, remote_experiment
 from search.results.export import write_model_file
 from search.results.summary import build_summary, format_report, write_summary
 from search.tracking.tensorboard import mark_interrupted
-from search.tracking.wandb_runs import ModelLog, best_model_spec, stop_runs_actor
+from search.tracking.wandb_runs import (
+    ModelLog,
+    best_model_spec,
+    online_failure,
+    stop_runs_actor,
+)
 from trainable.config import error_line
 
 if TYPE_CHECKING:
@@ -39,14 +44,18 @@ def finish(
     previous: dict,
     began: float,
     release_ray: Callable[[], None],
+    stopped_for: str | None = None,
 ) -> dict:
     """Summarise the experiment on disk; return the summary. Raises SearchInterrupted (with
-    the command that resumes) when trials are left."""
+    the command that resumes) when trials are left; StorageStopped when `stopped_for` (the
+    storage's problem: search.run.storage_watch) stopped them."""
     root = settings.experiment_dir
     remote = remote_experiment(settings)
     if remote:
         _upload(remote)  # the study and W&B's runs first: a download can take minutes
         _download(remote, settings, resume_command(settings))
+    if wandb_mode == "online" and online_failure():  # told once, as the trials ended
+        wandb_mode = "offline"  # its runs are offline: say how to upload them, claim none
     summary = build_summary(settings, searched, wandb_mode)
     unfinished = [t for t in summary["trials"] if t["stop_reason"] == "interrupted"]
     for trial in unfinished:
@@ -87,6 +96,12 @@ def finish(
     if remote:
         _upload(remote)
     shown = shown_path(root)
+    if not finished and stopped_for:
+        raise StorageStopped(
+            f"Stopped: {stopped_for}; {len(summary['trials']) - len(unfinished)} of "
+            f"{settings.num_samples} trials finished, the experiment's state is saved.\n"
+            f"Make room, then resume with:  {resume_command(settings)}"
+        )
     if not finished:
         where = f"{remote.uri} (working copy {shown})" if remote else shown
         raise SearchInterrupted(

@@ -9,9 +9,11 @@ value, a trial stopped before `max_t` is PRUNED, a full one COMPLETE, an errored
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -26,8 +28,9 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Domain
 
+from search.experiment.layout import SEARCHER_STATE_FORMAT
 from search.experiment.saved_state import OptunaSearchInternals
-from search.experiment.study import TRIAL_NUMBER_ATTR, TUNE_TRIAL_ID
+from search.experiment.study import TRIAL_NUMBER_ATTR, TUNE_TRIAL_ID, storage_at
 from trainable.config import TRIAL_NUMBER
 
 
@@ -56,6 +59,34 @@ def build_sampler(kind: str, seed: int, num_samples: int) -> BaseSampler:
             # run are not suggested the same point (the default concurrency is 2).
             constant_liar=True,
         )
+
+
+def _random_states(sampler: BaseSampler) -> list[Any]:
+    """The NumPy random generators of an Optuna sampler (TPE's and its start-up sampler's)."""
+    found = []
+    for owner in (sampler, getattr(sampler, "_random_sampler", None)):
+        lazy = getattr(owner, "_rng", None)  # Optuna's LazyRandomState (a private name)
+        if lazy is not None:
+            found.append(lazy.rng)
+    return found
+
+
+def random_states(sampler: BaseSampler) -> list[list[Any]]:
+    """The sampler's random states as JSON values (MT19937: its key, position and Gaussian)."""
+    states = []
+    for rng in _random_states(sampler):
+        kind, key, pos, has_gauss, gauss = rng.get_state()
+        states.append([kind, [int(k) for k in key], int(pos), int(has_gauss), float(gauss)])
+    return states
+
+
+def set_random_states(sampler: BaseSampler, states: list[list[Any]]) -> None:
+    """Set what `random_states` returned."""
+    import numpy as np
+
+    for rng, state in zip(_random_states(sampler), states, strict=True):
+        kind, key, pos, has_gauss, gauss = state
+        rng.set_state((kind, np.array(key, dtype=np.uint32), pos, has_gauss, gauss))
 
 
 def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
@@ -145,17 +176,36 @@ class BudgetAwareOptunaSearch(OptunaSearchInternals, OptunaSearch):
     def suggest(self, trial_id: str) -> dict | None:
         """A new configuration, numbered: the number of trials made so far. Its study trial
         records the Tune trial id and that number; the config carries the number to the
-        console, summary.json, TensorBoard and W&B."""
+        console, summary.json, TensorBoard and W&B. A study trial that a killed driver had
+        started but Tune never recorded (see `restore`) is handed out first, as it was."""
+        orphans = getattr(self, "_orphans", [])  # absent from a searcher saved before them
+        adopted = trial_id not in self.study_trials and bool(orphans)
+        if adopted:
+            orphan = orphans.pop(0)
+            # Optuna opens a trial it stored by its storage id (FrozenTrial's private field).
+            self.study_trials[trial_id] = optuna.Trial(self.study, orphan._trial_id)
+            self._curves[trial_id] = dict(orphan.intermediate_values)  # reported once
         is_new = trial_id not in self.study_trials
         config = super().suggest(trial_id)
         if not isinstance(config, dict):  # finished, or nothing to suggest yet
             return config
         study_trial = self.study_trials[trial_id]
-        if is_new:
+        if adopted:
             study_trial.set_user_attr(TUNE_TRIAL_ID, trial_id)
-            study_trial.set_user_attr(TRIAL_NUMBER_ATTR, len(self.study_trials))
+        if is_new or TRIAL_NUMBER_ATTR not in study_trial.user_attrs:
+            study_trial.set_user_attr(TUNE_TRIAL_ID, trial_id)
+            study_trial.set_user_attr(TRIAL_NUMBER_ATTR, self._next_number())
         number = study_trial.user_attrs.get(TRIAL_NUMBER_ATTR)
         return {**config, TRIAL_NUMBER: number} if number is not None else config
+
+    def _next_number(self) -> int:
+        """The number of a new trial: one more than any given so far (len(study_trials) in a
+        search that was never killed; a trial the study holds but Tune lost keeps its own)."""
+        numbers = [
+            trial.user_attrs.get(TRIAL_NUMBER_ATTR, 0)
+            for trial in self.study.get_trials(deepcopy=False)
+        ]
+        return max([len(self.study_trials) - 1, *numbers]) + 1
 
     def _report(self, trial_id: str, result: dict) -> None:
         """Report the metric at its epoch, once per epoch (a resumed trial may repeat one)."""
@@ -186,22 +236,68 @@ class BudgetAwareOptunaSearch(OptunaSearchInternals, OptunaSearch):
         self.study.tell(self.study_trials[trial_id], value, state=state)
         self.told.add(trial_id)
 
+    def save(self, checkpoint_path: str) -> None:
+        """The searcher's state as JSON (Ray's OptunaSearch pickles it: a file that runs code
+        when loaded). The study itself is in optuna.db; the rest is which Tune trial is which
+        study trial, what the study was told, and the samplers' random states."""
+        state = {
+            "format": SEARCHER_STATE_FORMAT,
+            "metric": self._metric,
+            "mode": self._mode,
+            "study_name": self._study_name,
+            "storage_url": getattr(self._storage, "url", None),
+            "trials": {tid: trial._trial_id for tid, trial in self.study_trials.items()},
+            "told": sorted(self.told),
+            "curves": {tid: {str(k): v for k, v in c.items()} for tid, c in self._curves.items()},
+            "random_states": random_states(self._sampler),
+            "points_to_evaluate": self._points_to_evaluate,
+            "evaluated_rewards": self._evaluated_rewards,
+        }
+        Path(checkpoint_path).write_text(json.dumps(state))
+
     def restore(self, checkpoint_path: str) -> None:
         """Restore the saved state, then catch up with the study, which may be ahead of it.
 
         Tune snapshots the searcher every few seconds, but optuna.db is written as it happens.
-        After a crash the study can hold results newer than the snapshot, and a trial
-        suggested after it that Tune will never run (it suggests a new one instead).
+        After a crash the study can hold results newer than the snapshot, and trials suggested
+        after it that Tune does not know: Tune will ask for new trials in their place, and
+        gets these (`suggest`), with their configuration and number, so that the study holds
+        each trial of the search once. Their intermediate values are dropped with their runs.
         """
-        super().restore(checkpoint_path)
+        data = Path(checkpoint_path).read_bytes()
+        if data.startswith(b"{"):
+            self._restore_json(json.loads(data))
+        else:  # a pickle, saved before the harness wrote JSON (checked: search.run.resume)
+            super().restore(checkpoint_path)
+        self._orphans: list[optuna.trial.FrozenTrial] = []  # study trials Tune does not know
         for trial in self.study.get_trials(deepcopy=False):
             trial_id = trial.user_attrs.get(TUNE_TRIAL_ID)
             if trial_id in self.study_trials:
                 self._curves.setdefault(trial_id, {}).update(trial.intermediate_values)
                 if trial.state.is_finished():  # told already: a rerun's end is not told again
                     self.told.add(trial_id)
-            elif trial.state == TrialState.RUNNING:  # unknown to the snapshot: never to run
-                self.study.tell(trial.number, state=TrialState.FAIL)
+            elif trial.state == TrialState.RUNNING:  # unknown to the snapshot: run it again
+                self._orphans.append(trial)
+
+    def _restore_json(self, state: dict[str, Any]) -> None:
+        """The state `save` wrote, on this searcher as the experiment's tuner.pkl made it."""
+        if state.get("format") != SEARCHER_STATE_FORMAT:
+            raise ValueError(f"not a searcher state of this harness: {state.get('format')!r}")
+        self._study_name = state["study_name"]
+        if self._storage is None and state["storage_url"]:
+            self._storage = storage_at(state["storage_url"])
+        self.create_study(state["metric"], state["mode"])  # loads it from optuna.db
+        self._ot_trials = {
+            tid: optuna.Trial(self.study, storage_id) for tid, storage_id in state["trials"].items()
+        }
+        self._completed_trials = set(state["told"])
+        self._curves = {
+            tid: {int(k): float(v) for k, v in curve.items()}
+            for tid, curve in state["curves"].items()
+        }
+        set_random_states(self._sampler, state["random_states"])
+        self._points_to_evaluate = state["points_to_evaluate"]
+        self._evaluated_rewards = state["evaluated_rewards"]
 
     def final_state(self, trial_id: str, error: bool) -> tuple[TrialState, float | None]:
         """The study state of a finished trial and its value (None unless COMPLETE)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from search.config.filesystems import uri_problems
 from search.config.parse import cluster_address, given_flags
-from search.config.preflight import gpu_problems
+from search.config.preflight import free_space_problems, gpu_problems
 from search.config.settings import SearchSettings, is_uri, join_uri, resolve, working_copy
 from search.config.usage import UsageError
 from search.config.validate import local_resource_problems
@@ -98,6 +98,10 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
         local = local_resource_problems(settings) + gpu_problems(settings.gpus_per_trial)
         if local:
             raise UsageError(f"{command} on this machine: {'; '.join(local)}")
+    if not remote:  # a volume that filled up: room made since?
+        room = free_space_problems(settings)
+        if room:
+            raise UsageError(f"{command}: {room[0]}")
     if remote:  # everything else checked: now the whole experiment
         try:
             copied = remote.download()

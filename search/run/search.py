@@ -8,6 +8,7 @@ import shutil
 import signal
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import ray
@@ -21,7 +22,12 @@ from search.config.wandb_mode import set_wandb_environment
 from search.experiment.layout import SETTINGS_FILE
 from search.experiment.lock import claim
 from search.experiment.outcomes import ENDED, shown_path
-from search.experiment.saved_state import grow_search_state, resumed_trial_folders
+from search.experiment.retention import SupersededCheckpoints
+from search.experiment.saved_state import (
+    grow_search_state,
+    resumed_trial_folders,
+    unrecorded_trial_folders,
+)
 from search.experiment.storage import read_summary, remote_experiment
 from search.run.cluster import describe_nodes, use_cluster
 from search.run.finish import finish
@@ -31,16 +37,22 @@ from search.run.session import (
     forward_to_sigint,
     quiet_logs,
     start_ray_while,
+    state_saved_every_checkpoint,
     stop_ray_in_background,
 )
+from search.run.storage_watch import StorageWatch
 from search.run.tuner import build_param_space, build_tuner, restore_tuner
 from search.tracking.callbacks import StudyUpload, build_callbacks
 from search.tracking.progress import ProgressReporter
 from search.tracking.tensorboard import write_experiment_board
 from spaces import get_space, searched_keys
+from trainable.checkpoint import largest_checkpoint_bytes
 from trainable.config import TrialConfig, error_line
 from trainable.data import TransferData
 from trainable.weights import WeightsError, load_weights
+
+# A trial's largest checkpoint when the search starts from no weights (ResNet-50's, whole).
+DEFAULT_CHECKPOINT_BYTES = 200 << 20
 
 
 def _unfinished(settings: SearchSettings) -> int:
@@ -85,9 +97,9 @@ class Search:
         try:
             # The tuner is kept until the search has finished: its W&B callback's actor, which
             # logs the best model, lives as long as the callback does.
-            tuner = None
+            tuner, stopped_for = None, None
             if self.left > 0:
-                tuner = _fit(
+                tuner, stopped_for = _fit(
                     self.settings,
                     self.searched,
                     self.wandb_mode,
@@ -97,7 +109,7 @@ class Search:
                 )
             summary = finish(
                 self.settings, self.searched, self.wandb_mode, self.prepared, self.left,
-                self.previous, self.began, release_ray,
+                self.previous, self.began, release_ray, stopped_for,
             )  # fmt: skip
             del tuner
             return summary
@@ -219,6 +231,18 @@ def _prepare(
     return Prepared(data, state)
 
 
+def _drop_unrecorded_trials(settings: SearchSettings) -> None:
+    """Remove the folders of trials Tune started after its last saved state (the driver was
+    killed): Tune would never resume them, and their study trials run again in new folders
+    (search.run.optuna_bridge). They hold nothing Tune logged."""
+    for folder in unrecorded_trial_folders(settings.experiment_dir):
+        shutil.rmtree(folder)
+        print(
+            f"Removed {folder.name}: it started after the experiment's last saved state, "
+            "before the search was killed; its configuration runs again"
+        )
+
+
 def _fit(
     settings: SearchSettings,
     searched: list[str],
@@ -226,8 +250,9 @@ def _fit(
     searcher: Searcher | None,
     resume: bool,
     backbone_state: dict | None,
-) -> tune.Tuner:
-    """Run (or restore and continue) the Tuner; return it."""
+) -> tuple[tune.Tuner, str | None]:
+    """Run (or restore and continue) the Tuner; return it, and why the storage stopped it
+    (None: it ran to the end, or Ctrl-C or SIGTERM stopped it)."""
     previous = signal.signal(signal.SIGTERM, forward_to_sigint)
     interrupt = signal.getsignal(signal.SIGINT)
     try:
@@ -237,6 +262,8 @@ def _fit(
             remote = remote_experiment(settings)
             if remote:  # Tune restores from the stored copy
                 remote.upload([grown.name, SETTINGS_FILE])
+            else:
+                _drop_unrecorded_trials(settings)
             # callbacks and searcher come from the saved state
             tuner = restore_tuner(settings, backbone_state)
         else:
@@ -245,9 +272,16 @@ def _fit(
             remote = remote_experiment(settings)
             if remote and searcher is None:  # the harness's searcher writes optuna.db
                 callbacks.append(StudyUpload(remote))
+            if not remote:  # a stored experiment keeps its trials' checkpoints until it ends
+                callbacks.append(SupersededCheckpoints(settings.experiment_dir))
             tuner = build_tuner(settings, callbacks, searcher, backbone_state)
-        tuner.fit()  # Ctrl-C (or SIGTERM): Tune stops the trials and saves its state, then returns
+        # A running trial may write a checkpoint of up to the whole model (a lean one less).
+        checkpoint = largest_checkpoint_bytes(backbone_state or {})
+        reserve = settings.concurrency * (checkpoint or DEFAULT_CHECKPOINT_BYTES)
+        watch = StorageWatch(settings.experiment_dir, reserve) if not remote else nullcontext()
+        with state_saved_every_checkpoint(), watch:
+            tuner.fit()  # Ctrl-C (or SIGTERM): Tune stops the trials, saves its state, returns
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, interrupt)  # Tune's own handler would outlive its fit
-    return tuner
+    return tuner, getattr(watch, "problem", None)

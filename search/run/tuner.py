@@ -10,6 +10,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.sample import Domain
 
 from search.config.settings import METRIC, MODE, SearchSettings, trial_settings
+from search.experiment.layout import TRIAL_FOLDER_PREFIX
 from search.experiment.study import build_storage
 from search.run.optuna_bridge import (
     BudgetAwareOptunaSearch,
@@ -67,7 +68,7 @@ def build_scheduler(settings: SearchSettings) -> ASHAScheduler:
 
 def trial_dirname(trial: tune.experiment.Trial) -> str:
     """Short trial folder names, e.g. `train_transfer_8e2ec4d5` (Ray's default lists the config)."""
-    return f"{trial.trainable_name}_{trial.trial_id}"
+    return f"{TRIAL_FOLDER_PREFIX}{trial.trial_id}"
 
 
 def build_trainable(settings: SearchSettings, backbone_state: dict | None = None) -> Any:
@@ -124,9 +125,11 @@ def build_tuner(
             name=settings.name,
             storage_path=settings.storage_location,
             callbacks=callbacks,
-            # The best checkpoint by val_acc; Ray also keeps the latest one, to resume from.
+            # Ray removes none: search.experiment.retention does, once the stored state no
+            # longer names them (Ray's num_to_keep would remove the checkpoint a killed
+            # driver's state resumes from).
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
+                num_to_keep=None, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
             ),
             # A trial whose process dies restarts from its last checkpoint, a bounded number of
             # times; a diverged one's retry fails at once (trainable.ray_entry) and ends as error.

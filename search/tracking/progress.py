@@ -11,7 +11,14 @@ from typing import Any
 
 from ray.tune import Callback
 
-from search.experiment.outcomes import ENDED, error_reason, fmt, trial_number
+from search.experiment.outcomes import (
+    ENDED,
+    epochs_run,
+    error_reason,
+    fmt,
+    logged_rows,
+    trial_number,
+)
 from trainable import metrics
 
 
@@ -67,12 +74,15 @@ class ProgressReporter(Callback):
             self.best[trial.trial_id] = max(acc, self.best.get(trial.trial_id, acc))
 
     def _epochs(self, trial: Any) -> int:
-        return int(self.last.get(trial.trial_id, {}).get(metrics.EPOCH, 0))
+        seen = int(self.last.get(trial.trial_id, {}).get(metrics.EPOCH, 0))
+        return max(seen, epochs_run(trial))  # a resumed trial: also what it logged before
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         epochs = self._epochs(trial)
         why = "completed" if epochs >= self.max_epochs else "stopped by ASHA"
-        best = fmt(self.best.get(trial.trial_id))
+        logged = [row.get(metrics.VAL_ACC) for row in logged_rows(trial)]
+        scores = [acc for acc in [self.best.get(trial.trial_id), *logged] if acc is not None]
+        best = fmt(max(scores) if scores else None)
         self._say(
             f"{self._label(trial, trials)} {why} after {epochs}/{self.max_epochs} epochs, "
             f"best val_acc {best}"
