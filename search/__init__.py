@@ -16,7 +16,7 @@ for _name, _value in {
     # Ray's own progress tables are replaced by search.tracking.progress (its new engine prints a
     # banner even at verbose=0; the classic one prints nothing at verbose=0).
     "RAY_AIR_NEW_OUTPUT": "0",
-    # Expected with a checkpoint per epoch and num_to_keep=1: a state snapshot per checkpoint.
+    # Expected: a state snapshot per checkpoint (search.run.session.state_saved_every_checkpoint).
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     # Starting a trial's W&B run blocks the driver ~2 s on 2 cores; warn only beyond 5 s.
     "TUNE_WARN_THRESHOLD_S": "5",
