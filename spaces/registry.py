@@ -50,11 +50,21 @@ def space_backbone(name: str) -> str:
     return _registered(name).backbone
 
 
-def get_space(name: str) -> dict[str, Any]:
+# What freeze_depth is fixed to when trials start from random weights (--weights none): the
+# frozen stages of an untrained backbone are random features, not transferred ones, so how
+# many to freeze is no transfer choice; every stage trains.
+SCRATCH_FREEZE_DEPTH = 0
+
+
+def get_space(name: str, weights: str | None = None) -> dict[str, Any]:
     """The search space registered as `name`, its backbone included; unknown names list the
-    choices."""
+    choices. With `weights` "none" (training from scratch) freeze_depth is fixed to
+    SCRATCH_FREEZE_DEPTH instead of searched."""
     entry = _registered(name)
-    return {"backbone": entry.backbone, **entry.build()}
+    space = {"backbone": entry.backbone, **entry.build()}
+    if weights == "none" and "freeze_depth" in space:
+        space["freeze_depth"] = SCRATCH_FREEZE_DEPTH
+    return space
 
 
 def searched_keys(space: dict[str, Any]) -> list[str]:

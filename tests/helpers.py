@@ -18,11 +18,11 @@ LOCAL = {"WANDB_MODE": "", "RAY_ADDRESS": "local"}
 
 
 def run_cli(
-    *flags: str, cwd: Path, env: dict[str, str] | None = None
+    *flags: str, cwd: Path, env: dict[str, str] | None = None, script: str = "search.py"
 ) -> subprocess.CompletedProcess:
-    """scripts/search.py in a fresh process, as a user runs it."""
+    """scripts/search.py (or another of scripts/) in a fresh process, as a user runs it."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "search.py"), *flags],
+        [sys.executable, str(ROOT / "scripts" / script), *flags],
         capture_output=True,
         text=True,
         timeout=600,

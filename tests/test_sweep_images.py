@@ -46,7 +46,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_sweep_on_an_image_folder_from_scratch(work: Path) -> None:
-    done, root = _sweep(work, "scratch", "--weights", "none")
+    # Every stage trains from random weights: 5 epochs of 2 steps to beat chance.
+    done, root = _sweep(work, "scratch", "--weights", "none", "--max-epochs", "5")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Warning: 1 unreadable image skipped: " in done.stdout
     assert "photos/red/corrupt.jpg (" in done.stdout
@@ -58,6 +59,57 @@ def test_a_sweep_on_an_image_folder_from_scratch(work: Path) -> None:
     params = json.loads(next(root.glob("train_transfer_*/params.json")).read_text())
     assert params["data"] == f"imagefolder:{work / 'photos'}"  # absolute: re-runnable anywhere
     assert (params["weights"], params["image_size"], params["augment"]) == ("none", 32, True)
+    # From random weights freeze_depth is no transfer choice: fixed to 0, and said so.
+    assert "Note: freeze_depth is fixed to 0, not searched" in done.stdout
+    assert summary["fixed"]["freeze_depth"] == 0 and params["freeze_depth"] == 0
+    assert "freeze_depth" not in summary["trials"][0]["config"]
+    # Each val_acc has its 95 % interval from the 6 validation images.
+    assert summary["val_images"] == 6
+    for trial in summary["trials"]:
+        low, high = trial["val_acc_interval"]
+        assert low <= trial["best_val_acc"] <= high and high - low > 0.3  # 6 images: wide
+    assert summary["best"]["val_acc_interval"] == summary["trials"][0]["val_acc_interval"]
+    assert f"on 6 validation images) at epoch {summary['best']['epoch']}" in done.stdout
+
+
+def test_a_search_that_learns_nothing_says_so_and_export_and_predict_repeat_it(
+    tmp_path: Path,
+) -> None:
+    """Noise images, the same for every class: no configuration can beat chance, and the
+    console, summary.json, the report, export and predict all say so."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for name in ("a", "b", "c"):
+        (tmp_path / "noise" / name).mkdir(parents=True)
+        for n in range(12):
+            pixels = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "noise" / name / f"{n}.png")
+    done = run_cli(
+        "--data", "imagefolder:noise", "--weights", "none", "--image-size", "24",
+        "--num-samples", "1", "--max-epochs", "1", "--name", "noise", "--storage-path", "runs",
+        "--cache-dir", str(tmp_path / "cache"), "--wandb", "disabled", "--no-augment",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    root = tmp_path / "runs" / "noise"
+    summary = json.loads((root / "summary.json").read_text())
+    (chance,) = [w for w in summary["warnings"] if "within noise of chance" in w]
+    assert f"on {summary['val_images']} validation images" in chance
+    assert isinstance(summary["trials"][0]["classes_missed"], int)
+    printed = " ".join(done.stdout.split())  # the console wraps warnings
+    for warning in summary["warnings"]:
+        assert f"Warning: {warning}" in printed
+    page = (root / "report.html").read_text()
+    assert "How far to trust this" in page and "within noise of chance" in page
+    exported = run_cli("runs/noise", "--out", "model.pt", cwd=tmp_path, script="export.py")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert "Warning (from the search): " + chance[:60] in exported.stdout
+    predicted = run_cli("model.pt", "noise/a/0.png", cwd=tmp_path, script="predict.py")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert "warning (from the search): " + chance[:60] in predicted.stderr
+    assert predicted.stdout.count("\t") == 2  # one image's tab-separated line, nothing else
 
 
 def test_a_sweep_from_a_state_dict_file(work: Path) -> None:

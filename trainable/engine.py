@@ -54,6 +54,11 @@ class Evaluation(NamedTuple):
     predicted: torch.Tensor  # (N,) in the split's order
 
 
+def classes_missed(labels: torch.Tensor, predicted: torch.Tensor) -> int:
+    """How many classes present in `labels` appear nowhere in `predicted`."""
+    return len(set(labels.tolist()) - set(predicted.tolist()))
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, split: SplitLike, batch_size: int = 256, amp: bool = False

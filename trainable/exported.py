@@ -6,7 +6,8 @@
                 file becomes the model's input) and trial (the full TrialConfig it trained with)
     classes     class names in label order
     metrics     test_acc and test_images (the held-out test split), val_acc
-    source      where it came from: experiment, trial_id, checkpoint, retrained, epochs
+    source      where it came from: experiment, trial_id, checkpoint, retrained, epochs, and
+                the search's warnings on how far its numbers can be trusted (a list of lines)
 Plain PyTorch: scripts/export.py writes it (search/export.py), scripts/predict.py reads it.
 """
 

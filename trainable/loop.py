@@ -26,7 +26,7 @@ from trainable.checkpoint import lean_state, load_trained
 from trainable.config import TrialConfig
 from trainable.data import SplitLike, TransferData, tensor_hash, train_and_val
 from trainable.datasets import build_data
-from trainable.engine import evaluate, train_one_epoch
+from trainable.engine import classes_missed, evaluate, train_one_epoch
 from trainable.features import cached_features
 from trainable.pipeline import Pipeline
 from trainable.summaries import TrialSummaries
@@ -194,6 +194,7 @@ def run_trial(
                 metrics.EPOCH_SECONDS: time.perf_counter() - began,
                 metrics.TRAINABLE_PARAMS: trainable_params,
                 metrics.CACHED_FEATURES: int(not isinstance(features, str)),
+                metrics.VAL_CLASSES_MISSED: classes_missed(val_split.labels, val.predicted),
                 metrics.LR: rates,
             }
             yield result, state

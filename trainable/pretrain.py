@@ -71,8 +71,9 @@ def pretrain_source(
     for epoch in range(1, epochs + 1):
         loss = train_one_epoch(model, optimizer, train, SOURCE_RECIPE["batch_size"], generator)
         schedule.step()
-        acc = evaluate(model, held_out).acc
-        log(f"  source epoch {epoch:2d}/{epochs}: train_loss {loss:.3f}, held-out acc {acc:.3f}")
+        if epoch == 1 or epoch % 5 == 0 or epoch == epochs:  # progress, in a few lines
+            acc = evaluate(model, held_out).acc
+            log(f"  source epoch {epoch:2d}/{epochs}: train_loss {loss:.3f}, held-out acc {acc:.3f}")
     return model.state_dict(), acc
 
 

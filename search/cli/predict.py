@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None, prog: str = "predict.py") -> int:
     except (UsageError, ValueError) as error:  # ExportError is a ValueError
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
+    for warning in export["source"].get("warnings", []):  # on stderr: stdout stays tab-separated
+        print(f"{prog}: warning (from the search): {warning}", file=sys.stderr)
     paths, problems = image_paths(args.images)
     for problem in problems:  # the other arguments are still classified
         print(f"{prog}: error: {problem}", file=sys.stderr)

@@ -130,7 +130,10 @@ def export_best(
         "checkpoint": Path(best["checkpoint"], CHECKPOINT_FILE).as_posix(),
         "retrained": retrain_it,
         "epochs": cfg.max_epochs if retrain_it else epoch,
+        "warnings": list(summary.get("warnings", [])),  # predict.py repeats them
     }
+    for warning in source["warnings"]:
+        print(f"Warning (from the search): {warning}")
     # A retrained model saw the validation images: it has no val_acc.
     scores = {"val_acc": None if retrain_it else best["val_acc"]}
     export = export_state(model, recipe, data.classes, data.preprocessing, scores, source)

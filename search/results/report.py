@@ -69,11 +69,21 @@ def _png(data: bytes) -> str:
     return base64.b64encode(data).decode() if data else ""
 
 
+def _interval(interval: list[float] | None, tie: bool) -> str:
+    """A trial's 95 % interval, "(tie)" when it overlaps the best trial's."""
+    if not interval:
+        return "-"
+    return f"{interval[0]:.2f}-{interval[1]:.2f}" + (" (tie)" if tie else "")
+
+
 def _trials_table(
     summary: dict, searched: list[str], seconds: dict[str, float | None], max_epochs: int
 ) -> dict[str, Any]:
     best_id = (summary.get("best") or {}).get("trial_id")
-    head = ["#", "trial", *searched, f"best {METRIC}", f"last {METRIC}", "epochs", "stopped"]
+    head = [
+        "#", "trial", *searched, f"best {METRIC}", "95% interval", f"last {METRIC}", "epochs",
+        "stopped",
+    ]  # fmt: skip
     rows = []
     for rank, t in enumerate(summary["trials"], start=1):
         colour = STOP_COLOURS.get(t["stop_reason"], "#999")
@@ -85,6 +95,7 @@ def _trials_table(
             trial_label(t.get("number"), t["trial_id"]),
             *(fmt(t["config"].get(k)) for k in searched),
             fmt(t["best_val_acc"]),
+            _interval(t.get("val_acc_interval"), t.get("tie_with_best") and rank > 1),
             fmt(t["val_acc"]),
             f"{t['epochs']}/{max_epochs}",
             reason,
@@ -179,6 +190,15 @@ def render_report(
                 "unit": "",
                 "lines": [
                     f"trial {trial_label(best.get('number'), best_id)}, epoch {best['epoch']}",
+                    *(
+                        [
+                            f"95% interval {best['val_acc_interval'][0]:.2f}-"
+                            f"{best['val_acc_interval'][1]:.2f} on {summary['val_images']} "
+                            "validation images"
+                        ]
+                        if best.get("val_acc_interval")
+                        else []
+                    ),
                     config,
                 ],
             }
@@ -244,6 +264,7 @@ def render_report(
         metric=METRIC,
         max_epochs=max_epochs,
         cards=cards,
+        warnings=summary.get("warnings", []),
         table=_trials_table(summary, searched, seconds, max_epochs),
         importance=_importance(importance),
         curves=_png(curves),

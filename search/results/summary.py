@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,9 @@ def _trial_entry(
             and history[metrics.CACHED_FEATURES].max() > 0
         ),
     }
+    missed = best_row.get(metrics.VAL_CLASSES_MISSED) if best_row is not None else None
+    if missed is not None and math.isfinite(missed):  # not logged before it was a metric
+        entry["classes_missed"] = int(missed)  # at its best epoch
     if reason == "error":
         entry["error"] = error_reason(trial)
     return entry
@@ -134,13 +138,20 @@ def write_summary(settings: SearchSettings, summary: dict) -> Path:
     return path
 
 
+def _interval(interval: list[float] | None) -> str:
+    return f"{interval[0]:.2f}-{interval[1]:.2f}" if interval else "-"
+
+
 def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
     """The console report: ranked trials, the best configuration and how to browse results.
 
     `shown` is the experiment folder as the user should type it (relative when possible).
     """
     searched = searched_params(summary)
-    header = ["#", "trial", *searched, "epochs", "best val_acc", "last val_acc", "stopped"]
+    header = [
+        "#", "trial", *searched, "epochs", "best val_acc", "95% interval", "vs best",
+        "last val_acc", "stopped",
+    ]  # fmt: skip
     rows = [
         [
             str(rank),
@@ -148,6 +159,8 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
             *(fmt(t["config"][k]) for k in searched),
             f"{t['epochs']}/{settings.max_epochs}",
             fmt(t["best_val_acc"]),
+            _interval(t.get("val_acc_interval")),
+            "best" if rank == 1 else "tie" if t.get("tie_with_best") else "",
             fmt(t["val_acc"]),
             t["stop_reason"] + (f": {t['error'][:60]}" if "error" in t else ""),
         ]
@@ -177,13 +190,26 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
         lines.append("\nNo trial reported a result; see the errors above.")
     else:
         config = "  ".join(f"{k}={fmt(v)}" for k, v in best["config"].items())
+        interval = best.get("val_acc_interval")
+        within = (
+            f" (95% interval {_interval(interval)} on {summary['val_images']} validation images)"
+            if interval
+            else ""
+        )
+        ties = sum(t.get("tie_with_best", False) for t in summary["trials"][1:])
         lines += [
             f"\nBest: trial {trial_label(best.get('number'), best['trial_id'])}, "
-            f"{METRIC} {fmt(best[METRIC])} "
-            f"at epoch {best['epoch']}",
+            f"{METRIC} {fmt(best[METRIC])}{within} "
+            f"at epoch {best['epoch']}" + (f"; {ties} more trials tie with it" if ties else ""),
             f"  {config}",
             f"  checkpoint: {shown / best['checkpoint']}" if best["checkpoint"] else "",
         ]
+    for warning in summary.get("warnings", []):  # how far to trust the result: search.results.trust
+        lines.append(
+            textwrap.fill(
+                f"Warning: {warning}", width=100, subsequent_indent="  ", break_on_hyphens=False
+            )
+        )
     lines.append(f"\nSummary: {shown / SUMMARY_FILE}")
     if summary.get("report"):
         lines.append(f"Report:  {shown / summary['report']}   (open in a browser; works offline)")

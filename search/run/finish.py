@@ -22,6 +22,7 @@ from search.experiment.retention import Pruned, prune_checkpoints
 from search.experiment.storage import RemoteExperiment, remote_experiment
 from search.results.export import write_model_file
 from search.results.summary import build_summary, format_report, write_summary
+from search.results.trust import add_intervals, trust_warnings
 from search.tracking.tensorboard import mark_interrupted
 from search.tracking.wandb_runs import (
     ModelLog,
@@ -57,6 +58,9 @@ def finish(
     if wandb_mode == "online" and online_failure():  # told once, as the trials ended
         wandb_mode = "offline"  # its runs are offline: say how to upload them, claim none
     summary = build_summary(settings, searched, wandb_mode)
+    val_counts = prepared.data.val.labels.bincount(minlength=len(prepared.data.classes)).tolist()
+    add_intervals(summary, val_counts)
+    summary["warnings"] = trust_warnings(summary, val_counts)
     unfinished = [t for t in summary["trials"] if t["stop_reason"] == "interrupted"]
     for trial in unfinished:
         if any((root / trial["path"]).glob(EVENTS_GLOB)):  # it had started

@@ -46,6 +46,7 @@ from search.tracking.callbacks import StudyUpload, build_callbacks
 from search.tracking.progress import ProgressReporter
 from search.tracking.tensorboard import write_experiment_board
 from spaces import get_space, searched_keys
+from spaces.registry import SCRATCH_FREEZE_DEPTH
 from trainable.checkpoint import largest_checkpoint_bytes
 from trainable.config import TrialConfig, error_line
 from trainable.data import TransferData
@@ -126,7 +127,7 @@ def begin(
     experiment's folder written (nothing of Ray's is needed: this runs while Ray starts)."""
     began = time.monotonic()
     wandb_mode = set_wandb_environment(settings.wandb)  # set already when Ray started
-    searched = searched_keys(get_space(settings.space))
+    searched = searched_keys(get_space(settings.space, settings.weights))
     fixed = TrialConfig.from_dict(build_param_space(settings))
     previous = read_summary(settings.experiment_dir) if resume else {}
     left = _announce_resume(settings) if resume else settings.num_samples
@@ -174,6 +175,12 @@ def _announce(settings: SearchSettings, wandb_mode: str) -> None:
         f"backbone {settings.backbone}, weights {settings.weights!r}, "
         f"sampler {settings.sampler}, W&B {wandb_mode}"
     )
+    if settings.weights == "none" and "freeze_depth" in searched_keys(get_space(settings.space)):
+        print(
+            f"Note: freeze_depth is fixed to {SCRATCH_FREEZE_DEPTH}, not searched: with "
+            "--weights none the backbone starts from random weights, whose frozen stages "
+            "would be random features rather than transferred ones"
+        )
 
 
 def _announce_resume(settings: SearchSettings) -> int:
@@ -204,7 +211,7 @@ def _prepare(
         print(f"Data {settings.data}: {describe_data(data)}")
         claim(root, create=True)  # made and held: a second search of this name is refused
         (root / SETTINGS_FILE).write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
-        space = get_space(settings.space)
+        space = get_space(settings.space, settings.weights)
         missing = write_experiment_board(root, space, searched, fixed.to_dict(), len(data.classes))
         if missing:
             print(f"Note: no model graph in TensorBoard for {settings.backbone} ({missing})")

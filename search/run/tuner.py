@@ -29,7 +29,11 @@ def build_param_space(settings: SearchSettings) -> dict[str, Any]:
 
     Each trial's params.json is a full recipe; `backbone_lr` is null in a linear probe's.
     """
-    constants = {k: v for k, v in get_space(settings.space).items() if not isinstance(v, Domain)}
+    constants = {
+        k: v
+        for k, v in get_space(settings.space, settings.weights).items()
+        if not isinstance(v, Domain)
+    }
     return {
         **TrialConfig().to_dict(),  # defaults first, so nothing a trial uses goes unrecorded
         **constants,
@@ -39,7 +43,7 @@ def build_param_space(settings: SearchSettings) -> dict[str, Any]:
 
 def build_space(settings: SearchSettings) -> ConditionalSpace:
     """The searched part of the space, sampling backbone_lr only when a backbone stage trains."""
-    space = get_space(settings.space)
+    space = get_space(settings.space, settings.weights)
     return ConditionalSpace.from_space(space, BACKBONES[settings.backbone].max_freeze_depth)
 
 
