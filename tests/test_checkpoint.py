@@ -79,7 +79,8 @@ def test_a_resumed_trial_takes_the_newest_readable_checkpoint_whose_epoch_was_lo
 
     def state(epoch: int) -> dict:
         return {"model": {}, "optimizer": {}, "epoch": epoch, "config": {}, "classes": [],
-                "prior_best_val_acc": 0.5, "frozen_fingerprint": ""}  # fmt: skip
+                "prior_best_val_acc": 0.5, "prior_best_epoch": 0,
+                "frozen_fingerprint": ""}  # fmt: skip
 
     def start(named: int | None) -> tuple[int | None, int]:
         file = None if named is None else tmp_path / f"checkpoint_00000{named}" / CHECKPOINT_FILE

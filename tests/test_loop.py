@@ -84,3 +84,27 @@ def test_bf16_autocast_trains_and_evaluates() -> None:
     full, mixed = evaluate(model, data.val), evaluate(model, data.val, amp=True)
     assert mixed.predicted.dtype == torch.int64
     assert abs(full.acc - mixed.acc) <= 0.05 and mixed.loss == pytest.approx(full.loss, rel=0.05)
+
+
+def test_patience_stops_a_trial_on_its_plateau_and_a_resume_counts_on(tmp_path: Path) -> None:
+    from trainable.checkpoint import load_checkpoint, save_checkpoint
+
+    # A head learning rate of 0 leaves the predictions as they are: val_acc never improves
+    # after epoch 1, so patience 2 ends the trial after epoch 3.
+    frozen = {**SMALL, "max_epochs": 6, "freeze_depth": 5, "backbone_lr": None, "head_lr": 0.0}
+    cfg = TrialConfig(patience=2, **frozen)
+    results = []
+    for result, state in run_trial(cfg):
+        save_checkpoint(tmp_path / f"{result[metrics.EPOCH]}.pt", state)
+        results.append(result)
+    assert [r[metrics.EPOCH] for r in results] == [1, 2, 3]
+    assert [r.get(metrics.PLATEAU) for r in results] == [None, None, 1]
+    assert len({r[metrics.VAL_ACC] for r in results}) == 1
+    # Resumed from epoch 2, it still counts from its best epoch 1: one more epoch, then stops.
+    resumed = [r for r, _ in run_trial(cfg, resume=load_checkpoint(tmp_path / "2.pt"))]
+    assert [(r[metrics.EPOCH], r.get(metrics.PLATEAU)) for r in resumed] == [(3, 1)]
+    # Resumed from the epoch it stopped after (the driver died before Tune ended it): none.
+    assert list(run_trial(cfg, resume=load_checkpoint(tmp_path / "3.pt"))) == []
+    # Without patience the same trial runs every epoch.
+    unstopped = [r for r, _ in run_trial(TrialConfig(**frozen))]
+    assert len(unstopped) == 6 and not any(metrics.PLATEAU in r for r in unstopped)

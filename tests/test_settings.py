@@ -49,6 +49,7 @@ def test_defaults_are_a_valid_search(tmp_path: Path) -> None:
             r"`--grace-period <= --max-epochs` must hold, but got \(grace_period=4, max_epochs=3\)",
         ),
         (["--reduction-factor", "1"], r"`--reduction-factor >= 2` must hold, but got 1"),
+        (["--patience", "-1"], r"`--patience >= 0` must hold \(0: off\), but got -1"),
         (["--max-concurrent", "-1"], r"`--max-concurrent >= 1` must hold, but got -1"),
         (["--cpus-per-trial", "999"], r"`0 < --cpus-per-trial <= \d+` .* but got 999"),
         (["--seed", "-3"], r"`0 <= --seed < 2\*\*32` must hold, but got -3"),

@@ -7,6 +7,8 @@ It holds what the trial changes, not what it froze: `torch.load(path, weights_on
     epoch               the last finished epoch (1-based)
     prior_best_val_acc  the best validation accuracy of the epochs before it (its own is
                         measured again when a trial resumes from it: see trainable.loop)
+    prior_best_epoch    the epoch of prior_best_val_acc (0: none before), which --patience
+                        counts from
     config              the TrialConfig as a dict, the recipe it trained with
     classes             class names in label order
     frozen_fingerprint  a hash of the frozen stages' starting weights
@@ -15,7 +17,8 @@ line, when their fingerprint differs (`load_trained`). A ResNet-18 linear probe'
 tens of kilobytes instead of 90 MB; trainable.exported writes a complete model file.
 
 Checkpoints written before lean ones hold every tensor under "model" and "best_val_acc" instead
-of "prior_best_val_acc"; they load as they are.
+of "prior_best_val_acc"; they load as they are (as do those before "prior_best_epoch": patience
+counts from their own epoch).
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from torch import nn
 from trainable.files import CHECKPOINT_FILE, write_atomically
 
 CHECKPOINT_KEYS = (
-    "model", "optimizer", "epoch", "prior_best_val_acc", "config", "classes",
-    "frozen_fingerprint",
+    "model", "optimizer", "epoch", "prior_best_val_acc", "prior_best_epoch", "config",
+    "classes", "frozen_fingerprint",
 )  # fmt: skip
 
 

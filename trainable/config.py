@@ -67,6 +67,9 @@ class TrialConfig:
     # an absolute path: a state-dict file; "none": from scratch
     weights: str = DIGITS_WEIGHTS
     max_epochs: int = default("max_epochs")
+    # Stop once val_acc has not improved for this many epochs (0: never); the last epoch's
+    # result then says `plateau`.
+    patience: int = default("patience")
     batch_size: int = default("batch_size")
     momentum: float = default("momentum")
     weight_decay: float = default("weight_decay")

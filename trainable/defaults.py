@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Default] = {
     "max_epochs": Default(9, "ASHA rungs at epochs 1, 3, 9 for grace period 1 and factor 3"),
     "grace_period": Default(1, "one epoch already separates diverging from learning trials"),
     "reduction_factor": Default(3, "keep the best third at every rung (ASHA's usual value)"),
+    "patience": Default(0, "off: ASHA alone stops trials early"),
     # Where and with what
     "max_concurrent": Default(None, "as many trials as the CPUs (or the cluster) hold"),
     "cpus_per_trial": Default(1.0, "one torch thread per trial: 2 trials at once on 2 cores"),

@@ -138,7 +138,7 @@ def run_trial(
         torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
-    start, best_val_acc = 0, -math.inf
+    start, best_val_acc, best_epoch = 0, -math.inf, 0
     if resume is not None:
         load_trained(model, resume, frozen, fingerprint)
         if resume.get("optimizer"):  # {} after a trial's last epoch
@@ -157,14 +157,21 @@ def run_trial(
         log(note)
     if resume is not None:
         best_val_acc = float(resume.get("best_val_acc", -math.inf))  # a checkpoint before lean
+        best_epoch = start
         if "prior_best_val_acc" in resume and start < cfg.max_epochs:
             # Its own epoch's score is not in the file (written while it was validated):
             # measured again, as it was.
             prior = float(resume["prior_best_val_acc"])
-            best_val_acc = max(prior, evaluate(net, val_split, amp=amp).acc)
+            own = evaluate(net, val_split, amp=amp).acc
+            best_val_acc = max(prior, own)
+            if own <= prior:  # made before the best epoch was saved: patience counts from here
+                best_epoch = int(resume.get("prior_best_epoch", start))
+    # Stopped on its plateau already (the driver died before Tune ended it): no more epochs.
+    plateaued = bool(cfg.patience) and start - best_epoch >= cfg.patience
+    last = start if plateaued else cfg.max_epochs
     summaries = TrialSummaries(log_dir, cfg, data.classes) if log_dir is not None else None
     try:
-        for epoch in range(start + 1, cfg.max_epochs + 1):
+        for epoch in range(start + 1, last + 1):
             began = time.perf_counter()
             if not isinstance(features, str):
                 train = features.train(epoch)  # the epoch's augmented views, if augmented
@@ -175,6 +182,7 @@ def run_trial(
                 "optimizer": optimizer.state_dict() if epoch < cfg.max_epochs else {},
                 "epoch": epoch,
                 "prior_best_val_acc": best_val_acc,
+                "prior_best_epoch": best_epoch,
                 "config": cfg.to_dict(),
                 "classes": list(data.classes),
                 "frozen_fingerprint": fingerprint,
@@ -182,7 +190,8 @@ def run_trial(
             if on_trained is not None:
                 on_trained(state)
             val = evaluate(net, val_split, amp=amp)
-            best_val_acc = max(best_val_acc, val.acc)
+            if val.acc > best_val_acc:
+                best_val_acc, best_epoch = val.acc, epoch
             if summaries is not None:
                 summaries.epoch_end(epoch, model, data.val, val.predicted)
             result = {
@@ -197,7 +206,12 @@ def run_trial(
                 metrics.VAL_CLASSES_MISSED: classes_missed(val_split.labels, val.predicted),
                 metrics.LR: rates,
             }
+            plateau = cfg.patience and epoch - best_epoch >= cfg.patience
+            if plateau and epoch < cfg.max_epochs:
+                result[metrics.PLATEAU] = 1
             yield result, state
+            if plateau:
+                break
     finally:
         if summaries is not None:
             summaries.close()

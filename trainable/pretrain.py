@@ -73,7 +73,9 @@ def pretrain_source(
         schedule.step()
         if epoch == 1 or epoch % 5 == 0 or epoch == epochs:  # progress, in a few lines
             acc = evaluate(model, held_out).acc
-            log(f"  source epoch {epoch:2d}/{epochs}: train_loss {loss:.3f}, held-out acc {acc:.3f}")
+            log(
+                f"  source epoch {epoch:2d}/{epochs}: train_loss {loss:.3f}, held-out acc {acc:.3f}"
+            )
     return model.state_dict(), acc
 
 

@@ -151,6 +151,14 @@ def build_parser(only_given: bool = False, prog: str = "search.py") -> argparse.
         help="ASHA's η" + _default("reduction_factor"),
     )
     p.add_argument(
+        "--patience",
+        metavar="N",
+        type=int,
+        default=d.patience,
+        help="stop a trial whose val_acc has not improved for N epochs (stop reason plateau); "
+        "0 leaves it to ASHA" + _default("patience"),
+    )
+    p.add_argument(
         "--max-concurrent",
         metavar="N",
         type=int,

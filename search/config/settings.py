@@ -93,6 +93,7 @@ class SearchSettings:
     max_epochs: int = default("max_epochs")
     grace_period: int = default("grace_period")
     reduction_factor: int = default("reduction_factor")
+    patience: int = default("patience")  # 0: off
     max_concurrent: int | None = default("max_concurrent")
     cpus_per_trial: float = default("cpus_per_trial")
     gpus_per_trial: float = default("gpus_per_trial")

@@ -112,6 +112,8 @@ def settings_problems(s: SearchSettings) -> list[str]:
             f"`--grace-period <= --max-epochs` must hold, but got "
             f"(grace_period={s.grace_period}, max_epochs={s.max_epochs})"
         )
+    if s.patience < 0:
+        problems.append(f"`--patience >= 0` must hold (0: off), but got {s.patience}")
     if s.reduction_factor < 2:
         problems.append(f"`--reduction-factor >= 2` must hold, but got {s.reduction_factor}")
     if s.max_failures < 0:

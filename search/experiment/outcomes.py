@@ -11,7 +11,8 @@ from search.experiment.layout import ERROR_FILE
 from trainable import metrics
 from trainable.config import TRIAL_NUMBER
 
-STOP_REASONS = ("completed", "asha", "error", "interrupted")
+# In this order for good: TensorBoard's stop_reason scalar is the 1-based index.
+STOP_REASONS = ("completed", "asha", "error", "interrupted", "plateau")
 ENDED = ("TERMINATED", "ERROR")  # Tune statuses of a trial that will not run again
 
 
@@ -35,13 +36,18 @@ def trial_label(number: int | None, trial_id: str) -> str:
     return f"{number} ({trial_id})" if number is not None else trial_id
 
 
-def stop_reason(failed: bool, ended: bool, epochs: int, max_epochs: int) -> str:
-    """Why a trial stopped: one of STOP_REASONS."""
+def stop_reason(
+    failed: bool, ended: bool, epochs: int, max_epochs: int, plateau: bool = False
+) -> str:
+    """Why a trial stopped: one of STOP_REASONS. `plateau`: its last result says it stopped
+    itself under --patience (trainable.metrics.PLATEAU)."""
     if failed:
         return "error"
     if not ended:  # pending, running or paused when the search stopped
         return "interrupted"
-    return "completed" if epochs >= max_epochs else "asha"
+    if epochs >= max_epochs:
+        return "completed"
+    return "plateau" if plateau else "asha"
 
 
 def logged_rows(trial: Any) -> list[dict]:
@@ -50,6 +56,12 @@ def logged_rows(trial: Any) -> list[dict]:
         return metrics.result_rows(Path(trial.path))
     except (OSError, TypeError, ValueError):
         return []
+
+
+def plateaued(trial: Any) -> bool:
+    """Whether a live Tune trial stopped itself under --patience: a result of its says so."""
+    rows = [trial.last_result or {}, *logged_rows(trial)]
+    return any(row.get(metrics.PLATEAU) for row in rows)
 
 
 def epochs_run(trial: Any) -> int:

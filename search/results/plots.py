@@ -20,6 +20,7 @@ STOP_COLOURS = {
     "asha": "#E69F00",
     "error": "#D55E00",
     "interrupted": "#999999",
+    "plateau": "#56B4E9",
 }
 DPI = 100
 

@@ -59,7 +59,10 @@ def trial_history(trial_dir: Path) -> tuple[list[tuple[int, float]], float | Non
 
 def _shortfall(counts: dict[str, int]) -> str:
     """Why fewer trial-epochs ran than planned, from how the trials ended."""
-    causes = {"asha": "ASHA stopped", "error": "failed", "interrupted": "interrupted"}
+    causes = {
+        "asha": "ASHA stopped", "plateau": "stopped on a plateau", "error": "failed",
+        "interrupted": "interrupted",
+    }  # fmt: skip
     named = [f"{counts[r]} {what}" for r, what in causes.items() if counts.get(r)]
     return ", ".join(named) if named else "every trial ran its full budget"
 

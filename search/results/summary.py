@@ -45,8 +45,9 @@ def _trial_entry(
     has_rows = history is not None and not history.empty and METRIC in history
     epochs = int(history[metrics.EPOCH].max()) if has_rows else 0
     best_row = history.loc[history[METRIC].idxmax()] if has_rows else None
+    plateau = bool(has_rows and metrics.PLATEAU in history and history[metrics.PLATEAU].max() > 0)
     reason = stop_reason(
-        trial.status == "ERROR", trial.status in ENDED, epochs, settings.max_epochs
+        trial.status == "ERROR", trial.status in ENDED, epochs, settings.max_epochs, plateau
     )
     entry = {
         "trial_id": trial.trial_id,
@@ -176,8 +177,11 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
         lines.append("  " + "  ".join([*cells, row[-1]]))
     budget = summary["budget"]
     run, full = budget["trial_epochs_run"], budget["num_samples"] * budget["max_epochs"]
+    stoppers = {t["stop_reason"] for t in summary["trials"]} & {"asha", "plateau"}
+    why = " and ".join({"asha": "ASHA", "plateau": "--patience"}[s] for s in sorted(stoppers))
     lines.append(
-        f"  {run} of {full} trial-epochs run" + (" (ASHA stopped the rest)" if run < full else "")
+        f"  {run} of {full} trial-epochs run"
+        + (f" ({why or 'errors and interrupts'} stopped the rest)" if run < full else "")
     )
     cached = sum(t.get("cached_features", False) for t in summary["trials"])
     if cached:
@@ -200,7 +204,8 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
         lines += [
             f"\nBest: trial {trial_label(best.get('number'), best['trial_id'])}, "
             f"{METRIC} {fmt(best[METRIC])}{within} "
-            f"at epoch {best['epoch']}" + (f"; {ties} more trials tie with it" if ties else ""),
+            f"at epoch {best['epoch']}"
+            + (f"; {ties} more trial{' ties' if ties == 1 else 's tie'} with it" if ties else ""),
             f"  {config}",
             f"  checkpoint: {shown / best['checkpoint']}" if best["checkpoint"] else "",
         ]

@@ -95,6 +95,7 @@ def trust_warnings(summary: dict[str, Any], val_counts: Sequence[int]) -> list[s
         classes = sum(count > 0 for count in val_counts)
         warnings.append(
             f"at its best epoch the best model predicts {missed} of the {classes} classes for "
-            "no validation image (it scores 0 on them): see val/confusion_matrix in TensorBoard"
+            f"no validation image (it scores 0 on {'it' if missed == 1 else 'them'}): see "
+            "val/confusion_matrix in TensorBoard"
         )
     return warnings

@@ -4,7 +4,8 @@ small budgets, and a space that samples `backbone_lr` only when some backbone st
 Ray's `OptunaSearch` tells Optuna that a trial ASHA stopped after one epoch is COMPLETE with its
 epoch-1 value, so TPE models early-stopped configurations as finished ones and every study view
 is wrong. `BudgetAwareOptunaSearch` tells Optuna what happened: each epoch is an intermediate
-value, a trial stopped before `max_t` is PRUNED, a full one COMPLETE, an errored one FAIL.
+value, a trial stopped before `max_t` is PRUNED, a full one COMPLETE, an errored one FAIL; one
+that stopped itself on a plateau (--patience) is COMPLETE with user attribute stop_reason.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ from search.experiment.layout import SEARCHER_STATE_FORMAT
 from search.experiment.saved_state import OptunaSearchInternals
 from search.experiment.study import TRIAL_NUMBER_ATTR, TUNE_TRIAL_ID, storage_at
 from trainable.config import TRIAL_NUMBER
+from trainable.metrics import PLATEAU
+
+# Study trial user attribute: "plateau" on a trial that stopped itself under --patience. It
+# ends COMPLETE with its best value, as one that ran every epoch: its curve had flattened.
+STOP_REASON_ATTR = "stop_reason"
 
 
 def startup_trials(num_samples: int) -> int:
@@ -213,6 +219,8 @@ class BudgetAwareOptunaSearch(OptunaSearchInternals, OptunaSearch):
         if value is None or step is None or not math.isfinite(float(value)):
             return
         curve = self._curves.setdefault(trial_id, {})
+        if result.get(PLATEAU):  # it stopped itself under --patience: recorded in the study
+            self.study_trials[trial_id].set_user_attr(STOP_REASON_ATTR, "plateau")
         if int(step) in curve:
             return
         curve[int(step)] = float(value)
@@ -304,7 +312,9 @@ class BudgetAwareOptunaSearch(OptunaSearchInternals, OptunaSearch):
         curve = self._curves.get(trial_id, {})
         if error:
             return TrialState.FAIL, None
-        if curve and max(curve) >= self._max_t:
+        trial = self.study_trials.get(trial_id)
+        plateau = trial is not None and trial.user_attrs.get(STOP_REASON_ATTR) == "plateau"
+        if curve and (max(curve) >= self._max_t or plateau):
             best = max(curve.values()) if self.mode == "max" else min(curve.values())
             return TrialState.COMPLETE, best
         return TrialState.PRUNED, None

@@ -17,6 +17,8 @@ from search.experiment.outcomes import (
     error_reason,
     fmt,
     logged_rows,
+    plateaued,
+    stop_reason,
     trial_number,
 )
 from trainable import metrics
@@ -79,7 +81,9 @@ class ProgressReporter(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         epochs = self._epochs(trial)
-        why = "completed" if epochs >= self.max_epochs else "stopped by ASHA"
+        why = {"completed": "completed", "plateau": "stopped on a plateau (--patience)"}.get(
+            stop_reason(False, True, epochs, self.max_epochs, plateaued(trial)), "stopped by ASHA"
+        )
         logged = [row.get(metrics.VAL_ACC) for row in logged_rows(trial)]
         scores = [acc for acc in [self.best.get(trial.trial_id), *logged] if acc is not None]
         best = fmt(max(scores) if scores else None)

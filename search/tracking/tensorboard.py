@@ -39,6 +39,7 @@ from search.experiment.layout import INTERRUPTED_SUFFIX
 from search.experiment.outcomes import (
     STOP_REASONS,
     epochs_run,
+    plateaued,
     stop_reason,
     trial_label,
     trial_number,
@@ -194,7 +195,7 @@ class TrialBoardCallback(TBXLoggerCallback):
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         writer = self._writer(trial)
         epochs = epochs_run(trial)
-        reason = stop_reason(failed, True, epochs, self.max_epochs)
+        reason = stop_reason(failed, True, epochs, self.max_epochs, plateaued(trial))
         # At the last epoch's step, replacing its `running`: the table shows the final reason.
         writer.add_scalar(STOP_REASON, STOP_CODES[reason], global_step=epochs)
         status = api_pb2.STATUS_FAILURE if failed else api_pb2.STATUS_SUCCESS

@@ -25,7 +25,13 @@ from ray.tune.experiment import Trial
 from ray.tune.utils import flatten_dict
 
 from search.config.settings import SearchSettings
-from search.experiment.outcomes import epochs_run, stop_reason, trial_label, trial_number
+from search.experiment.outcomes import (
+    epochs_run,
+    plateaued,
+    stop_reason,
+    trial_label,
+    trial_number,
+)
 from search.experiment.saved_state import force_on_current_node
 from search.tracking.wandb_actor import WandbRuns, log_model, model_spec
 from trainable import metrics
@@ -116,7 +122,9 @@ class TrialRunsCallback(WandbLoggerCallback):
 
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         if trial.trial_id in self._open:
-            self._end_run(trial, stop_reason(failed, True, epochs_run(trial), self.max_epochs))
+            epochs = epochs_run(trial)
+            reason = stop_reason(failed, True, epochs, self.max_epochs, plateaued(trial))
+            self._end_run(trial, reason)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         for trial in list(self._open.values()):  # cut off by Ctrl-C or SIGTERM
