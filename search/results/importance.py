@@ -1,4 +1,5 @@
-"""Hyperparameter importance of a search, by Optuna's evaluators, on the experiment's study.
+"""Hyperparameter importance of a search, by one of Optuna's evaluators (PED-ANOVA, Optuna 5's
+default), on the experiment's study; not shown below MIN_TRIALS trials.
 
 The study (optuna.db) holds each trial as ASHA left it: few are COMPLETE, and Optuna's
 evaluators read only COMPLETE trials. So the importance is computed on a copy in which every
@@ -14,22 +15,22 @@ for freeze_depth), and the trials that train backbone stages, over all three.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.importance import (
-    BaseImportanceEvaluator,
-    FanovaImportanceEvaluator,
-    PedAnovaImportanceEvaluator,
-)
+from optuna.importance import BaseImportanceEvaluator, PedAnovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
 from search.experiment.study import build_storage
-from trainable.config import error_line
 
-MIN_TRIALS = 4  # below this, three parameters' importance says nothing
+# Below this many trials the importance is not shown: PED-ANOVA compares the top 5 trials with
+# all of them, and with fewer than twice that its numbers swing with a single trial.
+MIN_TRIALS = 10
+# The one method the report shows: Optuna 5's default evaluator, so that
+# `optuna.importance.get_param_importances` on the same trials gives the same numbers.
+METHOD = "PED-ANOVA"
+METHOD_NOTE = "Optuna's default evaluator: how differently the top trials set each parameter"
 
 
 def _ped_anova(trials: int) -> BaseImportanceEvaluator:
@@ -38,24 +39,15 @@ def _ped_anova(trials: int) -> BaseImportanceEvaluator:
     return PedAnovaImportanceEvaluator(target_quantile=min(0.5, max(0.1, 5 / trials)))
 
 
-# Optuna's evaluators by the name the report gives them: (name, evaluator for N trials)
-EVALUATORS: dict[str, Callable[[int], BaseImportanceEvaluator]] = {
-    "PED-ANOVA (Optuna 5's default; top trials against all)": _ped_anova,
-    "fANOVA (variance explained; random forest of 64 trees, seeded)": lambda trials: (
-        FanovaImportanceEvaluator(seed=0)
-    ),
-}
-
-
 @dataclass(frozen=True)
 class ImportanceGroup:
-    """Importances (summing to 1) per evaluator over one group of trials; a string says why
-    an evaluator gave none."""
+    """Importances (summing to 1) over one group of trials, or why there are none (`note`)."""
 
     label: str
     params: list[str]
     trials: int
-    by_method: dict[str, dict[str, float] | str]
+    importances: dict[str, float] | None
+    note: str | None = None
 
 
 def reported_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -85,27 +77,24 @@ def best_values_study(trials: list[FrozenTrial], params: list[str], maximize: bo
     return copy
 
 
-def _evaluate(study: optuna.Study, params: list[str]) -> dict[str, dict[str, float] | str]:
-    """Each evaluator's normalised importances, or why it gave none."""
+def _evaluate(study: optuna.Study, params: list[str]) -> dict[str, float] | str:
+    """The normalised importances of `params`, or why there are none (in words, not an
+    exception's text)."""
     trials = len(study.get_trials(deepcopy=False))
-    by_method: dict[str, dict[str, float] | str] = {}
-    for method, make in EVALUATORS.items():
-        with warnings.catch_warnings():  # small-study warnings: the page shows the counts
-            warnings.simplefilter("ignore")
-            try:
-                raw = optuna.importance.get_param_importances(
-                    study, evaluator=make(trials), params=params, normalize=False
-                )
-            except (RuntimeError, ValueError) as error:  # e.g. fANOVA: no variance at all
-                by_method[method] = error_line(error)
-                continue
-        total = sum(raw.values())
-        by_method[method] = (
-            {p: v / total for p, v in raw.items()}
-            if total > 0
-            else "no signal: the parameters explain none of the differences"
-        )
-    return by_method
+    if len({t.value for t in study.get_trials(deepcopy=False)}) == 1:
+        return "every trial scored the same: no parameter explains a difference"
+    with warnings.catch_warnings():  # small-study warnings: the page shows the counts
+        warnings.simplefilter("ignore")
+        try:
+            raw = optuna.importance.get_param_importances(
+                study, evaluator=_ped_anova(trials), params=params, normalize=False
+            )
+        except (RuntimeError, ValueError):  # e.g. no variance among the top trials
+            return "the trials' scores vary too little to tell the parameters apart"
+    total = sum(raw.values())
+    if not total > 0:
+        return "no parameter explains the differences between the trials"
+    return {p: v / total for p, v in raw.items()}
 
 
 def param_importance(
@@ -118,19 +107,29 @@ def param_importance(
     try:
         study = optuna.load_study(study_name=study_name, storage=build_storage(study_file.parent))
         reported = reported_trials(study)
-    except Exception as error:  # a missing study, or a file of another Optuna version
-        return f"the study {study_name!r} in {study_file.name} cannot be read ({error_line(error)})"
+    except Exception:  # a missing study, or a file of another Optuna version
+        return (
+            f"the study {study_name!r} in {study_file.name} cannot be read (damaged, or written "
+            "by another Optuna version)"
+        )
     sampled = [p for p in params if any(p in t.params for t in reported)]
     shared = [p for p in sampled if all(p in t.params for t in reported)]
     candidates = [("all trials", shared)]
     if shared != sampled:  # some trials lack a parameter: the ones that have them all
         candidates.append(("trials that train backbone stages", sampled))
-    groups, reasons = [], []
+    groups = []
     for label, group_params in candidates:
         scored = best_values_study(reported, group_params, maximize)
         count = len(scored.get_trials(deepcopy=False))
-        if not group_params or count < MIN_TRIALS:
-            reasons.append(f"{label}: {count} trials, importance needs at least {MIN_TRIALS}")
+        if not group_params:
             continue
-        groups.append(ImportanceGroup(label, group_params, count, _evaluate(scored, group_params)))
-    return groups or "; ".join(reasons)
+        if count < MIN_TRIALS:
+            note = f"{count} trials are too few for a reliable importance (it needs {MIN_TRIALS})"
+            groups.append(ImportanceGroup(label, group_params, count, None, note))
+            continue
+        found = _evaluate(scored, group_params)
+        if isinstance(found, str):
+            groups.append(ImportanceGroup(label, group_params, count, None, found))
+        else:
+            groups.append(ImportanceGroup(label, group_params, count, found))
+    return groups or "no trial reported a result"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 # How a trial ended -> its colour in every figure (colour-blind safe: Okabe-Ito)
 STOP_COLOURS = {
@@ -37,6 +37,16 @@ class TrialPoints:
     is_best: bool
 
 
+def _accuracy_span(axes, span: float = 0.1) -> None:
+    """At least `span` of accuracy on the y axis: trials that all scored alike would otherwise
+    fill the axis with ticks a thousandth apart."""
+    low, high = axes.get_ylim()
+    if high - low < span:
+        centre = (low + high) / 2
+        low = min(max(0.0, centre - span / 2), 1.0 - span)
+        axes.set_ylim(low, low + span)
+
+
 def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
@@ -58,7 +68,7 @@ def learning_curves(
     trials: list[TrialPoints], rungs: list[int], max_epochs: int, metric: str
 ) -> bytes:
     """`metric` per epoch of every trial, coloured by how it ended; ASHA's rungs as lines."""
-    figure = Figure(figsize=(6.4, 3.3))
+    figure = Figure(figsize=(6.4, 2.9))
     axes = figure.subplots()
     for rung in rungs:
         axes.axvline(rung, color="#bbbbbb", ls="--", lw=1, zorder=0)
@@ -77,12 +87,32 @@ def learning_curves(
             axes.plot(epochs, values, color=colour, lw=1.3, marker="o", ms=3, alpha=0.85)
     axes.set_xlabel("epoch")
     axes.set_ylabel(metric)
+    _accuracy_span(axes)
     axes.set_xlim(0.7, max_epochs + 0.3)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: whole numbers
     axes.grid(alpha=0.3)
     axes.set_title(f"{metric} per epoch; dashed: ASHA's rungs", fontsize=10)
     _legend(axes, _present(trials))
     return _png(figure)
+
+
+def _log_ticks(axes, values: list[float]) -> None:
+    """At most four labelled ticks on a log axis, whatever its span: matplotlib labels the
+    minor ticks of an axis spanning less than a decade, and their labels overlap."""
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    if not values:
+        return
+    low, high = min(values), max(values)
+    decades = math.log10(high / low) if low > 0 else 0.0
+    if decades >= 2:  # whole powers of ten, thinned to at most four
+        first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+        step = max(1, math.ceil((last - first + 1) / 4))
+        ticks = [10.0**k for k in range(first, last + 1, step)]
+        axes.set_xticks(ticks, [f"1e{k}" for k in range(first, last + 1, step)])
+    else:  # a narrow span: its ends (and middle), as the console writes them
+        ticks = sorted({low, math.sqrt(low * high), high}) if decades > 0.3 else sorted({low, high})
+        axes.set_xticks(ticks, [f"{v:.2g}" for v in ticks])
+    axes.tick_params(axis="x", labelsize=8)
 
 
 def _scatter(axes, trials: list[TrialPoints], param: str, log: bool, jitter: bool) -> int:
@@ -100,6 +130,7 @@ def _scatter(axes, trials: list[TrialPoints], param: str, log: bool, jitter: boo
         axes.scatter([x], [y], color=colour, marker=marker, s=size, alpha=0.85, zorder=3)
     if log:
         axes.set_xscale("log")
+        _log_ticks(axes, [t.config[param] for t in trials if t.config.get(param) is not None])
     lacking = f"; {missing} trial(s) lack it" if missing else ""
     axes.set_xlabel(param + (f" (log axis{lacking})" if log else f"{lacking}"))
     axes.grid(alpha=0.3)
@@ -111,7 +142,7 @@ def versus_parameters(
 ) -> bytes:
     """Each trial's best `metric` against each searched parameter (learning rates on log
     axes); `reference` (the best linear probe) as a dotted line."""
-    figure = Figure(figsize=(3.2 * len(params), 2.9))
+    figure = Figure(figsize=(3.2 * len(params), 2.6))
     axes_row = figure.subplots(1, len(params), sharey=True, squeeze=False)[0]
     for axes, param in zip(axes_row, params, strict=True):
         is_rate = param.endswith("_lr")
@@ -123,6 +154,7 @@ def versus_parameters(
         if reference is not None:
             axes.axhline(reference, color="#555555", ls=":", lw=1)
     axes_row[0].set_ylabel(f"best {metric}")
+    _accuracy_span(axes_row[0])  # shared by the row
     _legend(axes_row[-1], _present(trials))
     figure.suptitle(
         f"best {metric} of each trial" + ("; dotted: best linear probe" if reference else ""),
@@ -131,32 +163,24 @@ def versus_parameters(
     return _png(figure)
 
 
-def importance_bars(groups: list[tuple[str, list[str], dict[str, dict[str, float]]]]) -> bytes:
-    """Per group of trials (label, params, {method: importances}), grouped horizontal bars:
-    each parameter's importance by each method; groups side by side."""
-    rows = max(len(params) for _, params, _ in groups)
-    methods = max(len(by_method) for _, _, by_method in groups)
-    figure = Figure(figsize=(3.3 * len(groups) + 0.8, 0.4 + 0.26 * rows * max(1, methods)))
+def importance_bars(groups: list[tuple[str, dict[str, float]]]) -> bytes:
+    """Per group of trials (label, {param: importance}), horizontal bars, most important on
+    top; groups side by side."""
+    rows = max(len(values) for _, values in groups)
+    figure = Figure(figsize=(3.3 * len(groups) + 0.8, 0.6 + 0.32 * rows))
     axes_row = figure.subplots(1, len(groups), squeeze=False)[0]
-    colours = ["#0072B2", "#CC79A7", "#56B4E9"]
-    for axes, (label, params, by_method) in zip(axes_row, groups, strict=True):
-        height = 0.8 / max(1, len(by_method))
-        for k, (method, values) in enumerate(by_method.items()):
-            positions = [i + k * height for i in range(len(params))]
-            importances = [values.get(p, 0.0) for p in params]
-            name = method.split(" (")[0]
-            axes.barh(positions, importances, height=height, color=colours[k % 3], label=name)
-            for y, value in zip(positions, importances, strict=True):
-                if math.isfinite(value):
-                    axes.text(value + 0.01, y, f"{value:.2f}", va="center", fontsize=7)
-        axes.set_yticks([i + height * (len(by_method) - 1) / 2 for i in range(len(params))])
-        axes.set_yticklabels(params)
+    for axes, (label, values) in zip(axes_row, groups, strict=True):
+        ranked = sorted(values.items(), key=lambda item: -item[1])
+        names, importances = [p for p, _ in ranked], [v for _, v in ranked]
+        axes.barh(range(len(names)), importances, height=0.6, color="#0072B2")
+        for y, value in enumerate(importances):
+            if math.isfinite(value):
+                axes.text(value + 0.01, y, f"{value:.2f}", va="center", fontsize=8)
+        axes.set_yticks(range(len(names)))
+        axes.set_yticklabels(names)
         axes.invert_yaxis()
         axes.set_xlim(0, 1.15)
         axes.set_title(label, fontsize=9)
         axes.set_xlabel("importance (sums to 1)", fontsize=8)
         axes.grid(axis="x", alpha=0.3)
-    handles, labels = axes_row[0].get_legend_handles_labels()
-    figure.legend(handles, labels, fontsize=8, loc="upper center", ncols=len(labels),
-                  bbox_to_anchor=(0.5, -0.06), frameon=False)  # fmt: skip
     return _png(figure)

@@ -24,7 +24,13 @@ from search.experiment.layout import REPORT_FILE, SETTINGS_FILE, SUMMARY_FILE
 from search.experiment.outcomes import STOP_REASONS, fmt, shown_path, trial_label
 from search.experiment.storage import read_summary
 from search.results.gain import reference_gain, transfer_gain
-from search.results.importance import EVALUATORS, ImportanceGroup, param_importance
+from search.results.importance import (
+    METHOD,
+    METHOD_NOTE,
+    MIN_TRIALS,
+    ImportanceGroup,
+    param_importance,
+)
 from search.results.plots import (
     STOP_COLOURS,
     TrialPoints,
@@ -109,28 +115,22 @@ def _trials_table(
 
 
 def _importance(importance: list[ImportanceGroup] | str) -> dict[str, Any]:
-    """The importance figure and what it was computed on, or why there is none."""
+    """The importance figure (the groups with enough trials) and what it rests on, or why
+    there is none."""
     if isinstance(importance, str):
         return {"reason": importance}
-    drawn = [
-        (f"{g.label} ({g.trials})", g.params, {m: v for m, v in g.by_method.items()
-                                               if not isinstance(v, str)})
-        for g in importance
-    ]  # fmt: skip
-    drawn = [group for group in drawn if group[2]]
+    drawn = [(f"{g.label}: {g.trials} trials", g.importances) for g in importance if g.importances]
     return {
         "reason": None,
         "figure": _png(importance_bars(drawn)) if drawn else "",
-        "evaluators": list(EVALUATORS),
-        "groups": " and ".join(
-            f"{g.label} ({g.trials}, over {', '.join(g.params)})" for g in importance
-        ),
-        "failures": [
-            f"{m.split(' (')[0]} on {g.label} gave none: {v}"
+        "method": f"{METHOD} ({METHOD_NOTE})",
+        "shown": [
+            f"{g.label} ({g.trials}, over {', '.join(g.params)})"
             for g in importance
-            for m, v in g.by_method.items()
-            if isinstance(v, str)
+            if g.importances
         ],
+        "notes": [f"{g.label}: {g.note}" for g in importance if g.note],
+        "min_trials": MIN_TRIALS,
     }
 
 
