@@ -277,3 +277,44 @@ def test_frozen_vit_stages_drop_no_attention() -> None:
     freeze_stages(model, "vit_b_16", 2)  # the patch embedding and encoder layers 0-2
     dropouts = [layer.self_attention.dropout for layer in model.encoder.layers]
     assert dropouts == [0.0] * 3 + [0.1] * 9
+
+
+def test_a_loader_worker_forked_while_building_does_not_keep_the_entry_locked(
+    tmp_path: Path,
+) -> None:
+    """The image loader's workers are forked while the features are built, under the entry's
+    lock, and live on for the next trial: the lock must not live on with them, or every
+    later trial needing the entry waits forever (a search once hung so)."""
+    import json
+    import subprocess
+    import sys
+
+    from trainable.loop import trial_pipeline
+
+    folder = make_image_folder(tmp_path / "imgs", per_class=4)
+    cfg = _digits(tmp_path, freeze_depth=4, data=f"imagefolder:{folder}", shots=0,
+                  augment=False, batch_size=4, loader_workers=1)  # fmt: skip
+    data = build_data(cfg)
+    pipeline = trial_pipeline(cfg, data)  # its workers persist, as between a process's trials
+    try:
+        entry = cached_features(cfg, build_trial_model(cfg, 3), data, pipeline)
+        assert not isinstance(entry, str) and entry.built_seconds > 0
+        # Another trial's process, meanwhile, reads the same entry.
+        other = (
+            "import json, sys\n"
+            "from trainable.config import TrialConfig\n"
+            "from trainable.datasets import build_data\n"
+            "from trainable.features import cached_features\n"
+            "from trainable.loop import build_trial_model\n"
+            "cfg = TrialConfig.from_dict(json.loads(sys.argv[1]))\n"
+            "entry = cached_features(cfg, build_trial_model(cfg, 3), build_data(cfg))\n"
+            "print(entry.built_seconds)\n"
+        )
+        read = subprocess.run(
+            [sys.executable, "-c", other, json.dumps({**cfg.to_dict(), "loader_workers": 0})],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert read.returncode == 0, read.stderr[-2000:]
+        assert float(read.stdout) == 0.0  # read, not built again
+    finally:
+        pipeline.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -286,6 +287,10 @@ def _feature_bytes(prefix: Steps, data: TransferData, device: torch.device, view
     return one.numel() * 4 * (len(data.train) * views + len(data.val))
 
 
+# lockf locks belong to a process: threads of one process take turns on this one per file.
+_LOCAL_LOCKS: dict[Path, threading.Lock] = {}
+
+
 def _stored(
     path: Path, prefix: Steps, split: SplitLike, device: torch.device, epoch: int
 ) -> tuple[torch.Tensor, float]:
@@ -293,12 +298,19 @@ def _stored(
     spent building them (0: they existed).
 
     Trials running at once with the same prefix wait for the first to build a file (a lock per
-    file: trials with other prefixes, or other epochs, build theirs meanwhile).
+    file: trials with other prefixes, or other epochs, build theirs meanwhile). The lock is a
+    POSIX record lock (lockf), which a forked child does not inherit: the image loader's worker
+    processes, forked while the features are computed and kept for the next trial, would hold
+    an flock for as long as they live, and every later trial needing the file would wait on
+    it forever.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     built = 0.0
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with (
+        _LOCAL_LOCKS.setdefault(path, threading.Lock()),
+        open(path.with_suffix(".lock"), "w") as lock,
+    ):
+        fcntl.lockf(lock, fcntl.LOCK_EX)  # other processes; the threading lock, this one
         if not path.exists():
             began = time.perf_counter()
             features = _compute(prefix, split, device, epoch)
