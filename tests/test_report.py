@@ -10,12 +10,12 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 
+from search.config.settings import asha_rungs
 from search.config.usage import UsageError
 from search.experiment.layout import STUDY_FILE
 from search.experiment.study import build_storage
 from search.results.gain import reference_gain, transfer_gain
 from search.results.importance import METHOD, MIN_TRIALS, param_importance
-from search.results.report import asha_rungs
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,13 @@ def _parse(tmp_path: Path, *flags: str) -> SearchSettings:
     return checked_settings(["--storage-path", str(tmp_path), *flags])
 
 
+def test_an_epoch_is_its_full_batches() -> None:
+    from search.config.settings import steps_per_epoch
+
+    assert steps_per_epoch(100, 16) == 6  # full batches only
+    assert steps_per_epoch(10, 16) == 1  # one short batch
+
+
 def test_defaults_are_a_valid_search(tmp_path: Path) -> None:
     settings = _parse(tmp_path)
     assert settings.space == "resnet_small" and settings.data == "digits"

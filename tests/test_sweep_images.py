@@ -61,6 +61,9 @@ def test_a_sweep_on_an_image_folder_from_scratch(work: Path) -> None:
     assert (params["weights"], params["image_size"], params["augment"]) == ("none", 32, True)
     # From random weights freeze_depth is no transfer choice: fixed to 0, and said so.
     assert "Note: freeze_depth is fixed to 0, not searched" in done.stdout
+    # 6 validation images tell apart only huge differences: the rungs say so.
+    assert "ASHA compares trials at epoch 1, 3 (1 optimizer step per epoch); a rung " in done.stdout
+    assert "by more than 6 validation images can tell apart (about 0.57 in val_acc" in done.stdout
     assert summary["fixed"]["freeze_depth"] == 0 and params["freeze_depth"] == 0
     assert "freeze_depth" not in summary["trials"][0]["config"]
     # Each val_acc has its 95 % interval from the 6 validation images.

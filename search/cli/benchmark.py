@@ -4,6 +4,7 @@
     transfer-tune benchmark --quick             # smoke run: about 3 minutes
     transfer-tune benchmark --json bench.json
     transfer-tune benchmark --gpu --json gpu.json   # on a GPU machine: about 5 minutes
+    transfer-tune benchmark --rungs             # ASHA's rungs on few-shot data: ~15 minutes
 
 scripts/benchmark.py is the same command. Each figure is a ratio of two variants of the same
 work run alternately in this one run.
@@ -38,6 +39,16 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     parser = OneLineErrorParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run with small budgets")
     parser.add_argument("--gpu", action="store_true", help="the GPU run only (needs a GPU)")
+    parser.add_argument(
+        "--rungs",
+        action="store_true",
+        help="what ASHA's first rung decides on a few-shot image folder, 3 seeds x 2 weights",
+    )
+    parser.add_argument(
+        "--work",
+        default="",
+        help="--rungs: keep its searches here (a rerun reuses them); default: a scratch folder",
+    )
     parser.add_argument("--json", default="", help="also write the figures to this JSON file")
     parser.add_argument("--cache-dir", default="", help="pretrained-backbone cache")
     try:
@@ -52,7 +63,18 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    if args.gpu:
+    if args.rungs:
+        from benchmarks.rungs import format_markdown as rungs_markdown
+        from benchmarks.rungs import measure
+        from trainable.config import default_cache_dir
+
+        cache = args.cache_dir or default_cache_dir()
+        with tempfile.TemporaryDirectory() as scratch:
+            work = Path(args.work or scratch)
+            report = [measure(work, cache, [0, 1, 2], weights, say=log) for weights in
+                      ("source", "none")]  # fmt: skip
+        markdown = rungs_markdown(report)
+    elif args.gpu:
         from benchmarks.gpu import NoGPU, format_gpu_markdown, gpu_name, run_gpu_benchmark
 
         try:

@@ -190,6 +190,21 @@ SHARED_FIELDS = tuple(
 HARNESS_KEYS = (*SHARED_FIELDS, "num_threads", "device")
 
 
+def steps_per_epoch(train_images: int, batch_size: int) -> int:
+    """Optimizer steps of one epoch: its full batches, at least one (trainable.data trains on
+    full batches only)."""
+    return max(1, train_images // batch_size)
+
+
+def asha_rungs(grace_period: int, reduction_factor: int, max_epochs: int) -> list[int]:
+    """The epochs at which ASHA compares trials: grace_period * reduction_factor**k < max_t."""
+    rungs, rung = [], grace_period
+    while rung < max_epochs:
+        rungs.append(rung)
+        rung *= reduction_factor
+    return rungs
+
+
 def trial_settings(s: SearchSettings) -> dict[str, Any]:
     """The trial fields a resolved search fixes for every trial: the same-named settings, one
     torch thread per whole CPU, and the device (a GPU only when the search gave trials one)."""

@@ -18,7 +18,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from search.config.settings import METRIC
+from search.config.settings import METRIC, asha_rungs
 from search.config.usage import UsageError
 from search.experiment.layout import REPORT_FILE, SETTINGS_FILE, SUMMARY_FILE
 from search.experiment.outcomes import STOP_REASONS, fmt, shown_path, trial_label
@@ -41,15 +41,6 @@ from search.results.plots import (
 from search.results.summary import searched_params
 from trainable import metrics
 from trainable.catalog import BACKBONES
-
-
-def asha_rungs(grace_period: int, reduction_factor: int, max_epochs: int) -> list[int]:
-    """The epochs at which ASHA compares trials: grace_period * reduction_factor**k < max_t."""
-    rungs, rung = [], grace_period
-    while rung < max_epochs:
-        rungs.append(rung)
-        rung *= reduction_factor
-    return rungs
 
 
 def trial_history(trial_dir: Path) -> tuple[list[tuple[int, float]], float | None]:
@@ -173,7 +164,7 @@ def render_report(
     searched = searched_params(summary)
     shown = shown_path(root).as_posix()  # the experiment folder as the user types it
     rungs = asha_rungs(
-        int(settings.get("grace_period", 1)), int(settings.get("reduction_factor", 3)), max_epochs
+        int(settings.get("grace_period") or 1), int(settings.get("reduction_factor", 3)), max_epochs
     )
     fixed = summary.get("fixed", {})
     budget = summary["budget"]

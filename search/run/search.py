@@ -16,7 +16,7 @@ from ray import tune
 from ray.tune import ExperimentAnalysis
 from ray.tune.search import Searcher
 
-from search.config.settings import SearchSettings
+from search.config.settings import METRIC, SearchSettings, asha_rungs, steps_per_epoch
 from search.config.usage import UsageError
 from search.config.wandb_mode import set_wandb_environment
 from search.experiment.layout import SETTINGS_FILE
@@ -29,6 +29,7 @@ from search.experiment.saved_state import (
     unrecorded_trial_folders,
 )
 from search.experiment.storage import read_summary, remote_experiment
+from search.results.trust import detectable_difference
 from search.run.cluster import describe_nodes, use_cluster
 from search.run.finish import finish
 from search.run.inputs import describe_data, prepare_inputs
@@ -107,6 +108,7 @@ class Search:
                     self.searcher,
                     self.resume,
                     self.prepared.state,
+                    len(self.prepared.data.val),
                 )
             summary = finish(
                 self.settings, self.searched, self.wandb_mode, self.prepared, self.left,
@@ -209,6 +211,7 @@ def _prepare(
     root = settings.experiment_dir
     if not resume:
         print(f"Data {settings.data}: {describe_data(data)}")
+        _say_rungs(settings, data, fixed.batch_size)
         claim(root, create=True)  # made and held: a second search of this name is refused
         (root / SETTINGS_FILE).write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
         space = get_space(settings.space, settings.weights)
@@ -238,6 +241,23 @@ def _prepare(
     return Prepared(data, state)
 
 
+def _say_rungs(settings: SearchSettings, data: TransferData, batch_size: int) -> None:
+    """When ASHA compares trials, and how far behind a trial must be for a rung to stop it."""
+    per_epoch = steps_per_epoch(len(data.train), batch_size)
+    steps = f"{per_epoch} optimizer step{'s' if per_epoch > 1 else ''} per epoch"
+    rungs = asha_rungs(settings.grace_period, settings.reduction_factor, settings.max_epochs)
+    if not rungs:
+        print(f"ASHA stops no trial: its first rung, epoch {settings.grace_period}, is the last")
+        return
+    n = len(data.val)
+    print(
+        f"ASHA compares trials at epoch {', '.join(map(str, rungs))} ({steps}); a rung stops a "
+        f"trial only when it trails the best 1/{settings.reduction_factor} by more than "
+        f"{n} validation images can tell apart (about {detectable_difference(0.5, n):.2f} "
+        f"in {METRIC} at 0.5)"
+    )
+
+
 def _drop_unrecorded_trials(settings: SearchSettings) -> None:
     """Remove the folders of trials Tune started after its last saved state (the driver was
     killed): Tune would never resume them, and their study trials run again in new folders
@@ -257,6 +277,7 @@ def _fit(
     searcher: Searcher | None,
     resume: bool,
     backbone_state: dict | None,
+    val_images: int,
 ) -> tuple[tune.Tuner, str | None]:
     """Run (or restore and continue) the Tuner; return it, and why the storage stopped it
     (None: it ran to the end, or Ctrl-C or SIGTERM stopped it)."""
@@ -281,7 +302,7 @@ def _fit(
                 callbacks.append(StudyUpload(remote))
             if not remote:  # a stored experiment keeps its trials' checkpoints until it ends
                 callbacks.append(SupersededCheckpoints(settings.experiment_dir))
-            tuner = build_tuner(settings, callbacks, searcher, backbone_state)
+            tuner = build_tuner(settings, callbacks, searcher, backbone_state, val_images)
         # A running trial may write a checkpoint of up to the whole model (a lean one less).
         checkpoint = largest_checkpoint_bytes(backbone_state or {})
         reserve = settings.concurrency * (checkpoint or DEFAULT_CHECKPOINT_BYTES)

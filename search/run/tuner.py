@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.sample import Domain
 
@@ -17,6 +16,7 @@ from search.run.optuna_bridge import (
     ConditionalSpace,
     build_sampler,
 )
+from search.run.rungs import ClearlyBehindASHA
 from spaces import get_space
 from trainable import metrics
 from trainable.catalog import BACKBONES
@@ -60,13 +60,15 @@ def build_searcher(settings: SearchSettings) -> BudgetAwareOptunaSearch:
     )
 
 
-def build_scheduler(settings: SearchSettings) -> ASHAScheduler:
-    """ASHA on epochs: rungs at grace_period * reduction_factor**k up to max_epochs."""
-    return ASHAScheduler(
+def build_scheduler(settings: SearchSettings, val_images: int) -> ClearlyBehindASHA:
+    """ASHA on epochs: rungs at grace_period * reduction_factor**k up to max_epochs, each
+    stopping only trials clearly behind on `val_images` validation images (search.run.rungs)."""
+    return ClearlyBehindASHA(
         time_attr=metrics.EPOCH,
         max_t=settings.max_epochs,
         grace_period=settings.grace_period,
         reduction_factor=settings.reduction_factor,
+        val_images=val_images,
     )
 
 
@@ -107,10 +109,13 @@ def build_tuner(
     callbacks: list[tune.Callback],
     searcher: Searcher | None = None,
     backbone_state: dict | None = None,
+    val_images: int = 0,
 ) -> tune.Tuner:
     """The Tuner of a new experiment at `storage_path/name`.
 
     `searcher` replaces the harness's own (scripts/compare_searchers.py runs Ray's stock one).
+    `val_images`: the validation set's size, which sets how far behind a rung's cutoff a trial
+    must be for the rung to stop it (0: plain ASHA).
     """
     return tune.Tuner(
         build_trainable(settings, backbone_state),
@@ -119,7 +124,7 @@ def build_tuner(
             metric=METRIC,
             mode=MODE,
             search_alg=searcher or build_searcher(settings),
-            scheduler=build_scheduler(settings),
+            scheduler=build_scheduler(settings, val_images),
             num_samples=settings.num_samples,
             max_concurrent_trials=settings.concurrency,
             reuse_actors=True,  # skip a process start (~2 s of torch import) per trial
