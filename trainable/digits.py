@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 
 from trainable.data import Split, TransferData, stratified_split
 
@@ -64,9 +65,23 @@ def digits_canvas(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     Values are whole multiples of 1/255, as an 8-bit greyscale PNG stores them, so that an
     image file written from a canvas reads back as exactly the same tensor.
     """
+    small, labels = digits_small()
+    generator = torch.Generator().manual_seed(PLACEMENT_SEED)
+    return place_digits(small, image_size, generator), labels
+
+
+@functools.lru_cache(maxsize=1)
+def digits_small() -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1,797 8x8 digits as (N, 1, 8, 8) floats in [0, 1], and their labels 0-9."""
     pixels, labels = digits_file()
     small = torch.as_tensor(pixels, dtype=torch.float32).unsqueeze(1) / 16.0
-    generator = torch.Generator().manual_seed(PLACEMENT_SEED)
+    return small, torch.as_tensor(labels)
+
+
+def place_digits(small: torch.Tensor, image_size: int, generator: torch.Generator) -> torch.Tensor:
+    """8x8 digits (N, 1, 8, 8) drawn at a random scale (PLACEMENT_SCALE) and position on
+    (N, 1, S, S) canvases in [0, 1], in whole multiples of 1/255; the draws come from
+    `generator`, two per digit in order (its size, then its top and left)."""
     lo, hi = (round(image_size * f) for f in PLACEMENT_SCALE)
     images = torch.zeros(len(small), 1, image_size, image_size)
     for image, digit in zip(images, small, strict=True):
@@ -74,8 +89,7 @@ def digits_canvas(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         top, left = torch.randint(0, image_size - size + 1, (2,), generator=generator).tolist()
         resized = F.interpolate(digit[None], size=(size, size), mode="bilinear")[0]
         image[:, top : top + size, left : left + size] = resized
-    images = torch.round(images.clamp(0, 1) * 255) / 255
-    return images, torch.as_tensor(labels)
+    return torch.round(images.clamp(0, 1) * 255) / 255
 
 
 def digits_file() -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +120,33 @@ def digits_source(image_size: int, seed: int) -> tuple[Split, Split]:
     per_class = int(torch.bincount(labels).min() * SOURCE_VAL_FRACTION)
     val, train = stratified_split(labels, [per_class, -1], seed)
     return Split(images[train], labels[train]), Split(images[val], labels[val])
+
+
+def digits_source_redrawn(
+    image_size: int, seed: int, generator: torch.Generator, rotate: float = 0.0
+) -> Split:
+    """The source task's training digits (those of `digits_source`, in its order), each turned
+    by a random angle of up to `rotate` degrees either way and drawn anew at a random scale
+    and position, all from `generator`: one epoch of augmented source pretraining."""
+    small, labels = _subset(*digits_small(), SOURCE_CLASSES)
+    per_class = int(torch.bincount(labels).min() * SOURCE_VAL_FRACTION)
+    _, train = stratified_split(labels, [per_class, -1], seed)
+    small, labels = small[train], labels[train]
+    if rotate:
+        # Turned at 3x their size, then shrunk back: an 8x8 digit turned by 10 degrees keeps
+        # its strokes instead of aliasing.
+        angles = ((torch.rand(len(small), generator=generator) * 2 - 1) * rotate).tolist()
+        big = F.interpolate(small, size=(24, 24), mode="bilinear")
+        big = torch.stack(
+            [
+                TF.rotate(b, a, TF.InterpolationMode.BILINEAR)
+                for b, a in zip(big, angles, strict=True)
+            ]
+        )
+        small = F.interpolate(big, size=(8, 8), mode="area")
+    mean, std = digits_statistics(image_size)
+    images = (place_digits(small, image_size, generator) - mean) / std
+    return Split(images.expand(-1, 3, -1, -1).contiguous(), labels)
 
 
 def digits_target(image_size: int, shots: int, seed: int) -> TransferData:

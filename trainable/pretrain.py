@@ -16,24 +16,41 @@ import torch
 from trainable.backbones import build_model
 from trainable.config import lookup
 from trainable.data import Split
-from trainable.digits import DIGITS_VERSION, SOURCE_CLASSES, digits_source
+from trainable.digits import (
+    DIGITS_VERSION,
+    SOURCE_CLASSES,
+    digits_source,
+    digits_source_redrawn,
+)
 from trainable.engine import evaluate, train_one_epoch
 from trainable.files import write_atomically
 
-# Source-task training of the digits backbone: from scratch, 15 epochs reach ~95 % held-out
-# accuracy on digits 0-4 in 15-70 s on 2 CPU cores (measured on two machines).
+# Source-task training of the digits backbone: from scratch, with every source digit turned by
+# up to 10 degrees and drawn anew at a random scale and position each epoch (trainable.digits),
+# 30 epochs; ~99 % held-out accuracy on digits 0-4, in about 2x the time of the 15 plain
+# epochs before (~40-60 s on 2 CPU cores). Measured by a logistic regression on the pooled
+# layer4 features of 20 target digits a class (seed 0's split): 0.58 val accuracy for the 15
+# plain epochs, 0.62 with redrawing, 0.66 for 30 epochs of it, 0.72 with the turns too. The
+# default search's best val_acc (seed 0) rose from 0.61 to 0.72 (0.46 from scratch).
 SOURCE_RECIPE = {
-    "version": 1,  # bump when the training code below changes what it produces
-    "epochs": 15,
+    "version": 2,  # bump when the training code below changes what it produces
+    "epochs": 30,
     "lr": 0.05,
     "momentum": 0.9,
     "weight_decay": 5e-4,
     "batch_size": 64,
     "seed": 0,  # fixed, not --seed: every search reuses the same pretrained backbone
+    "redraw": True,  # each epoch, draw every source digit anew at a random scale and position
+    "rotate": 10,  # and turn it by up to this many degrees either way
 }
 
 # Data sets with a source task, by name: image_size, seed -> (train, held-out) splits.
 SOURCES: dict[str, Callable[[int, int], tuple[Split, Split]]] = {"digits": digits_source}
+# The same data sets' source training split drawn anew for one epoch:
+# image_size, seed, generator, rotate -> train split.
+REDRAWN: dict[str, Callable[[int, int, torch.Generator, float], Split]] = {
+    "digits": digits_source_redrawn
+}
 
 
 def source_weights_path(backbone: str, data: str, image_size: int, cache_dir: str) -> Path:
@@ -68,7 +85,11 @@ def pretrain_source(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     generator = torch.Generator().manual_seed(SOURCE_RECIPE["seed"])
     acc = 0.0
+    placement = torch.Generator().manual_seed(SOURCE_RECIPE["seed"])  # of the redrawn digits
+    rotate = float(SOURCE_RECIPE["rotate"])
     for epoch in range(1, epochs + 1):
+        if SOURCE_RECIPE["redraw"]:
+            train = REDRAWN[data](image_size, SOURCE_RECIPE["seed"], placement, rotate)
         loss = train_one_epoch(model, optimizer, train, SOURCE_RECIPE["batch_size"], generator)
         schedule.step()
         if epoch == 1 or epoch % 5 == 0 or epoch == epochs:  # progress, in a few lines

@@ -5,6 +5,7 @@
     transfer-tune benchmark --json bench.json
     transfer-tune benchmark --gpu --json gpu.json   # on a GPU machine: about 5 minutes
     transfer-tune benchmark --rungs             # ASHA's rungs on few-shot data: ~15 minutes
+    transfer-tune benchmark --quality           # the default's best val_acc, 3 seeds: ~20 min
 
 scripts/benchmark.py is the same command. Each figure is a ratio of two variants of the same
 work run alternately in this one run.
@@ -40,6 +41,11 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run with small budgets")
     parser.add_argument("--gpu", action="store_true", help="the GPU run only (needs a GPU)")
     parser.add_argument(
+        "--quality",
+        action="store_true",
+        help="how good a model the default search finds: 3 seeds, from scratch, grid ceiling",
+    )
+    parser.add_argument(
         "--rungs",
         action="store_true",
         help="what ASHA's first rung decides on a few-shot image folder, 3 seeds x 2 weights",
@@ -63,7 +69,13 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    if args.rungs:
+    if args.quality:
+        from benchmarks.quality import format_markdown as quality_markdown
+        from benchmarks.quality import run_quality
+
+        report = run_quality(cache_dir=args.cache_dir or None, log=log)
+        markdown = quality_markdown(report)
+    elif args.rungs:
         from benchmarks.rungs import format_markdown as rungs_markdown
         from benchmarks.rungs import measure
         from trainable.config import default_cache_dir
