@@ -17,12 +17,14 @@ from trainable import metrics
 pytestmark = pytest.mark.sweep
 
 
-def test_patience_stops_trials_on_their_plateau_and_every_view_says_so(tmp_path: Path) -> None:
+def test_patience_stops_trials_on_their_plateau_and_every_view_says_so(
+    tmp_path: Path, cache_dir: Path
+) -> None:
     # ASHA's first rung at the last epoch: only --patience can stop a trial early here.
     done = run_cli(
         "--num-samples", "3", "--max-epochs", "6", "--grace-period", "6", "--patience", "1",
         "--max-concurrent", "2", "--name", "calm", "--storage-path", "runs",
-        "--cache-dir", str(tmp_path / "cache"), "--wandb", "offline",
+        "--cache-dir", str(cache_dir), "--wandb", "offline",  # the session's pretrained backbone
         cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

@@ -252,8 +252,9 @@ def test_the_best_model_is_logged_once_per_search_that_ran_trials(lifetime: Life
 
 
 def _run_of(trial: dict) -> dict:
-    """A trial of summary.json without the checkpoint it keeps (search.experiment.retention)."""
-    return {key: value for key, value in trial.items() if key != "checkpoint"}
+    """A trial of summary.json without the checkpoint it keeps (search.experiment.retention)
+    and whether it ties with the best (a new best can change it)."""
+    return {k: v for k, v in trial.items() if k not in ("checkpoint", "tie_with_best")}
 
 
 def test_extend_adds_trials_and_sigterm_stops_it_like_ctrl_c(lifetime: Lifetime) -> None:
