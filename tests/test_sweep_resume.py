@@ -72,14 +72,16 @@ def _signal_when_started(
 ) -> subprocess.CompletedProcess:
     """Send `signum` once `trial` (as the progress line numbers it) has saved its first epoch's
     checkpoint, with epochs still to run; wait for the exit."""
-    seen = []
+    seen, started = [], None
     assert process.stdout is not None
     for line in process.stdout:
         seen.append(line)
         started = re.search(rf"{trial} \((\w+)\) started", line)
         if started:
             break
-    assert started, "".join(seen)
+    if not started:  # it ended first: say how
+        _, err = process.communicate(timeout=300)
+        raise AssertionError(f"exit {process.returncode}: {''.join(seen)}{err[-3000:]}")
     first = root / f"train_transfer_{started.group(1)}" / "checkpoint_000000"
     deadline = time.monotonic() + 120
     while not first.exists() and time.monotonic() < deadline:  # written as the epoch reports
@@ -272,7 +274,9 @@ def test_extend_adds_trials_and_sigterm_stops_it_like_ctrl_c(lifetime: Lifetime)
     assert len(trials) == NUM_SAMPLES + 1
     # untouched, but for the checkpoint each keeps: the new trial may outrank one of them
     old = {t["trial_id"]: _run_of(t) for t in lifetime.summary_after_resume["trials"]}
-    assert {t["trial_id"]: _run_of(t) for t in trials if t["trial_id"] in old} == old
+    new = {t["trial_id"]: _run_of(t) for t in trials if t["trial_id"] in old}
+    changed = {(tid, k) for tid in old for k in old[tid] if new[tid].get(k) != old[tid][k]}
+    assert not changed, [(c, old[c[0]][c[1]], new[c[0]].get(c[1])) for c in changed]
     kept = [t for t in trials if t["checkpoint"]]
     assert kept == trials[: len(kept)] and len(kept) <= 3  # --keep-checkpoints 3: the best
     assert len({json.dumps(t["config"], sort_keys=True) for t in trials}) == NUM_SAMPLES + 1

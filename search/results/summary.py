@@ -44,7 +44,8 @@ def _trial_entry(
     """One trial of summary.json: its config, how far it got and why it stopped."""
     has_rows = history is not None and not history.empty and METRIC in history
     epochs = int(history[metrics.EPOCH].max()) if has_rows else 0
-    best_row = history.loc[history[METRIC].idxmax()] if has_rows else None
+    # Of epochs tied on the best val_acc, the last: the one whose checkpoint Ray keeps.
+    best_row = history.loc[history[METRIC][::-1].idxmax()] if has_rows else None
     plateau = bool(has_rows and metrics.PLATEAU in history and history[metrics.PLATEAU].max() > 0)
     reason = stop_reason(
         trial.status == "ERROR", trial.status in ENDED, epochs, settings.max_epochs, plateau
@@ -94,14 +95,14 @@ def build_summary(settings: SearchSettings, searched: list[str], wandb_mode: str
     ]
     for entry, _ in trials:
         entry["checkpoint"] = _best_checkpoint(entry["path"], root)
+        if entry["checkpoint"]:  # of epochs tied on val_acc, Ray keeps the later one: name
+            # its epoch, for every trial (a damaged file: the first best epoch)
+            entry["best_epoch"] = saved_epoch(root / entry["checkpoint"]) or entry["best_epoch"]
     trials.sort(key=lambda pair: -(pair[0]["best_val_acc"] or -1.0))
     best = None
     if trials and trials[0][0]["best_val_acc"] is not None:
         entry = trials[0][0]
         folder = entry["checkpoint"]
-        if folder:  # of epochs tied on val_acc, Ray keeps the later one: name its epoch
-            # (a damaged file: the first best epoch)
-            entry["best_epoch"] = saved_epoch(root / folder) or entry["best_epoch"]
         best = {
             "trial_id": entry["trial_id"],
             "number": entry["number"],
