@@ -39,6 +39,7 @@ from search.results.plots import (
     versus_parameters,
 )
 from search.results.summary import searched_params
+from search.results.trust import interval_text
 from trainable import metrics
 from trainable.catalog import BACKBONES
 
@@ -69,13 +70,6 @@ def _png(data: bytes) -> str:
     return base64.b64encode(data).decode() if data else ""
 
 
-def _interval(interval: list[float] | None, tie: bool) -> str:
-    """A trial's 95 % interval, "(tie)" when it overlaps the best trial's."""
-    if not interval:
-        return "-"
-    return f"{interval[0]:.2f}-{interval[1]:.2f}" + (" (tie)" if tie else "")
-
-
 def _trials_table(
     summary: dict, searched: list[str], seconds: dict[str, float | None], max_epochs: int
 ) -> dict[str, Any]:
@@ -95,7 +89,8 @@ def _trials_table(
             trial_label(t.get("number"), t["trial_id"]),
             *(fmt(t["config"].get(k)) for k in searched),
             fmt(t["best_val_acc"]),
-            _interval(t.get("val_acc_interval"), t.get("tie_with_best") and rank > 1),
+            interval_text(t.get("val_acc_interval"))
+            + (" (tie)" if t.get("tie_with_best") and rank > 1 else ""),
             fmt(t["val_acc"]),
             f"{t['epochs']}/{max_epochs}",
             reason,
@@ -186,9 +181,8 @@ def render_report(
                     f"trial {trial_label(best.get('number'), best_id)}, epoch {best['epoch']}",
                     *(
                         [
-                            f"95% interval {best['val_acc_interval'][0]:.2f}-"
-                            f"{best['val_acc_interval'][1]:.2f} on {summary['val_images']} "
-                            "validation images"
+                            f"95% interval {interval_text(best['val_acc_interval'])} on "
+                            f"{summary['val_images']} validation images"
                         ]
                         if best.get("val_acc_interval")
                         else []

@@ -22,6 +22,7 @@ from search.experiment.outcomes import (
 )
 from search.experiment.retention import best_checkpoint
 from search.experiment.study import study_url
+from search.results.trust import interval_text
 from trainable import metrics
 from trainable.checkpoint import saved_epoch
 
@@ -140,10 +141,6 @@ def write_summary(settings: SearchSettings, summary: dict) -> Path:
     return path
 
 
-def _interval(interval: list[float] | None) -> str:
-    return f"{interval[0]:.2f}-{interval[1]:.2f}" if interval else "-"
-
-
 def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
     """The console report: ranked trials, the best configuration and how to browse results.
 
@@ -161,7 +158,7 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
             *(fmt(t["config"][k]) for k in searched),
             f"{t['epochs']}/{settings.max_epochs}",
             fmt(t["best_val_acc"]),
-            _interval(t.get("val_acc_interval")),
+            interval_text(t.get("val_acc_interval")),
             "best" if rank == 1 else "tie" if t.get("tie_with_best") else "",
             fmt(t["val_acc"]),
             t["stop_reason"] + (f": {t['error'][:60]}" if "error" in t else ""),
@@ -197,7 +194,8 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
         config = "  ".join(f"{k}={fmt(v)}" for k, v in best["config"].items())
         interval = best.get("val_acc_interval")
         within = (
-            f" (95% interval {_interval(interval)} on {summary['val_images']} validation images)"
+            f" (95% interval {interval_text(interval)} on {summary['val_images']} validation "
+            "images)"
             if interval
             else ""
         )

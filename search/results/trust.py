@@ -32,6 +32,11 @@ def detectable_difference(accuracy: float, n: int, z: float = Z95) -> float:
     return z * math.sqrt(2 * p * (1 - p) / max(n, 1))
 
 
+def interval_text(interval: Sequence[float] | None) -> str:
+    """A 95 % interval as the console and the report write it, `0.67-0.78` ("-": none)."""
+    return f"{interval[0]:.2f}-{interval[1]:.2f}" if interval else "-"
+
+
 def _rounded(interval: tuple[float, float]) -> list[float]:
     return [round(interval[0], 4), round(interval[1], 4)]
 
