@@ -16,9 +16,7 @@ the model's own `forward` runs them, plus a few named functions for what is not 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +31,7 @@ from trainable.catalog import get_backbone
 from trainable.config import TrialConfig, error_line
 from trainable.data import Split, SplitLike, TransferData, tensor_hash
 from trainable.engine import autocast
-from trainable.files import write_atomically
+from trainable.files import exclusive, write_atomically
 from trainable.pipeline import Pipeline
 
 FEATURES_DIR = "features"
@@ -287,10 +285,6 @@ def _feature_bytes(prefix: Steps, data: TransferData, device: torch.device, view
     return one.numel() * 4 * (len(data.train) * views + len(data.val))
 
 
-# lockf locks belong to a process: threads of one process take turns on this one per file.
-_LOCAL_LOCKS: dict[Path, threading.Lock] = {}
-
-
 def _stored(
     path: Path, prefix: Steps, split: SplitLike, device: torch.device, epoch: int
 ) -> tuple[torch.Tensor, float]:
@@ -298,19 +292,12 @@ def _stored(
     spent building them (0: they existed).
 
     Trials running at once with the same prefix wait for the first to build a file (a lock per
-    file: trials with other prefixes, or other epochs, build theirs meanwhile). The lock is a
-    POSIX record lock (lockf), which a forked child does not inherit: the image loader's worker
-    processes, forked while the features are computed and kept for the next trial, would hold
-    an flock for as long as they live, and every later trial needing the file would wait on
-    it forever.
+    file, trainable.files.exclusive: trials with other prefixes, or other epochs, build theirs
+    meanwhile; the image loader's workers forked meanwhile do not keep it).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     built = 0.0
-    with (
-        _LOCAL_LOCKS.setdefault(path, threading.Lock()),
-        open(path.with_suffix(".lock"), "w") as lock,
-    ):
-        fcntl.lockf(lock, fcntl.LOCK_EX)  # other processes; the threading lock, this one
+    with exclusive(path):
         if not path.exists():
             began = time.perf_counter()
             features = _compute(prefix, split, device, epoch)

@@ -4,9 +4,12 @@ imported)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -31,3 +34,21 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     if path.exists():
         os.chmod(tmp.name, path.stat().st_mode)
     os.replace(tmp.name, path)
+
+
+# lockf locks belong to a process: threads of one process take turns on one of these per file.
+_THREAD_LOCKS: dict[Path, threading.Lock] = {}
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold `path`'s lock file (`path` with suffix .lock) exclusively: one process at a time,
+    one thread of it at a time. A POSIX record lock (lockf), which a forked child does not
+    inherit: with flock, worker processes forked while it is held (an image loader's, kept
+    between trials) would hold it for as long as they live."""
+    with (
+        _THREAD_LOCKS.setdefault(path, threading.Lock()),
+        open(path.with_suffix(".lock"), "w") as lock,
+    ):
+        fcntl.lockf(lock, fcntl.LOCK_EX)
+        yield
