@@ -5,27 +5,58 @@ Adding a logger: append its Tune callback in `build_callbacks`.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 from ray import tune
 from ray.tune import Callback
+from ray.tune.logger import JsonLoggerCallback
 
 from search.config.settings import SearchSettings
 from search.experiment.storage import RemoteExperiment
 from search.tracking.tensorboard import TrialBoardCallback
 from search.tracking.wandb_runs import build_wandb_callback
 from trainable.config import error_line
+from trainable.metrics import RESULT_FILE
 
 
 def build_callbacks(
     settings: SearchSettings, searched: list[str], wandb_mode: str
 ) -> list[Callback]:
-    """TensorBoard sessions and scalars per trial; one W&B run per trial, grouped by experiment."""
-    callbacks: list[Callback] = [TrialBoardCallback(searched, settings.max_epochs)]
+    """result.json, TensorBoard sessions and scalars per trial; one W&B run per trial, grouped by
+    experiment."""
+    callbacks: list[Callback] = [KeptResultLog(), TrialBoardCallback(searched, settings.max_epochs)]
     if wandb_mode != "disabled":
         callbacks.append(build_wandb_callback(settings, wandb_mode))
     return callbacks
+
+
+class KeptResultLog(JsonLoggerCallback):
+    """Tune's result.json writer, which also keeps the rows of a resumed trial whose saved
+    state names no checkpoint.
+
+    Tune writes result.json on the driver and copies it into the experiment with its saved
+    state; on resume it copies the experiment's rows back only for a trial with a checkpoint.
+    A driver killed between a trial's first report and the next state snapshot leaves a
+    result.json that logged the epoch and a state that names no checkpoint: the trial resumes
+    from that epoch's checkpoint (trainable.ray_entry.starting_checkpoint), and the rows
+    written before would be replaced by the ones after. A JsonLoggerCallback, so that Tune adds
+    no second one.
+    """
+
+    def log_trial_start(self, trial: Any) -> None:
+        trial.init_local_path()
+        local = Path(trial.local_path, RESULT_FILE)
+        if trial not in self._trial_files and not local.exists():
+            with contextlib.suppress(FileNotFoundError):  # a new trial has none
+                pyarrow.fs.copy_files(
+                    f"{trial.path}/{RESULT_FILE}", str(local),
+                    source_filesystem=trial.storage.storage_filesystem,
+                )  # fmt: skip
+        super().log_trial_start(trial)
 
 
 class StudyUpload(tune.Callback):
