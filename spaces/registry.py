@@ -56,15 +56,69 @@ def space_backbone(name: str) -> str:
 SCRATCH_FREEZE_DEPTH = 0
 
 
-def get_space(name: str, weights: str | None = None) -> dict[str, Any]:
+def get_space(
+    name: str, weights: str | None = None, backbones: dict[str, int] | None = None
+) -> dict[str, Any]:
     """The search space registered as `name`, its backbone included; unknown names list the
     choices. With `weights` "none" (training from scratch) freeze_depth is fixed to
-    SCRATCH_FREEZE_DEPTH instead of searched."""
+    SCRATCH_FREEZE_DEPTH instead of searched.
+
+    With two or more `backbones` (name: the freeze_depth of its linear probe, its number of
+    stages) the backbone is a searched choice among them, and the
+    searched ranges are the union of theirs (`backbone_space` has each one's): what the
+    TensorBoard board and the checks of a space read. The constants are `name`'s.
+    """
     entry = _registered(name)
     space = {"backbone": entry.backbone, **entry.build()}
+    if backbones and len(backbones) > 1:
+        from ray import tune
+
+        own = [backbone_space(b, depth, name, weights) for b, depth in backbones.items()]
+        space = {key: value for key, value in space.items() if key not in SEARCHED}
+        space["backbone"] = tune.choice(list(backbones))
+        for key in SEARCHED:
+            space[key] = _union([s[key] for s in own if key in s])
+        return space
     if weights == "none" and "freeze_depth" in space:
         space["freeze_depth"] = SCRATCH_FREEZE_DEPTH
     return space
+
+
+def own_space(backbone: str) -> str | None:
+    """The registered space made for `backbone` (the first, by registration), or None."""
+    return next((name for name, s in SPACES.items() if s.backbone == backbone), None)
+
+
+def backbone_space(
+    backbone: str, max_depth: int, fallback: str, weights: str | None = None
+) -> dict[str, Any]:
+    """The searched domains of `backbone` when the backbone is searched too: its own space's
+    learning-rate ranges (`fallback`'s when no space is registered for it) and freeze_depth
+    over 0..`max_depth`, every depth of its family (fixed to SCRATCH_FREEZE_DEPTH with
+    --weights none)."""
+    from ray import tune
+
+    built = _registered(own_space(backbone) or fallback).build()
+    space = {key: built[key] for key in SEARCHED if key in built}
+    space["freeze_depth"] = (
+        SCRATCH_FREEZE_DEPTH if weights == "none" else tune.randint(0, max_depth + 1)
+    )
+    return space
+
+
+def _union(values: list[Any]) -> Any:
+    """One domain spanning every one of `values` (same kind: randint, loguniform); a constant
+    when all are that constant."""
+    from ray import tune
+    from ray.tune.search.sample import Float, Integer
+
+    if all(not isinstance(v, Integer | Float) for v in values) and len(set(values)) == 1:
+        return values[0]
+    low = min(value_range(v)[0] for v in values)
+    high = max(value_range(v)[1] for v in values)
+    if all(isinstance(v, Integer | int) for v in values):
+        return tune.randint(int(low), int(high) + 1)
+    return tune.loguniform(low, high)
 
 
 def searched_keys(space: dict[str, Any]) -> list[str]:

@@ -177,11 +177,13 @@ def test_a_resume_on_other_starting_weights_is_refused_before_ray_starts(tmp_pat
     trial = tmp_path / "train_transfer_x"
     checkpoint = _checkpoint_of(CFG, 1, tmp_path)
     save_checkpoint(trial / "checkpoint_000000" / CHECKPOINT_FILE, checkpoint)
-    assert checkpoint_problems([trial], CFG, None) == []  # the seeded weights it started from
+    assert checkpoint_problems([trial], CFG, {}) == []  # the seeded weights it started from
     torch.manual_seed(1)
     other = build_model("resnet18", 5).state_dict()  # other weights
-    (problem,) = checkpoint_problems([trial], CFG, other)
+    (problem,) = checkpoint_problems([trial], CFG, {CFG.backbone: other})
     assert problem.startswith("train_transfer_x's checkpoint checkpoint_000000 trained on")
     (trial / "checkpoint_000001").mkdir()
     (trial / "checkpoint_000001" / CHECKPOINT_FILE).write_bytes(b"half written")
-    assert len(checkpoint_problems([trial], CFG, other)) == 1  # the older, readable one
+    assert (
+        len(checkpoint_problems([trial], CFG, {CFG.backbone: other})) == 1
+    )  # the older, readable one

@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Default] = {
     "data": Default("digits", "the embedded data set: runs offline, shows a transfer effect"),
     "weights": Default(None, "source for digits (pretrained on digits 0-4), else imagenet"),
     "backbone": Default(None, "the space's own backbone"),
+    "backbones": Default("", "one backbone: the space's (or --backbone)"),
+    "prescreen": Default(True, "with several backbones: probes on frozen features first"),
     "image_size": Default(None, f"{DIGITS_IMAGE_SIZE} px for digits, else {IMAGE_SIZE} px"),
     "shots": Default(None, f"{DIGITS_SHOTS} per class for digits (few-shot); else all (0)"),
     "val_fraction": Default(0.2, "per class, when the data set has no validation split"),
@@ -45,6 +47,7 @@ DEFAULTS: dict[str, Default] = {
     "grace_period": Default(1, "one epoch already separates diverging from learning trials"),
     "reduction_factor": Default(3, "keep the best third at every rung (ASHA's usual value)"),
     "patience": Default(0, "off: ASHA alone stops trials early"),
+    "time_budget": Default(0, "none: the search runs --num-samples trials"),
     # Where and with what
     "max_concurrent": Default(None, "as many trials as the CPUs (or the cluster) hold"),
     "cpus_per_trial": Default(1.0, "one torch thread per trial: 2 trials at once on 2 cores"),

@@ -112,15 +112,20 @@ def starting_checkpoint(
 
 
 def train_transfer(
-    config: dict[str, Any], backbone_state: dict[str, torch.Tensor] | None = None
+    config: dict[str, Any],
+    backbone_state: dict[str, torch.Tensor] | None = None,
+    backbone_states: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> None:
     """One transfer-learning trial: resume if Tune restored a checkpoint, report every epoch.
 
     `backbone_state` is the search's starting weights, passed through Ray's object store
     (`tune.with_parameters`): a cluster node reads them from there, not from a cache or a
-    download of its own.
+    download of its own. `backbone_states`: those of each candidate backbone, when the
+    backbone is searched too.
     """
     cfg = TrialConfig.from_dict({"device": _granted_device(), **config})
+    if backbone_states is not None:
+        backbone_state = backbone_states.get(cfg.backbone)
     # The trial's working folder: Ray copies it into the trial's folder in the experiment at
     # every report (SyncConfig(sync_artifacts=True)), its TensorBoard summaries included.
     trial_dir = Path(tune.get_context().get_trial_dir())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 from importlib import metadata
 from pathlib import Path
@@ -49,6 +50,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def duration(text: str) -> float:
+    """An argparse type: a duration such as 90s, 20m, 1.5h (seconds when no unit), over 0."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", text)
+    seconds = float(match[1]) * DURATION_UNITS[match[2] or "s"] if match else 0.0
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a duration over 0 such as 90s, 20m or 2h, got {text!r}"
+        )
+    return seconds
+
+
 def build_parser(only_given: bool = False, prog: str = "search.py") -> argparse.ArgumentParser:
     """The command-line flags of scripts/search.py; `only_given` leaves defaults out."""
     d = SearchSettings()
@@ -82,6 +97,22 @@ def build_parser(only_given: bool = False, prog: str = "search.py") -> argparse.
         default=d.backbone,
         help=f"backbone in place of the space's: {', '.join(sorted(BACKBONES))}"
         + _default("backbone"),
+    )
+    p.add_argument(
+        "--backbones",
+        metavar="A,B,...",
+        default=d.backbones,
+        help="search the backbone too, among these (each with its own freeze depths and "
+        "learning-rate ranges); registered: "
+        + ", ".join(sorted(BACKBONES))
+        + _default("backbones"),
+    )
+    p.add_argument(
+        "--no-prescreen",
+        dest="prescreen",
+        action="store_false",
+        help="with --backbones, skip the probes on frozen features that rank the backbones, "
+        "drop those clearly behind and warm-start the search" + _default("prescreen"),
     )
     p.add_argument(
         "--image-size",
@@ -157,6 +188,15 @@ def build_parser(only_given: bool = False, prog: str = "search.py") -> argparse.
         default=d.patience,
         help="stop a trial whose val_acc has not improved for N epochs (stop reason plateau); "
         "0 leaves it to ASHA" + _default("patience"),
+    )
+    p.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        type=duration,
+        default=d.time_budget,
+        help="stop the search after this long (90s, 20m, 2h), starting no trial it cannot "
+        "finish by then; with --resume or --extend, the time that run may take"
+        + _default("time_budget"),
     )
     p.add_argument(
         "--max-concurrent",
@@ -291,6 +331,11 @@ def read_settings(argv: list[str] | None) -> SearchSettings:
     """The command line parsed and resolved, not yet validated; UsageError for a flag argparse
     refuses (unknown, malformed)."""
     args = build_parser().parse_args(argv)
+    if args.backbone and args.backbones:
+        raise UsageError(
+            f"--backbone {args.backbone} fixes the backbone and --backbones {args.backbones} "
+            "searches it: give one of them"
+        )
     del args.resume, args.extend  # not settings of the experiment: see search.run.resume
     name = args.name if args.name is not None else f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
     cache_dir = str(Path(args.cache_dir).expanduser().resolve()) if args.cache_dir else None

@@ -83,6 +83,9 @@ class SearchSettings:
     data: str = default("data")
     weights: str | None = default("weights")
     backbone: str | None = default("backbone")
+    # Several backbones searched as a choice (comma-separated, as given); "" for one.
+    backbones: str = default("backbones")
+    prescreen: bool = default("prescreen")
     image_size: int | None = default("image_size")
     shots: int | None = default("shots")  # 0: all
     val_fraction: float = default("val_fraction")
@@ -94,6 +97,9 @@ class SearchSettings:
     grace_period: int = default("grace_period")
     reduction_factor: int = default("reduction_factor")
     patience: int = default("patience")  # 0: off
+    # Seconds this run of the search may take (0: no limit); each --resume or --extend is given
+    # its own (search.run.budget).
+    time_budget: float = default("time_budget")
     max_concurrent: int | None = default("max_concurrent")
     cpus_per_trial: float = default("cpus_per_trial")
     gpus_per_trial: float = default("gpus_per_trial")
@@ -140,6 +146,17 @@ class SearchSettings:
             return self.max_concurrent
         return max(1, int((os.cpu_count() or 1) // self.cpus_per_trial))
 
+    @property
+    def candidates(self) -> list[str]:
+        """The backbones the search chooses among: --backbones, else the one backbone."""
+        named = [name.strip() for name in self.backbones.split(",") if name.strip()]
+        return list(dict.fromkeys(named)) or [self.backbone]
+
+    @property
+    def searches_backbone(self) -> bool:
+        """Whether the backbone is a searched choice (two or more candidates)."""
+        return len(self.candidates) > 1
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, for `settings.json`."""
         return dataclasses.asdict(self)
@@ -164,11 +181,15 @@ def resolve(s: SearchSettings) -> SearchSettings:
     if weights not in NAMED_WEIGHTS:
         weights = str(Path(weights).expanduser().resolve())
     own = space_backbone(s.space) if s.space in SPACES else DEFAULT_BACKBONE
+    named = [name.strip() for name in s.backbones.split(",") if name.strip()]
+    if named and not s.backbone:  # the first candidate stands for the others where one is read
+        own = named[0]
     return dataclasses.replace(
         s,
         data=str(spec),
         weights=weights,
         backbone=s.backbone or own,
+        backbones=",".join(dict.fromkeys(named)),
         image_size=s.image_size
         if s.image_size is not None
         else (DIGITS_IMAGE_SIZE if digits else IMAGE_SIZE),
@@ -188,6 +209,17 @@ SHARED_FIELDS = tuple(
 )
 # Trial fields the harness sets; a space may not define them.
 HARNESS_KEYS = (*SHARED_FIELDS, "num_threads", "device")
+
+
+def space_of(s: SearchSettings, backbones: list[str] | None = None) -> dict[str, Any]:
+    """The search's space (spaces.get_space): with several candidates (`backbones`, else
+    s.candidates), the backbone is one of its searched keys."""
+    from spaces import get_space
+    from trainable.catalog import BACKBONES
+
+    chosen = backbones or s.candidates
+    depths = {b: BACKBONES[b].max_freeze_depth for b in chosen} if len(chosen) > 1 else None
+    return get_space(s.space, s.weights, depths)
 
 
 def steps_per_epoch(train_images: int, batch_size: int) -> int:

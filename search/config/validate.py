@@ -14,6 +14,7 @@ from trainable.catalog import (
     BACKBONES,
     DIGITS,
     DIGITS_MAX_SHOTS,
+    NAMED_WEIGHTS,
     SOURCE,
     SOURCE_DATASETS,
     DataError,
@@ -57,20 +58,40 @@ def local_resource_problems(s: SearchSettings) -> list[str]:
     return problems
 
 
-def _image_size_problems(s: SearchSettings) -> list[str]:
-    spec = BACKBONES.get(s.backbone)
+def _image_size_problems(s: SearchSettings, backbone: str) -> list[str]:
+    spec = BACKBONES.get(backbone)
     least = spec.min_image_size if spec else 16
     if not least <= s.image_size <= MAX_IMAGE_SIZE:
         return [
-            f"`{least} <= --image-size <= {MAX_IMAGE_SIZE}` must hold for {s.backbone}, "
+            f"`{least} <= --image-size <= {MAX_IMAGE_SIZE}` must hold for {backbone}, "
             f"but got {s.image_size}"
         ]
     if spec and s.image_size % spec.image_multiple:
         return [
-            f"`--image-size % {spec.image_multiple} == 0` must hold for {s.backbone} (its patch "
+            f"`--image-size % {spec.image_multiple} == 0` must hold for {backbone} (its patch "
             f"size), but got {s.image_size}"
         ]
     return []
+
+
+def _backbones_problems(s: SearchSettings) -> list[str]:
+    """--backbones: registered names, two or more, and starting weights each of them has."""
+    if not s.backbones:
+        return []
+    problems = []
+    for name in s.candidates:
+        problems += _choice_problems(BACKBONES, "backbone in --backbones", name)
+    if len(s.candidates) < 2:
+        problems.append(
+            f"--backbones needs two or more different backbones, but got {s.backbones!r}; "
+            "for one, use --backbone"
+        )
+    if s.weights not in NAMED_WEIGHTS:
+        problems.append(
+            f"--weights {s.weights} is one backbone's state-dict file; with --backbones choose "
+            f"{', '.join(NAMED_WEIGHTS)}"
+        )
+    return problems
 
 
 def settings_problems(s: SearchSettings) -> list[str]:
@@ -78,6 +99,7 @@ def settings_problems(s: SearchSettings) -> list[str]:
     and the value."""
     problems = _choice_problems(SPACES, "search space", s.space)
     problems += _choice_problems(BACKBONES, "backbone", s.backbone)
+    problems += _backbones_problems(s)
     try:
         DataSpec.parse(s.data)
     except DataError as error:
@@ -90,7 +112,8 @@ def settings_problems(s: SearchSettings) -> list[str]:
             problems.append(f"`--gpus-per-trial >= 0` must hold, but got {s.gpus_per_trial:g}")
     else:
         problems += local_resource_problems(s)
-    problems += _image_size_problems(s)
+    for backbone in s.candidates:
+        problems += _image_size_problems(s, backbone)
     if s.shots < 0:
         problems.append(f"`--shots >= 0` must hold, but got {s.shots}")
     elif s.data == DIGITS and not 1 <= s.shots <= DIGITS_MAX_SHOTS:
@@ -112,6 +135,8 @@ def settings_problems(s: SearchSettings) -> list[str]:
             f"`--grace-period <= --max-epochs` must hold, but got "
             f"(grace_period={s.grace_period}, max_epochs={s.max_epochs})"
         )
+    if s.time_budget < 0:
+        problems.append(f"`--time-budget >= 0` must hold (0: none), but got {s.time_budget:g}")
     if s.patience < 0:
         problems.append(f"`--patience >= 0` must hold (0: off), but got {s.patience}")
     if s.reduction_factor < 2:

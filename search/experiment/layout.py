@@ -6,6 +6,8 @@ reads their contents.
 
     <name>/
       settings.json                  the resolved settings the experiment was made with
+      prescreen.json                 with --backbones: the pre-screen (search.run.prescreen)
+      time_budget.json               with --time-budget: each run's, what it stopped
       optuna.db                      the Optuna study, named after the experiment
       summary.json, report.html      what the search found (search.results)
       events.out.tfevents.*          the experiment's TensorBoard HParams table
@@ -29,7 +31,12 @@ SETTINGS_FILE = "settings.json"
 STUDY_FILE = "optuna.db"
 SUMMARY_FILE = "summary.json"  # search.results.summary
 REPORT_FILE = "report.html"  # search.results.report
-DRIVER_FILES = (SETTINGS_FILE, STUDY_FILE, SUMMARY_FILE, REPORT_FILE)
+# With --backbones: the pre-screen's scores, and what it dropped and warm-started
+# (search.run.prescreen)
+PRESCREEN_FILE = "prescreen.json"
+# With --time-budget: each run's budget, and the trials it stopped (search.run.budget)
+BUDGET_FILE = "time_budget.json"
+DRIVER_FILES = (SETTINGS_FILE, STUDY_FILE, SUMMARY_FILE, REPORT_FILE, PRESCREEN_FILE, BUDGET_FILE)
 WANDB_FOLDER = "wandb"  # offline W&B runs (search.tracking.wandb_runs)
 # One writer at a time (search.experiment.lock): the lock, and who holds it
 LOCK_FILE, LOCK_HOLDER = ".lock", ".lock.holder"

@@ -12,7 +12,7 @@ from trainable import metrics
 from trainable.config import TRIAL_NUMBER
 
 # In this order for good: TensorBoard's stop_reason scalar is the 1-based index.
-STOP_REASONS = ("completed", "asha", "error", "interrupted", "plateau")
+STOP_REASONS = ("completed", "asha", "error", "interrupted", "plateau", "budget")
 ENDED = ("TERMINATED", "ERROR")  # Tune statuses of a trial that will not run again
 
 
@@ -37,17 +37,25 @@ def trial_label(number: int | None, trial_id: str) -> str:
 
 
 def stop_reason(
-    failed: bool, ended: bool, epochs: int, max_epochs: int, plateau: bool = False
+    failed: bool,
+    ended: bool,
+    epochs: int,
+    max_epochs: int,
+    plateau: bool = False,
+    out_of_time: bool = False,
 ) -> str:
     """Why a trial stopped: one of STOP_REASONS. `plateau`: its last result says it stopped
-    itself under --patience (trainable.metrics.PLATEAU)."""
+    itself under --patience (trainable.metrics.PLATEAU); `out_of_time`: --time-budget stopped
+    it (search.experiment.budget)."""
     if failed:
         return "error"
     if not ended:  # pending, running or paused when the search stopped
         return "interrupted"
     if epochs >= max_epochs:
         return "completed"
-    return "plateau" if plateau else "asha"
+    if plateau:
+        return "plateau"
+    return "budget" if out_of_time else "asha"
 
 
 def logged_rows(trial: Any) -> list[dict]:

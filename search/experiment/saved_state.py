@@ -351,8 +351,9 @@ def grow_search_state(root: Path, total: int) -> Path:
     """Let Tune's restored search create trials up to `total` (`--extend`).
 
     Tune restores the trial budget from its newest search state, not from the Tuner, so that is
-    where an extension takes effect. Idempotent: an interrupted extension resumes the same way.
-    Returns that file.
+    where an extension takes effect; a search that --time-budget ended made fewer trials than
+    that budget, and has a finished search state. Idempotent: an interrupted extension resumes
+    the same way. Returns that file.
     """
     newest = _newest(root, STATE_PATTERNS["search state"][0])
     assert newest is not None, "checked by state_problems"
@@ -360,7 +361,8 @@ def grow_search_state(root: Path, total: int) -> Path:
 
     with newest.open("rb") as f:
         state = cloudpickle.load(f)
-    if state["total_samples"] < total:
+    grows = state["total_samples"] < total or state["finished"]
+    if state["counter"] < total and grows:
         state.update(total_samples=total, finished=False)
         write_atomically(newest, lambda f: cloudpickle.dump(state, f))
     return newest

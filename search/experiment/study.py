@@ -22,6 +22,16 @@ def study_url(experiment_dir: Path) -> str:
 TUNE_TRIAL_ID = "tune_trial_id"
 TRIAL_NUMBER_ATTR = "trial_number"
 
+# Between a backbone's name and a parameter in the study's names of a searched backbone's own
+# parameters: "resnet18:freeze_depth". Each backbone has its own depths and ranges, so TPE
+# models each apart (its `group` option fits the trials of each backbone jointly).
+BACKBONE_PARAM = ":"
+
+
+def study_param(backbone: str, name: str) -> str:
+    """The study's name of parameter `name` of `backbone` when the backbone is searched."""
+    return f"{backbone}{BACKBONE_PARAM}{name}"
+
 
 def build_storage(experiment_dir: Path) -> optuna.storages.RDBStorage:
     """The SQLite study storage in the experiment folder."""

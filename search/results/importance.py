@@ -22,7 +22,7 @@ import optuna
 from optuna.importance import BaseImportanceEvaluator, PedAnovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
-from search.experiment.study import build_storage
+from search.experiment.study import BACKBONE_PARAM, build_storage
 
 # Below this many trials the importance is not shown: PED-ANOVA compares the top 5 trials with
 # all of them, and with fewer than twice that its numbers swing with a single trial.
@@ -112,14 +112,26 @@ def param_importance(
             f"the study {study_name!r} in {study_file.name} cannot be read (damaged, or written "
             "by another Optuna version)"
         )
-    sampled = [p for p in params if any(p in t.params for t in reported)]
-    shared = [p for p in sampled if all(p in t.params for t in reported)]
-    candidates = [("all trials", shared)]
-    if shared != sampled:  # some trials lack a parameter: the ones that have them all
-        candidates.append(("trials that train backbone stages", sampled))
+    candidates: list[tuple[str, list[FrozenTrial], list[str]]] = []
+    backbones = sorted({t.params["backbone"] for t in reported if "backbone" in t.params})
+    searched_backbone = any(BACKBONE_PARAM in p for t in reported for p in t.params)
+    # With the backbone searched, each backbone's trials apart: their parameters are theirs
+    # (their own depths and ranges, stored as "resnet18:freeze_depth").
+    for backbone in backbones if searched_backbone else [None]:
+        trials = [t for t in reported if backbone is None or t.params.get("backbone") == backbone]
+        names = [p for p in params if p != "backbone" or backbone is None]
+        if backbone is not None:
+            names = [f"{backbone}{BACKBONE_PARAM}{p}" for p in names]
+        sampled = [p for p in names if any(p in t.params for t in trials)]
+        shared = [p for p in sampled if all(p in t.params for t in trials)]
+        label = f"{backbone} trials" if backbone else "all trials"
+        candidates.append((label, trials, shared))
+        if shared != sampled:  # some trials lack a parameter: the ones that have them all
+            training = f"{backbone + ' ' if backbone else ''}trials that train backbone stages"
+            candidates.append((training, trials, sampled))
     groups = []
-    for label, group_params in candidates:
-        scored = best_values_study(reported, group_params, maximize)
+    for label, trials, group_params in candidates:
+        scored = best_values_study(trials, group_params, maximize)
         count = len(scored.get_trials(deepcopy=False))
         if not group_params:
             continue
@@ -128,6 +140,8 @@ def param_importance(
             groups.append(ImportanceGroup(label, group_params, count, None, note))
             continue
         found = _evaluate(scored, group_params)
+        if isinstance(found, dict):  # "resnet18:head_lr" shown as head_lr, in its group
+            found = {p.rpartition(BACKBONE_PARAM)[2]: v for p, v in found.items()}
         if isinstance(found, str):
             groups.append(ImportanceGroup(label, group_params, count, None, found))
         else:

@@ -118,16 +118,22 @@ def _log_ticks(axes, values: list[float]) -> None:
 def _scatter(axes, trials: list[TrialPoints], param: str, log: bool, jitter: bool) -> int:
     """Best metric against `param` on `axes`; return how many trials lack the parameter."""
     missing = 0
+    # A choice among names (the backbone): one column per name, in sorted order.
+    names = sorted({t.config[param] for t in trials if isinstance(t.config.get(param), str)})
     for index, t in enumerate(trials):
         x, y = t.config.get(param), t.best_val_acc
         if x is None or y is None:
             missing += x is None
             continue
+        if isinstance(x, str):
+            x = names.index(x)
         if jitter:  # several trials share each integer value
             x = x + ((index * 0.618) % 1 - 0.5) * 0.3
         colour = "black" if t.is_best else STOP_COLOURS.get(t.stop_reason, "#999999")
         marker, size = ("*", 140) if t.is_best else ("o", 30)
         axes.scatter([x], [y], color=colour, marker=marker, s=size, alpha=0.85, zorder=3)
+    if names:
+        axes.set_xticks(range(len(names)), names, fontsize=7, rotation=15)
     if log:
         axes.set_xscale("log")
         _log_ticks(axes, [t.config[param] for t in trials if t.config.get(param) is not None])

@@ -11,7 +11,13 @@ from typing import Any
 from ray.tune import ExperimentAnalysis
 
 from search.config.settings import METRIC, MODE, SearchSettings
-from search.experiment.layout import CHECKPOINT_GLOB, STUDY_FILE, SUMMARY_FILE
+from search.experiment.layout import (
+    BUDGET_FILE,
+    CHECKPOINT_GLOB,
+    PRESCREEN_FILE,
+    STUDY_FILE,
+    SUMMARY_FILE,
+)
 from search.experiment.outcomes import (
     ENDED,
     error_reason,
@@ -39,8 +45,54 @@ def _number(value: Any) -> float | int | None:
     return value
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file of the experiment, or None when it is missing or damaged."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def budget_runs(root: Path) -> list[dict[str, Any]]:
+    """The runs of the experiment that had a --time-budget (time_budget.json), oldest first."""
+    runs = read_json(root / BUDGET_FILE)
+    return runs if isinstance(runs, list) else []
+
+
+def prescreen_summary(root: Path, trials: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """prescreen.json with how far its ranking agreed with the trials': Kendall's tau between
+    each probed (backbone, freeze_depth)'s probe score and the best val_acc of the trials with
+    that pair, over the pairs some trial tried."""
+    from trainable.probe import kendall_tau
+
+    screen = read_json(root / PRESCREEN_FILE)
+    if not isinstance(screen, dict):
+        return None
+    found: dict[tuple[str, int], float] = {}
+    for trial in trials:
+        key = (trial["config"].get("backbone"), trial["config"].get("freeze_depth"))
+        if trial["best_val_acc"] is not None:
+            found[key] = max(found.get(key, 0.0), trial["best_val_acc"])
+    pairs = [
+        (row["score"], found[(row["backbone"], row["freeze_depth"])])
+        for row in screen.get("scores", [])
+        if (row["backbone"], row["freeze_depth"]) in found
+    ]
+    tau = kendall_tau([p for p, _ in pairs], [f for _, f in pairs]) if len(pairs) > 1 else None
+    return {
+        **screen,
+        "kendall_tau": None if tau is None else round(tau, 3),
+        "pairs_compared": len(pairs),
+    }
+
+
 def _trial_entry(
-    trial: Any, history: Any, searched: list[str], settings: SearchSettings, root: Path
+    trial: Any,
+    history: Any,
+    searched: list[str],
+    settings: SearchSettings,
+    root: Path,
+    out_of_time: set[str],
 ) -> dict[str, Any]:
     """One trial of summary.json: its config, how far it got and why it stopped."""
     has_rows = history is not None and not history.empty and METRIC in history
@@ -49,8 +101,9 @@ def _trial_entry(
     best_row = history.loc[history[METRIC][::-1].idxmax()] if has_rows else None
     plateau = bool(has_rows and metrics.PLATEAU in history and history[metrics.PLATEAU].max() > 0)
     reason = stop_reason(
-        trial.status == "ERROR", trial.status in ENDED, epochs, settings.max_epochs, plateau
-    )
+        trial.status == "ERROR", trial.status in ENDED, epochs, settings.max_epochs, plateau,
+        trial.trial_id in out_of_time,
+    )  # fmt: skip
     entry = {
         "trial_id": trial.trial_id,
         "number": trial_number(trial.config),
@@ -90,8 +143,10 @@ def build_summary(settings: SearchSettings, searched: list[str], wandb_mode: str
     root = settings.experiment_dir
     analysis = ExperimentAnalysis(str(root), default_metric=METRIC, default_mode=MODE)
     frames = analysis.trial_dataframes
+    runs = budget_runs(root)
+    out_of_time = {trial_id for run in runs for trial_id in run.get("stopped", [])}
     trials = [
-        (_trial_entry(t, frames.get(t.trial_id), searched, settings, root), t)
+        (_trial_entry(t, frames.get(t.trial_id), searched, settings, root, out_of_time), t)
         for t in analysis.trials
     ]
     for entry, _ in trials:
@@ -126,6 +181,8 @@ def build_summary(settings: SearchSettings, searched: list[str], wandb_mode: str
             "max_epochs": settings.max_epochs,
             "trial_epochs_run": sum(entry["epochs"] for entry, _ in trials),
         },
+        "time_budget": runs or None,
+        "prescreen": prescreen_summary(root, [entry for entry, _ in trials]),
         "wandb": wandb_mode,
         # The Optuna study: trials COMPLETE, PRUNED (stopped by ASHA) or FAIL, with their curves.
         "study": {"file": STUDY_FILE, "name": settings.name}
@@ -175,8 +232,9 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
         lines.append("  " + "  ".join([*cells, row[-1]]))
     budget = summary["budget"]
     run, full = budget["trial_epochs_run"], budget["num_samples"] * budget["max_epochs"]
-    stoppers = {t["stop_reason"] for t in summary["trials"]} & {"asha", "plateau"}
-    why = " and ".join({"asha": "ASHA", "plateau": "--patience"}[s] for s in sorted(stoppers))
+    named = {"asha": "ASHA", "plateau": "--patience", "budget": "--time-budget"}
+    stoppers = {t["stop_reason"] for t in summary["trials"]} & set(named)
+    why = " and ".join(named[s] for s in sorted(stoppers))
     lines.append(
         f"  {run} of {full} trial-epochs run"
         + (f" ({why or 'errors and interrupts'} stopped the rest)" if run < full else "")
@@ -186,6 +244,12 @@ def format_report(summary: dict, settings: SearchSettings, shown: Path) -> str:
         lines.append(
             f"  {cached} of {len(summary['trials'])} trials trained on cached frozen features "
             "(see each trial's trial.log)"
+        )
+    screen = summary.get("prescreen")
+    if screen and screen.get("kendall_tau") is not None:
+        lines.append(
+            f"  Pre-screen vs trials: Kendall's tau {screen['kendall_tau']:+.2f} over "
+            f"{screen['pairs_compared']} (backbone, freeze_depth) pairs the trials tried"
         )
     best = summary["best"]
     if best is None:

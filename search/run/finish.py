@@ -7,6 +7,8 @@ has started already), and Ray shuts down while the driver draws the report (`rel
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shlex
 import sys
 import time
@@ -16,12 +18,13 @@ from typing import TYPE_CHECKING
 
 from search.config.settings import SearchSettings
 from search.config.usage import SearchInterrupted, StorageStopped
-from search.experiment.layout import EVENTS_GLOB
+from search.experiment import budget
+from search.experiment.layout import BUDGET_FILE, EVENTS_GLOB, SETTINGS_FILE
 from search.experiment.outcomes import shown_path
 from search.experiment.retention import Pruned, prune_checkpoints
 from search.experiment.storage import RemoteExperiment, remote_experiment
 from search.results.export import write_model_file
-from search.results.summary import build_summary, format_report, write_summary
+from search.results.summary import budget_runs, build_summary, format_report, write_summary
 from search.results.trust import add_intervals, trust_warnings
 from search.tracking.tensorboard import mark_interrupted
 from search.tracking.wandb_runs import (
@@ -31,6 +34,7 @@ from search.tracking.wandb_runs import (
     stop_runs_actor,
 )
 from trainable.config import error_line
+from trainable.files import write_atomically
 
 if TYPE_CHECKING:
     from search.run.search import Prepared
@@ -57,7 +61,13 @@ def finish(
         _download(remote, settings, resume_command(settings))
     if wandb_mode == "online" and online_failure():  # told once, as the trials ended
         wandb_mode = "offline"  # its runs are offline: say how to upload them, claim none
+    out_of_time = left > 0 and settings.time_budget > 0 and budget.ended_search()
+    if left > 0 and settings.time_budget > 0:
+        _record_budget(root, settings.time_budget, out_of_time)
     summary = build_summary(settings, searched, wandb_mode)
+    if out_of_time and not any(t["stop_reason"] == "interrupted" for t in summary["trials"]):
+        # The search ends here: the experiment holds the trials it ran; --extend adds more.
+        settings = _end_at(settings, len(summary["trials"]))
     val_counts = prepared.data.val.labels.bincount(minlength=len(prepared.data.classes)).tolist()
     add_intervals(summary, val_counts)
     summary["warnings"] = trust_warnings(summary, val_counts)
@@ -115,10 +125,42 @@ def finish(
             + f"Resume with:  {resume_command(settings)}"
         )
     print(format_report(summary, settings, shown))
+    if out_of_time:
+        stopped = sum(t["stop_reason"] == "budget" for t in summary["trials"])
+        how = (
+            f"spent; {stopped} running trial{'s' if stopped != 1 else ''} stopped"
+            if stopped
+            else "left no time for another whole trial"
+        )
+        print(
+            f"Time budget of {settings.time_budget:g} s {how}: the search ran "
+            f"{len(summary['trials'])} trials. Add trials with:  "
+            f"{resume_command(settings).replace('--resume', '--extend N')} --time-budget "
+            f"{settings.time_budget:g}s"
+        )
     if remote:
         print(f"Stored at: {remote.uri} (the paths above are its working copy on this machine)")
     print(f"Done in {summary['wall_seconds']:.0f} s.")
     return summary
+
+
+def _record_budget(root: Path, seconds: float, ended: bool) -> None:
+    """Append this run's budget to time_budget.json: whether it ended the search, and the
+    trials it stopped (their stop reason is `budget`, in this and every later summary)."""
+    run = {"seconds": seconds, "ended_search": ended, "stopped": sorted(budget.stopped_trials())}
+    runs = [*budget_runs(root), run]
+    text = json.dumps(runs, indent=2) + "\n"
+    write_atomically(root / BUDGET_FILE, lambda f: f.write(text.encode()))
+
+
+def _end_at(settings: SearchSettings, trials: int) -> SearchSettings:
+    """The experiment's --num-samples set to the `trials` it holds (settings.json too): a
+    --resume has nothing left to run, and --extend N adds N trials."""
+    path = settings.experiment_dir / SETTINGS_FILE
+    saved = json.loads(path.read_text())
+    text = json.dumps({**saved, "num_samples": trials}, indent=2) + "\n"
+    write_atomically(path, lambda f: f.write(text.encode()))
+    return dataclasses.replace(settings, num_samples=trials)
 
 
 def resume_command(settings: SearchSettings) -> str:
@@ -180,7 +222,7 @@ def _best_model_file(settings: SearchSettings, summary: dict, prepared: Prepared
             summary["best"],
             settings.name,
             prepared.data.preprocessing,
-            prepared.state,
+            prepared.state(summary["best"]["config"].get("backbone") or settings.backbone),
         )
     except Exception as error:  # a full disk, a checkpoint that does not restore
         print(f"Warning: the best model file was not written: {error_line(error)}", file=sys.stderr)

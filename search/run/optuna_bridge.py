@@ -26,12 +26,20 @@ from optuna.distributions import (
 )
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Domain
 
+from search.experiment import budget
 from search.experiment.layout import SEARCHER_STATE_FORMAT
 from search.experiment.saved_state import OptunaSearchInternals
-from search.experiment.study import TRIAL_NUMBER_ATTR, TUNE_TRIAL_ID, storage_at
+from search.experiment.study import (
+    BACKBONE_PARAM,
+    TRIAL_NUMBER_ATTR,
+    TUNE_TRIAL_ID,
+    storage_at,
+    study_param,
+)
 from trainable.config import TRIAL_NUMBER
 from trainable.metrics import PLATEAU
 
@@ -112,11 +120,22 @@ class ConditionalSpace:
 
     `backbone_lr` is sampled only when `freeze_depth < full_depth`: with the whole backbone
     frozen it changes nothing, so it stays absent from the trial rather than invented.
+
+    With `per_backbone` (the domains of each candidate backbone, and `full_depths` theirs) the
+    backbone is sampled first, then its own parameters under their study names
+    (`study_param`); the trial's config gets them under their plain names.
     """
 
     distributions: dict[str, BaseDistribution]
     full_depth: int  # the freeze depth at which every backbone stage is frozen
     fixed_depth: int | None = None  # freeze_depth when the space fixes it
+    per_backbone: dict[str, ConditionalSpace] | None = None
+
+    @classmethod
+    def across(cls, spaces: dict[str, ConditionalSpace]) -> ConditionalSpace:
+        """The backbone searched among `spaces` (backbone: its space)."""
+        choice = CategoricalDistribution(list(spaces))
+        return cls({"backbone": choice}, 0, None, dict(spaces))
 
     @classmethod
     def from_space(cls, space: dict[str, Any], full_depth: int) -> ConditionalSpace:
@@ -129,12 +148,22 @@ class ConditionalSpace:
         return cls(ordered, full_depth, None if isinstance(depth, Domain) else depth)
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        if self.per_backbone:
+            backbone = _suggest(trial, "backbone", self.distributions["backbone"])
+            own = self.per_backbone[backbone]
+            return {"backbone": backbone, **own.sample(trial, backbone)}
+        return self.sample(trial)
+
+    def sample(self, trial: optuna.Trial, backbone: str | None = None) -> dict[str, Any]:
+        """The parameters of one backbone's space; named for the study by `backbone` when it
+        is searched."""
         params: dict[str, Any] = {}
         for name, dist in self.distributions.items():
             depth = params.get("freeze_depth", self.fixed_depth)
             if name == "backbone_lr" and depth == self.full_depth:
                 continue  # a linear probe: no backbone parameter trains
-            params[name] = _suggest(trial, name, dist)
+            stored = study_param(backbone, name) if backbone else name
+            params[name] = _suggest(trial, stored, dist)
         return params
 
 
@@ -158,6 +187,7 @@ class BudgetAwareOptunaSearch(OptunaSearchInternals, OptunaSearch):
         storage: optuna.storages.BaseStorage | None = None,
         study_name: str | None = None,
         study_attrs: dict[str, Any] | None = None,
+        warm_start: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(sampler=sampler, storage=storage, study_name=study_name)
         # Set after super(): Ray's OptunaSearch would create the study before metric and mode
@@ -167,6 +197,10 @@ class BudgetAwareOptunaSearch(OptunaSearchInternals, OptunaSearch):
         self._time_attr = time_attr
         self._study_attrs = dict(study_attrs or {})
         self._curves: dict[str, dict[int, float]] = {}  # Tune trial id -> {epoch: metric}
+        # Study parameters of the first trials (the pre-screen's best candidates), asked for
+        # before the sampler's own.
+        self._warm_start = list(warm_start or [])
+        self._times = budget.TrialTimes()
 
     def set_search_properties(
         self, metric: str | None, mode: str | None, config: dict, **spec: Any
@@ -177,6 +211,8 @@ class BudgetAwareOptunaSearch(OptunaSearchInternals, OptunaSearch):
         self.create_study(metric, mode)
         for key, value in self._study_attrs.items():
             self.study.set_user_attr(key, value)
+        for params in getattr(self, "_warm_start", []):
+            self.study.enqueue_trial(params, skip_if_exists=True)
         return True
 
     def suggest(self, trial_id: str) -> dict | None:
@@ -185,6 +221,12 @@ class BudgetAwareOptunaSearch(OptunaSearchInternals, OptunaSearch):
         console, summary.json, TensorBoard and W&B. A study trial that a killed driver had
         started but Tune never recorded (see `restore`) is handed out first, as it was."""
         orphans = getattr(self, "_orphans", [])  # absent from a searcher saved before them
+        times = self._trial_times()
+        if trial_id not in self.study_trials and not orphans:
+            if not budget.fits(times.trial_seconds(self._max_t)):
+                budget.decline()
+                return Searcher.FINISHED  # --time-budget: no time for another whole trial
+            times.suggested(trial_id)
         adopted = trial_id not in self.study_trials and bool(orphans)
         if adopted:
             orphan = orphans.pop(0)
@@ -195,6 +237,8 @@ class BudgetAwareOptunaSearch(OptunaSearchInternals, OptunaSearch):
         config = super().suggest(trial_id)
         if not isinstance(config, dict):  # finished, or nothing to suggest yet
             return config
+        # A searched backbone's parameters are also captured under their study names.
+        config = {key: value for key, value in config.items() if BACKBONE_PARAM not in key}
         study_trial = self.study_trials[trial_id]
         if adopted:
             study_trial.set_user_attr(TUNE_TRIAL_ID, trial_id)
@@ -203,6 +247,11 @@ class BudgetAwareOptunaSearch(OptunaSearchInternals, OptunaSearch):
             study_trial.set_user_attr(TRIAL_NUMBER_ATTR, self._next_number())
         number = study_trial.user_attrs.get(TRIAL_NUMBER_ATTR)
         return {**config, TRIAL_NUMBER: number} if number is not None else config
+
+    def _trial_times(self) -> budget.TrialTimes:
+        if not hasattr(self, "_times"):  # a searcher saved before --time-budget
+            self._times = budget.TrialTimes()
+        return self._times
 
     def _next_number(self) -> int:
         """The number of a new trial: one more than any given so far (len(study_trials) in a
@@ -230,6 +279,7 @@ class BudgetAwareOptunaSearch(OptunaSearchInternals, OptunaSearch):
         """Every epoch's metric becomes an intermediate value of the study trial."""
         if trial_id in self.told or trial_id not in self.study_trials:
             return
+        self._trial_times().reported(trial_id, result)
         self._report(trial_id, result)
 
     def on_trial_complete(

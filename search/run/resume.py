@@ -47,6 +47,8 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
     address = cluster_address(given.pop("address", None))
     # Nor how many trials' checkpoints it keeps: a resume may keep more, or fewer.
     keep = given.pop("keep_checkpoints", None)
+    # Nor how long it may take: each run of the search gets its own --time-budget.
+    budget = given.pop("time_budget", 0.0)
     command = "--extend" if extend else "--resume"
     if "name" not in given:
         raise UsageError(f"{command} needs --name NAME, the experiment to continue")
@@ -89,6 +91,7 @@ def parse_resume(argv: list[str] | None) -> SearchSettings:
         num_samples=saved.num_samples + extend,
         address=address,
         keep_checkpoints=saved.keep_checkpoints if keep is None else keep,
+        time_budget=budget,
     )
     if settings.keep_checkpoints < 0:
         raise UsageError(
@@ -174,17 +177,17 @@ def record_extension(settings: SearchSettings) -> int:
 
 
 def checkpoint_problems(
-    trial_folders: list[Path], fixed: TrialConfig, backbone_state: dict | None
+    trial_folders: list[Path], fixed: TrialConfig, states: dict[str, dict | None]
 ) -> list[str]:
     """The trials (of `trial_folders`) whose newest checkpoint trained on other frozen stages
-    than `backbone_state`, the starting weights the search has now: a lean checkpoint holds
-    only what trained (trainable.checkpoint), and would fail in the trial."""
+    than `states` (each backbone's starting weights the search has now): a lean checkpoint
+    holds only what trained (trainable.checkpoint), and would fail in the trial."""
     import torch
 
     from trainable.checkpoint import CHECKPOINT_FILE
     from trainable.loop import build_trial_model, frozen_fingerprint
 
-    expected: dict[int, str] = {}
+    expected: dict[tuple[str, int], str] = {}
     problems = []
     for trial in trial_folders:
         for folder in sorted(trial.glob(CHECKPOINT_GLOB), reverse=True):
@@ -195,10 +198,11 @@ def checkpoint_problems(
             if "frozen_fingerprint" not in saved:  # a whole model: nothing to rebuild
                 break
             cfg = dataclasses.replace(TrialConfig.from_dict(saved["config"]), device="cpu")
-            if cfg.freeze_depth not in expected:
-                model = build_trial_model(cfg, len(saved["classes"]), backbone_state)
-                expected[cfg.freeze_depth] = frozen_fingerprint(model, cfg)[1]
-            if saved["frozen_fingerprint"] != expected[cfg.freeze_depth]:
+            key = (cfg.backbone, cfg.freeze_depth)
+            if key not in expected:
+                model = build_trial_model(cfg, len(saved["classes"]), states.get(cfg.backbone))
+                expected[key] = frozen_fingerprint(model, cfg)[1]
+            if saved["frozen_fingerprint"] != expected[key]:
                 problems.append(
                     f"{trial.name}'s checkpoint {folder.name} trained on frozen "
                     f"stages other than the starting weights --weights {fixed.weights} gives "

@@ -16,9 +16,10 @@ from ray import tune
 from ray.tune import ExperimentAnalysis
 from ray.tune.search import Searcher
 
-from search.config.settings import METRIC, SearchSettings, asha_rungs, steps_per_epoch
+from search.config.settings import METRIC, SearchSettings, asha_rungs, space_of, steps_per_epoch
 from search.config.usage import UsageError
 from search.config.wandb_mode import set_wandb_environment
+from search.experiment import budget
 from search.experiment.layout import SETTINGS_FILE
 from search.experiment.lock import claim
 from search.experiment.outcomes import ENDED, shown_path
@@ -33,6 +34,8 @@ from search.results.trust import detectable_difference
 from search.run.cluster import describe_nodes, use_cluster
 from search.run.finish import finish
 from search.run.inputs import describe_data, prepare_inputs
+from search.run.optuna_bridge import BudgetAwareOptunaSearch
+from search.run.prescreen import Prescreen, run_prescreen, write_prescreen
 from search.run.resume import checkpoint_problems, extension_size, record_extension
 from search.run.session import (
     forward_to_sigint,
@@ -42,11 +45,11 @@ from search.run.session import (
     stop_ray_in_background,
 )
 from search.run.storage_watch import StorageWatch
-from search.run.tuner import build_param_space, build_tuner, restore_tuner
+from search.run.tuner import build_param_space, build_searcher, build_tuner, restore_tuner
 from search.tracking.callbacks import StudyUpload, build_callbacks
 from search.tracking.progress import ProgressReporter
 from search.tracking.tensorboard import write_experiment_board
-from spaces import get_space, searched_keys
+from spaces import searched_keys
 from spaces.registry import SCRATCH_FREEZE_DEPTH
 from trainable.checkpoint import largest_checkpoint_bytes
 from trainable.config import TrialConfig, error_line
@@ -66,11 +69,17 @@ def _unfinished(settings: SearchSettings) -> int:
 
 @dataclass(frozen=True)
 class Prepared:
-    """What a search's trials start from: the data as they split it, and the starting weights
-    (None: from scratch, or nothing left to run)."""
+    """What a search's trials start from: the data as they split it, and each candidate
+    backbone's starting weights (None: from scratch, or nothing left to run); with
+    --backbones, the pre-screen of a new search."""
 
     data: TransferData
-    state: dict | None
+    states: dict[str, dict | None]
+    prescreen: Prescreen | None = None
+
+    def state(self, backbone: str) -> dict | None:
+        """The starting weights of `backbone`."""
+        return self.states.get(backbone)
 
 
 @dataclass
@@ -107,8 +116,7 @@ class Search:
                     self.wandb_mode,
                     self.searcher,
                     self.resume,
-                    self.prepared.state,
-                    len(self.prepared.data.val),
+                    self.prepared,
                 )
             summary = finish(
                 self.settings, self.searched, self.wandb_mode, self.prepared, self.left,
@@ -128,8 +136,9 @@ def begin(
     """Announce the search, and make its inputs ready: the data and weights checked, a new
     experiment's folder written (nothing of Ray's is needed: this runs while Ray starts)."""
     began = time.monotonic()
+    budget.start(settings.time_budget)
     wandb_mode = set_wandb_environment(settings.wandb)  # set already when Ray started
-    searched = searched_keys(get_space(settings.space, settings.weights))
+    searched = searched_keys(space_of(settings))
     fixed = TrialConfig.from_dict(build_param_space(settings))
     previous = read_summary(settings.experiment_dir) if resume else {}
     left = _announce_resume(settings) if resume else settings.num_samples
@@ -174,15 +183,32 @@ def _announce(settings: SearchSettings, wandb_mode: str) -> None:
     print(
         f"Experiment {where}: {settings.num_samples} trials of up to {settings.max_epochs} "
         f"epochs, {settings.concurrency} at a time, space {settings.space!r}, "
-        f"backbone {settings.backbone}, weights {settings.weights!r}, "
-        f"sampler {settings.sampler}, W&B {wandb_mode}"
+        f"{_backbone_text(settings)}, weights {settings.weights!r}, "
+        f"sampler {settings.sampler}, W&B {wandb_mode}{_budget_text(settings)}"
     )
-    if settings.weights == "none" and "freeze_depth" in searched_keys(get_space(settings.space)):
+    if settings.weights == "none":
         print(
             f"Note: freeze_depth is fixed to {SCRATCH_FREEZE_DEPTH}, not searched: with "
             "--weights none the backbone starts from random weights, whose frozen stages "
             "would be random features rather than transferred ones"
         )
+
+
+def _backbone_text(settings: SearchSettings) -> str:
+    if settings.searches_backbone:
+        return f"backbone searched among {', '.join(settings.candidates)}"
+    return f"backbone {settings.backbone}"
+
+
+def _budget_text(settings: SearchSettings) -> str:
+    seconds = settings.time_budget
+    if not seconds:
+        return ""
+    return (
+        f", time budget {seconds / 60:.4g} min"
+        if seconds >= 120
+        else f", time budget {seconds:g} s"
+    )
 
 
 def _announce_resume(settings: SearchSettings) -> int:
@@ -214,7 +240,7 @@ def _prepare(
         _say_rungs(settings, data, fixed.batch_size)
         claim(root, create=True)  # made and held: a second search of this name is refused
         (root / SETTINGS_FILE).write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
-        space = get_space(settings.space, settings.weights)
+        space = space_of(settings)
         missing = write_experiment_board(root, space, searched, fixed.to_dict(), len(data.classes))
         if missing:
             print(f"Note: no model graph in TensorBoard for {settings.backbone} ({missing})")
@@ -226,19 +252,26 @@ def _prepare(
                 shutil.rmtree(root)  # nothing ran: no working copy to refuse the next try
                 raise UsageError(f"cannot write to {remote.uri}: {error_line(error)}") from None
     if left <= 0:
-        return Prepared(data, None)
+        return Prepared(data, {})
     # The starting weights, loaded once here and handed to every trial (through Ray's object
     # store): cluster nodes need neither the weights cache nor a download.
     try:
-        state = load_weights(fixed.weights, fixed.backbone, fixed.data, fixed.image_size,
-                             fixed.cache_dir)  # fmt: skip
+        states = {
+            backbone: load_weights(fixed.weights, backbone, fixed.data, fixed.image_size,
+                                   fixed.cache_dir)
+            for backbone in settings.candidates
+        }  # fmt: skip
     except WeightsError as error:  # e.g. a weights file moved since the search was made
         raise UsageError(str(error)) from None
     if resume:  # a lean checkpoint resumes only on the frozen stages it trained with
-        problems = checkpoint_problems(resumed_trial_folders(root), fixed, state)
+        problems = checkpoint_problems(resumed_trial_folders(root), fixed, states)
         if problems:
             raise UsageError(f"--resume: {'; '.join(problems)}")
-    return Prepared(data, state)
+        return Prepared(data, states)
+    screen = run_prescreen(settings, fixed, data, states)
+    if screen is not None:
+        write_prescreen(root, screen)
+    return Prepared(data, states, screen)
 
 
 def _say_rungs(settings: SearchSettings, data: TransferData, batch_size: int) -> None:
@@ -270,17 +303,24 @@ def _drop_unrecorded_trials(settings: SearchSettings) -> None:
         )
 
 
+def _searcher(settings: SearchSettings, screen: Prescreen | None) -> BudgetAwareOptunaSearch:
+    """The harness's searcher over the backbones the pre-screen kept, its best pairs first."""
+    if screen is None:
+        return build_searcher(settings)
+    return build_searcher(settings, screen.kept, screen.study_params())
+
+
 def _fit(
     settings: SearchSettings,
     searched: list[str],
     wandb_mode: str,
     searcher: Searcher | None,
     resume: bool,
-    backbone_state: dict | None,
-    val_images: int,
+    prepared: Prepared,
 ) -> tuple[tune.Tuner, str | None]:
     """Run (or restore and continue) the Tuner; return it, and why the storage stopped it
     (None: it ran to the end, or Ctrl-C or SIGTERM stopped it)."""
+    states, val_images = prepared.states, len(prepared.data.val)
     previous = signal.signal(signal.SIGTERM, forward_to_sigint)
     interrupt = signal.getsignal(signal.SIGINT)
     try:
@@ -293,7 +333,7 @@ def _fit(
             else:
                 _drop_unrecorded_trials(settings)
             # callbacks and searcher come from the saved state
-            tuner = restore_tuner(settings, backbone_state)
+            tuner = restore_tuner(settings, states)
         else:
             progress = ProgressReporter(searched, settings.num_samples, settings.max_epochs)
             callbacks = [progress, *build_callbacks(settings, searched, wandb_mode)]
@@ -302,9 +342,11 @@ def _fit(
                 callbacks.append(StudyUpload(remote))
             if not remote:  # a stored experiment keeps its trials' checkpoints until it ends
                 callbacks.append(SupersededCheckpoints(settings.experiment_dir))
-            tuner = build_tuner(settings, callbacks, searcher, backbone_state, val_images)
+            if searcher is None:
+                searcher = _searcher(settings, prepared.prescreen)
+            tuner = build_tuner(settings, callbacks, searcher, states, val_images)
         # A running trial may write a checkpoint of up to the whole model (a lean one less).
-        checkpoint = largest_checkpoint_bytes(backbone_state or {})
+        checkpoint = max(largest_checkpoint_bytes(s or {}) for s in states.values())
         reserve = settings.concurrency * (checkpoint or DEFAULT_CHECKPOINT_BYTES)
         watch = StorageWatch(settings.experiment_dir, reserve) if not remote else nullcontext()
         with state_saved_every_checkpoint(), watch:

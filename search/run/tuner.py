@@ -8,7 +8,8 @@ from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.sample import Domain
 
-from search.config.settings import METRIC, MODE, SearchSettings, trial_settings
+from search.config.settings import METRIC, MODE, SearchSettings, space_of, trial_settings
+from search.experiment.budget import BudgetStop, BudgetWatch
 from search.experiment.layout import TRIAL_FOLDER_PREFIX
 from search.experiment.study import build_storage
 from search.run.optuna_bridge import (
@@ -17,7 +18,7 @@ from search.run.optuna_bridge import (
     build_sampler,
 )
 from search.run.rungs import ClearlyBehindASHA
-from spaces import get_space
+from spaces.registry import backbone_space
 from trainable import metrics
 from trainable.catalog import BACKBONES
 from trainable.config import TrialConfig
@@ -29,11 +30,7 @@ def build_param_space(settings: SearchSettings) -> dict[str, Any]:
 
     Each trial's params.json is a full recipe; `backbone_lr` is null in a linear probe's.
     """
-    constants = {
-        k: v
-        for k, v in get_space(settings.space, settings.weights).items()
-        if not isinstance(v, Domain)
-    }
+    constants = {k: v for k, v in space_of(settings).items() if not isinstance(v, Domain)}
     return {
         **TrialConfig().to_dict(),  # defaults first, so nothing a trial uses goes unrecorded
         **constants,
@@ -41,22 +38,40 @@ def build_param_space(settings: SearchSettings) -> dict[str, Any]:
     }
 
 
-def build_space(settings: SearchSettings) -> ConditionalSpace:
-    """The searched part of the space, sampling backbone_lr only when a backbone stage trains."""
-    space = get_space(settings.space, settings.weights)
-    return ConditionalSpace.from_space(space, BACKBONES[settings.backbone].max_freeze_depth)
+def build_space(settings: SearchSettings, backbones: list[str] | None = None) -> ConditionalSpace:
+    """The searched part of the space, sampling backbone_lr only when a backbone stage trains;
+    with several `backbones` (else settings.candidates), the backbone first, then its own
+    parameters."""
+    chosen = backbones or settings.candidates
+    if len(chosen) == 1:
+        depth = BACKBONES[chosen[0]].max_freeze_depth
+        return ConditionalSpace.from_space(space_of(settings, chosen), depth)
+    return ConditionalSpace.across({
+        b: ConditionalSpace.from_space(
+            backbone_space(b, BACKBONES[b].max_freeze_depth, settings.space, settings.weights),
+            BACKBONES[b].max_freeze_depth,
+        )
+        for b in chosen
+    })  # fmt: skip
 
 
-def build_searcher(settings: SearchSettings) -> BudgetAwareOptunaSearch:
-    """Optuna (TPE or random, seeded) told by epoch, stored in the experiment's optuna.db."""
+def build_searcher(
+    settings: SearchSettings,
+    backbones: list[str] | None = None,
+    warm_start: list[dict[str, Any]] | None = None,
+) -> BudgetAwareOptunaSearch:
+    """Optuna (TPE or random, seeded) told by epoch, stored in the experiment's optuna.db.
+    `backbones`: the candidates the pre-screen kept; `warm_start`: the study parameters of the
+    first trials (search.run.prescreen)."""
     return BudgetAwareOptunaSearch(
-        build_space(settings),
+        build_space(settings, backbones),
         max_t=settings.max_epochs,  # the same value as the trials' epochs and ASHA's max_t
         time_attr=metrics.EPOCH,
         sampler=build_sampler(settings.sampler, settings.seed, settings.num_samples),
         storage=build_storage(settings.experiment_dir),
         study_name=settings.name,
         study_attrs={"space": settings.space, "max_t": settings.max_epochs, "seed": settings.seed},
+        warm_start=warm_start,
     )
 
 
@@ -77,28 +92,34 @@ def trial_dirname(trial: tune.experiment.Trial) -> str:
     return f"{TRIAL_FOLDER_PREFIX}{trial.trial_id}"
 
 
-def build_trainable(settings: SearchSettings, backbone_state: dict | None = None) -> Any:
+def build_trainable(settings: SearchSettings, states: dict[str, dict | None] | None = None) -> Any:
     """The trial function with its resources: the same for a new and a restored experiment.
 
-    `backbone_state` (the starting weights, loaded once by the driver) goes to every trial
-    through Ray's object store: on a cluster, nodes need no weights cache of their own.
+    `states` (each candidate backbone's starting weights, loaded once by the driver) go to
+    every trial through Ray's object store: on a cluster, nodes need no weights cache of their
+    own.
     """
     trainable: Any = train_transfer
-    if backbone_state is not None:
-        trainable = tune.with_parameters(train_transfer, backbone_state=backbone_state)
+    states = {b: s for b, s in (states or {}).items() if s is not None}
+    if len(settings.candidates) > 1 and states:
+        trainable = tune.with_parameters(train_transfer, backbone_states=states)
+    elif states:
+        trainable = tune.with_parameters(train_transfer, backbone_state=next(iter(states.values())))
     return tune.with_resources(
         trainable, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     )
 
 
-def restore_tuner(settings: SearchSettings, backbone_state: dict | None = None) -> tune.Tuner:
+def restore_tuner(
+    settings: SearchSettings, states: dict[str, dict | None] | None = None
+) -> tune.Tuner:
     """The Tuner of the saved experiment: unfinished and errored trials resume from checkpoints.
 
     Its searcher, scheduler and callbacks come back from the experiment's saved state.
     """
     return tune.Tuner.restore(
         settings.experiment_location,
-        trainable=build_trainable(settings, backbone_state),
+        trainable=build_trainable(settings, states),
         resume_unfinished=True,
         resume_errored=True,
     )
@@ -108,7 +129,7 @@ def build_tuner(
     settings: SearchSettings,
     callbacks: list[tune.Callback],
     searcher: Searcher | None = None,
-    backbone_state: dict | None = None,
+    states: dict[str, dict | None] | None = None,
     val_images: int = 0,
 ) -> tune.Tuner:
     """The Tuner of a new experiment at `storage_path/name`.
@@ -118,7 +139,7 @@ def build_tuner(
     must be for the rung to stop it (0: plain ASHA).
     """
     return tune.Tuner(
-        build_trainable(settings, backbone_state),
+        build_trainable(settings, states),
         param_space=build_param_space(settings),
         tune_config=tune.TuneConfig(
             metric=METRIC,
@@ -133,7 +154,8 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=settings.name,
             storage_path=settings.storage_location,
-            callbacks=callbacks,
+            callbacks=[*callbacks, BudgetWatch()],
+            stop=BudgetStop(),  # --time-budget (search.run.budget)
             # Ray removes none: search.experiment.retention does, once the stored state no
             # longer names them (Ray's num_to_keep would remove the checkpoint a killed
             # driver's state resumes from).

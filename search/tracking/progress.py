@@ -11,6 +11,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from search.experiment import budget
 from search.experiment.outcomes import (
     ENDED,
     epochs_run,
@@ -81,9 +82,14 @@ class ProgressReporter(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         epochs = self._epochs(trial)
-        why = {"completed": "completed", "plateau": "stopped on a plateau (--patience)"}.get(
-            stop_reason(False, True, epochs, self.max_epochs, plateaued(trial)), "stopped by ASHA"
+        reason = stop_reason(
+            False, True, epochs, self.max_epochs, plateaued(trial), budget.stopped(trial.trial_id)
         )
+        why = {
+            "completed": "completed",
+            "plateau": "stopped on a plateau (--patience)",
+            "budget": "stopped: --time-budget spent",
+        }.get(reason, "stopped by ASHA")
         logged = [row.get(metrics.VAL_ACC) for row in logged_rows(trial)]
         scores = [acc for acc in [self.best.get(trial.trial_id), *logged] if acc is not None]
         best = fmt(max(scores) if scores else None)

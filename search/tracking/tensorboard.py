@@ -35,6 +35,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
+from search.experiment import budget
 from search.experiment.layout import INTERRUPTED_SUFFIX
 from search.experiment.outcomes import (
     STOP_REASONS,
@@ -195,7 +196,9 @@ class TrialBoardCallback(TBXLoggerCallback):
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         writer = self._writer(trial)
         epochs = epochs_run(trial)
-        reason = stop_reason(failed, True, epochs, self.max_epochs, plateaued(trial))
+        reason = stop_reason(
+            failed, True, epochs, self.max_epochs, plateaued(trial), budget.stopped(trial.trial_id)
+        )
         # At the last epoch's step, replacing its `running`: the table shows the final reason.
         writer.add_scalar(STOP_REASON, STOP_CODES[reason], global_step=epochs)
         status = api_pb2.STATUS_FAILURE if failed else api_pb2.STATUS_SUCCESS

@@ -25,6 +25,7 @@ from ray.tune.experiment import Trial
 from ray.tune.utils import flatten_dict
 
 from search.config.settings import SearchSettings
+from search.experiment import budget
 from search.experiment.outcomes import (
     epochs_run,
     plateaued,
@@ -123,7 +124,14 @@ class TrialRunsCallback(WandbLoggerCallback):
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         if trial.trial_id in self._open:
             epochs = epochs_run(trial)
-            reason = stop_reason(failed, True, epochs, self.max_epochs, plateaued(trial))
+            reason = stop_reason(
+                failed,
+                True,
+                epochs,
+                self.max_epochs,
+                plateaued(trial),
+                budget.stopped(trial.trial_id),
+            )
             self._end_run(trial, reason)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
