@@ -38,6 +38,8 @@ def test_summarise_gives_mean_spread_and_range() -> None:
     assert (stats["min"], stats["max"]) == (0.5, 0.7)
 
 
+# Slow (over a minute: three searches): the script's smoke run, left out of the default run.
+@pytest.mark.slow
 @pytest.mark.sweep
 def test_the_quick_comparison_runs_all_three_searchers(tmp_path: Path, cache_dir: Path) -> None:
     script = [sys.executable, str(ROOT / "scripts" / "compare_searchers.py")]

@@ -261,3 +261,58 @@ def test_the_saved_state_is_json_and_the_restored_searcher_goes_on_as_if_never_s
     restored.restore(str(copy / "searcher-state.pkl"))
     assert restored.suggest("running") == searcher.suggest("running")  # the same study trial
     assert [restored.suggest(trial_id) for trial_id in ("next1", "next2")] == expected
+
+
+def _across(tmp_path: Path, warm_start: list[dict] | None = None) -> BudgetAwareOptunaSearch:
+    from search.config.settings import SearchSettings, resolve
+    from search.run.tuner import build_space
+
+    settings = resolve(SearchSettings(backbones="resnet18,mobilenet_v3_large"))
+    searcher = BudgetAwareOptunaSearch(
+        build_space(settings),
+        max_t=MAX_T,
+        time_attr=EPOCH,
+        sampler=build_sampler("tpe", seed=0, num_samples=16),
+        storage=build_storage(tmp_path),
+        study_name="exp",
+        warm_start=warm_start,
+    )
+    assert searcher.set_search_properties(VAL_ACC, "max", {})
+    return searcher
+
+
+def test_a_searched_backbone_samples_its_own_depths_and_ranges(tmp_path: Path) -> None:
+    warm = [{"backbone": "mobilenet_v3_large", "mobilenet_v3_large:freeze_depth": 6}]
+    searcher = _across(tmp_path, warm)
+    configs = [searcher.suggest(f"t{i}") for i in range(24)]
+    assert configs[0]["backbone"] == "mobilenet_v3_large" and configs[0]["freeze_depth"] == 6
+    depths = {"resnet18": 5, "mobilenet_v3_large": 7}  # stages of each family
+    for config in configs:
+        assert ":" not in "".join(config)  # the trial gets plain names
+        assert 0 <= config["freeze_depth"] <= depths[config["backbone"]]
+        assert ("backbone_lr" in config) == (config["freeze_depth"] < depths[config["backbone"]])
+    assert {c["backbone"] for c in configs} == set(depths)
+    study = optuna.load_study(study_name="exp", storage=build_storage(tmp_path))
+    names = {name for trial in study.trials for name in trial.params}
+    assert "freeze_depth" not in names and "resnet18:freeze_depth" in names
+
+
+def test_the_searcher_starts_no_trial_the_time_budget_cannot_finish(tmp_path: Path) -> None:
+    from ray.tune.search import Searcher
+
+    from search.experiment import budget
+
+    searcher = _across(tmp_path)
+    budget.start(60)
+    try:
+        first = searcher.suggest("t0")
+        assert isinstance(first, dict)  # nothing measured yet: it starts
+        for epoch in (1, 2):
+            searcher.on_trial_result("t0", {**_result(epoch, 0.5), "epoch_seconds": 25.0})
+        # 3 epochs of 25 s do not fit in the minute left
+        assert searcher.suggest("t1") == Searcher.FINISHED
+        assert budget.ended_search() and not budget.spent()
+        budget.start(600)
+        assert isinstance(searcher.suggest("t2"), dict)
+    finally:
+        budget.start(0)

@@ -192,3 +192,39 @@ def test_the_cluster_address_comes_from_the_flag_or_ray_address(
     assert _parse(tmp_path).address is None
     # On a cluster, this machine's CPU count does not bound a trial's.
     assert _parse(tmp_path, "--address", "h:1", "--cpus-per-trial", "64").cpus_per_trial == 64
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("20m", 1200), ("2h", 7200), ("1.5h", 5400), ("45", 45)]
+)
+def test_a_time_budget_reads_seconds_minutes_or_hours(text: str, seconds: float) -> None:
+    from search.config.parse import duration
+
+    assert duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0s", "-5m", "20 minutes", "h", ""])
+def test_a_malformed_time_budget_is_refused(text: str) -> None:
+    import argparse
+
+    from search.config.parse import duration
+
+    with pytest.raises(argparse.ArgumentTypeError, match="such as 90s, 20m or 2h"):
+        duration(text)
+
+
+def test_backbones_are_checked_by_name_count_and_weights() -> None:
+    from search.config.validate import settings_problems
+
+    problems = " ".join(
+        settings_problems(
+            resolve(SearchSettings(backbones="resnet18,resnet18,nope", weights="x", name="x"))
+        )
+    )
+    assert "unknown backbone in --backbones 'nope'; choose one of: convnext_tiny" in problems
+    (twice,) = settings_problems(resolve(SearchSettings(backbones="resnet18,resnet18", name="x")))
+    assert twice.startswith("--backbones needs two or more different backbones")
+    assert "with --backbones choose source, imagenet, none" in problems
+    ok = resolve(SearchSettings(backbones=" resnet18, mobilenet_v3_large ", name="x"))
+    assert ok.candidates == ["resnet18", "mobilenet_v3_large"] and ok.backbone == "resnet18"
+    assert settings_problems(ok) == []

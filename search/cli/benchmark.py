@@ -6,6 +6,7 @@
     transfer-tune benchmark --gpu --json gpu.json   # on a GPU machine: about 5 minutes
     transfer-tune benchmark --rungs             # ASHA's rungs on few-shot data: ~15 minutes
     transfer-tune benchmark --quality           # the default's best val_acc, 3 seeds: ~20 min
+    transfer-tune benchmark --backbones         # --backbones vs each family alone: ~25 min
 
 scripts/benchmark.py is the same command. Each figure is a ratio of two variants of the same
 work run alternately in this one run.
@@ -51,6 +52,11 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
         help="what ASHA's first rung decides on a few-shot image folder, 3 seeds x 2 weights",
     )
     parser.add_argument(
+        "--backbones",
+        action="store_true",
+        help="--backbones over 3 families vs each alone at the same budget, digits and a folder",
+    )
+    parser.add_argument(
         "--work",
         default="",
         help="--rungs: keep its searches here (a rerun reuses them); default: a scratch folder",
@@ -75,6 +81,12 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
 
         report = run_quality(cache_dir=args.cache_dir or None, log=log)
         markdown = quality_markdown(report)
+    elif args.backbones:
+        from benchmarks.backbones import format_markdown as backbones_markdown
+        from benchmarks.backbones import run_backbones
+
+        report = run_backbones(cache_dir=args.cache_dir or None, log=log)
+        markdown = backbones_markdown(report)
     elif args.rungs:
         from benchmarks.rungs import format_markdown as rungs_markdown
         from benchmarks.rungs import measure

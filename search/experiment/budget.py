@@ -24,6 +24,7 @@ from trainable import metrics
 _deadline: float | None = None  # time.monotonic() at which the budget is spent
 _stopped: set[str] = set()  # trials running or waiting when it was
 _declined = False  # whether the searcher declined a trial for want of time
+_expired = False  # whether BudgetWatch saw the deadline pass (and recorded what ran)
 
 
 def decline() -> None:
@@ -34,14 +35,14 @@ def decline() -> None:
 
 def ended_search() -> bool:
     """Whether the budget ended this run's search (trials declined or stopped)."""
-    return _declined or bool(_stopped) or spent()
+    return _declined or _expired
 
 
 def start(seconds: float) -> None:
     """Start this run's budget of `seconds` (0: none)."""
-    global _deadline, _declined
+    global _deadline, _declined, _expired
     _deadline = time.monotonic() + seconds if seconds > 0 else None
-    _declined = False
+    _declined = _expired = False
     _stopped.clear()
 
 
@@ -109,24 +110,23 @@ class TrialTimes:
         return startup + epochs * epoch
 
 
-class BudgetStop(tune.Stopper):
-    """Stops every trial once this run's budget is spent (a Tune stopper has no state: the
-    one restored with an experiment reads this run's budget)."""
-
-    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        if spent():
-            _stopped.add(trial_id)
-            return True
-        return False
-
-    def stop_all(self) -> bool:
-        return spent()
-
-
 class BudgetWatch(tune.Callback):
-    """Records the trials still running or waiting when the budget is spent: the stopper
-    ends them, and their stop reason is `budget`."""
+    """At the start of each step of Tune's loop: once the budget is spent, records the trials
+    still running or waiting (their stop reason is `budget`) and lets BudgetStop end them."""
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        if spent():
+        global _expired
+        if spent() and not _expired:
             _stopped.update(t.trial_id for t in trials if t.status not in ENDED)
+            _expired = True
+
+
+class BudgetStop(tune.Stopper):
+    """Stops every trial once BudgetWatch has seen the budget spent (a Tune stopper has no
+    state: the one restored with an experiment reads this run's budget)."""
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return _expired
+
+    def stop_all(self) -> bool:
+        return _expired

@@ -368,6 +368,28 @@ def grow_search_state(root: Path, total: int) -> Path:
     return newest
 
 
+def end_live_trials(root: Path, trial_ids: set[str]) -> None:
+    """Tell Tune's newest search state that these trials have ended.
+
+    A Tune stopper's stop_all (--time-budget) ends the running trials without telling the
+    concurrency limiter around the searcher, which keeps counting them as running: restored
+    (--extend), it would hand out no trial.
+    """
+    newest = _newest(root, STATE_PATTERNS["search state"][0])
+    if newest is None or not trial_ids:
+        return
+    from ray import cloudpickle
+
+    with newest.open("rb") as f:
+        state = cloudpickle.load(f)
+    limiter = state.get("name:ConcurrencyLimiter")
+    if not limiter or not trial_ids & set(limiter["live_trials"]):
+        return
+    live = set(limiter["live_trials"]) - trial_ids
+    limiter.update(live_trials=live, num_unfinished_live_trials=len(live))
+    write_atomically(newest, lambda f: cloudpickle.dump(state, f))
+
+
 def unrecorded_trial_folders(root: Path) -> list[Path]:
     """Trial folders of the experiment that its saved state does not name: trials Tune started
     after its last state save, before the driver was killed. Tune never resumes them."""

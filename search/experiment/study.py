@@ -33,6 +33,17 @@ def study_param(backbone: str, name: str) -> str:
     return f"{backbone}{BACKBONE_PARAM}{name}"
 
 
+def prune_running(experiment_dir: Path, study_name: str, trial_ids: set[str]) -> None:
+    """Tell the study that these Tune trials, stopped without the searcher hearing of it
+    (--time-budget's stop of every running trial), are PRUNED: stopped early, as ASHA does."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=build_storage(experiment_dir))
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if trial.user_attrs.get(TUNE_TRIAL_ID) in trial_ids:
+            study.tell(trial.number, state=optuna.trial.TrialState.PRUNED)
+
+
 def build_storage(experiment_dir: Path) -> optuna.storages.RDBStorage:
     """The SQLite study storage in the experiment folder."""
     return storage_at(study_url(experiment_dir))

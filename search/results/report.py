@@ -120,6 +120,56 @@ def _importance(importance: list[ImportanceGroup] | str) -> dict[str, Any]:
     }
 
 
+def _budget_lines(summary: dict) -> list[str]:
+    """What --time-budget did in each run that had one."""
+    lines = []
+    for run in summary.get("time_budget") or []:
+        stopped = len(run.get("stopped", []))
+        ended = "ended the search" if run.get("ended_search") else "was not reached"
+        lines.append(
+            f"--time-budget {run['seconds']:g} s {ended}"
+            + (f", stopping {stopped} running trial(s)" if stopped else "")
+        )
+    return lines
+
+
+def _prescreen(summary: dict) -> dict[str, Any] | None:
+    """The pre-screen's rows (best score first) beside the best val_acc of the trials with
+    each (backbone, freeze_depth), and how far the two rankings agreed."""
+    screen = summary.get("prescreen")
+    if not screen:
+        return None
+    found: dict[tuple[Any, Any], float] = {}
+    for t in summary["trials"]:
+        key = (t["config"].get("backbone"), t["config"].get("freeze_depth"))
+        if t["best_val_acc"] is not None:
+            found[key] = max(found.get(key, 0.0), t["best_val_acc"])
+    rows = [
+        {
+            "backbone": r["backbone"], "freeze_depth": r["freeze_depth"],
+            "knn": fmt(r["knn_acc"]), "ridge": fmt(r["ridge_acc"]), "score": fmt(r["score"]),
+            "found": fmt(found.get((r["backbone"], r["freeze_depth"]))),
+            "dropped": r["backbone"] in screen.get("dropped", {}),
+        }
+        for r in sorted(screen.get("scores", []), key=lambda r: -r["score"])
+    ]  # fmt: skip
+    tau = screen.get("kendall_tau")
+    agreement = (
+        f"Kendall's tau between the probe scores and the trials' best {METRIC}: {tau:+.2f} over "
+        f"{screen['pairs_compared']} pairs some trial tried (1: the same order, 0: unrelated)"
+        if tau is not None
+        else "Too few pairs were tried by trials to compare the rankings (Kendall's tau)"
+    )
+    starts = ", ".join(
+        f"{w['backbone']} at depth {w['freeze_depth']}" for w in screen.get("warm_start", [])
+    )
+    return {
+        "rows": rows,
+        "note": f"{agreement}. Took {screen.get('seconds', 0):.0f} s. "
+        f"Rule: {screen.get('rule', '')}. First trials: {starts or 'none'}.",
+    }
+
+
 @cache
 def _template() -> jinja2.Template:
     """report.html's template, autoescaped: every value is escaped unless built as Markup."""
@@ -200,6 +250,7 @@ def render_report(
                 f"{budget['num_samples']} trials x {max_epochs} epochs planned; "
                 + _shortfall(counts),
                 f"{trial_seconds:.0f} s in trials" + (f", {wall:.0f} s wall" if wall else ""),
+                *_budget_lines(summary),
             ],
         }
     )
@@ -245,8 +296,13 @@ def render_report(
     return _template().render(
         experiment=summary["experiment"],
         subtitle=(
-            f"space {summary['space']} · backbone {fixed.get('backbone')} · "
-            f"data {fixed.get('data')} · weights {fixed.get('weights')} · "
+            f"space {summary['space']} · "
+            + (
+                f"backbones {settings['backbones'].replace(',', ', ')} · "
+                if settings.get("backbones")
+                else f"backbone {fixed.get('backbone')} · "
+            )
+            + f"data {fixed.get('data')} · weights {fixed.get('weights')} · "
             f"seed {fixed.get('seed')} · sampler {settings.get('sampler', '?')} · {when}"
         ),
         metric=METRIC,
@@ -255,6 +311,7 @@ def render_report(
         warnings=summary.get("warnings", []),
         table=_trials_table(summary, searched, seconds, max_epochs),
         importance=_importance(importance),
+        prescreen=_prescreen(summary),
         curves=_png(curves),
         versus=_png(versus),
         rungs=", ".join(map(str, rungs)) or "none",

@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING
 from search.config.settings import SearchSettings
 from search.config.usage import SearchInterrupted, StorageStopped
 from search.experiment import budget
-from search.experiment.layout import BUDGET_FILE, EVENTS_GLOB, SETTINGS_FILE
+from search.experiment.layout import BUDGET_FILE, EVENTS_GLOB, SETTINGS_FILE, STUDY_FILE
 from search.experiment.outcomes import shown_path
 from search.experiment.retention import Pruned, prune_checkpoints
+from search.experiment.saved_state import end_live_trials
 from search.experiment.storage import RemoteExperiment, remote_experiment
+from search.experiment.study import prune_running
 from search.results.export import write_model_file
 from search.results.summary import budget_runs, build_summary, format_report, write_summary
 from search.results.trust import add_intervals, trust_warnings
@@ -64,6 +66,10 @@ def finish(
     out_of_time = left > 0 and settings.time_budget > 0 and budget.ended_search()
     if left > 0 and settings.time_budget > 0:
         _record_budget(root, settings.time_budget, out_of_time)
+    if budget.stopped_trials() and not remote:  # Tune told neither the searcher nor its limiter
+        end_live_trials(root, budget.stopped_trials())
+        if (root / STUDY_FILE).exists():
+            prune_running(root, settings.name, budget.stopped_trials())
     summary = build_summary(settings, searched, wandb_mode)
     if out_of_time and not any(t["stop_reason"] == "interrupted" for t in summary["trials"]):
         # The search ends here: the experiment holds the trials it ran; --extend adds more.
