@@ -16,7 +16,7 @@ seconds, its Kendall's tau against the trials' results, and the backbones it kep
   download here): it measures the machinery (pre-screen time, tau, how the budget is split),
   not transfer.
 
-    python scripts/benchmark.py --backbones                  # 3 + 1 seeds: about 20 minutes
+    python scripts/benchmark.py --backbones                  # 3 + 1 seeds: about 17 minutes
     python -m benchmarks.backbones --seeds 0 --image-seeds   # one digits seed: ~4 minutes
     python -m benchmarks.backbones --num-samples 12 --max-epochs 6   # a smaller budget
     python -m benchmarks.backbones --json backbones.json

@@ -6,7 +6,7 @@
     transfer-tune benchmark --gpu --json gpu.json   # on a GPU machine: about 5 minutes
     transfer-tune benchmark --rungs             # ASHA's rungs on few-shot data: ~15 minutes
     transfer-tune benchmark --quality           # the default's best val_acc, 3 seeds: ~20 min
-    transfer-tune benchmark --backbones         # --backbones vs each family alone: ~25 min
+    transfer-tune benchmark --backbones         # --backbones vs each family alone: ~17 min
 
 scripts/benchmark.py is the same command. Each figure is a ratio of two variants of the same
 work run alternately in this one run.
