@@ -50,7 +50,7 @@ class KeptResultLog(JsonLoggerCallback):
     def log_trial_start(self, trial: Any) -> None:
         trial.init_local_path()
         local = Path(trial.local_path, RESULT_FILE)
-        if trial not in self._trial_files and not local.exists():
+        if not local.exists():  # else this driver started it before: its own copy goes on
             with contextlib.suppress(FileNotFoundError):  # a new trial has none
                 pyarrow.fs.copy_files(
                     f"{trial.path}/{RESULT_FILE}", str(local),
