@@ -221,10 +221,13 @@ def _announce_resume(settings: SearchSettings) -> int:
     if added:
         print(
             f"Extending experiment {where} by {added} trials to {settings.num_samples}, "
-            f"warm-started from its study: {left} to run"
+            f"warm-started from its study: {left} to run{_budget_text(settings)}"
         )
     else:
-        print(f"Resuming experiment {where}: {left} of {settings.num_samples} trials to finish")
+        print(
+            f"Resuming experiment {where}: {left} of {settings.num_samples} trials to finish"
+            f"{_budget_text(settings)}"
+        )
     return left
 
 
