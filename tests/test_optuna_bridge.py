@@ -263,13 +263,15 @@ def test_the_saved_state_is_json_and_the_restored_searcher_goes_on_as_if_never_s
     assert [restored.suggest(trial_id) for trial_id in ("next1", "next2")] == expected
 
 
-def _across(tmp_path: Path, warm_start: list[dict] | None = None) -> BudgetAwareOptunaSearch:
+def _across(
+    tmp_path: Path, warm_start: list[dict] | None = None, kept: list[str] | None = None
+) -> BudgetAwareOptunaSearch:
     from search.config.settings import SearchSettings, resolve
     from search.run.tuner import build_space
 
     settings = resolve(SearchSettings(backbones="resnet18,mobilenet_v3_large"))
     searcher = BudgetAwareOptunaSearch(
-        build_space(settings),
+        build_space(settings, kept),
         max_t=MAX_T,
         time_attr=EPOCH,
         sampler=build_sampler("tpe", seed=0, num_samples=16),
@@ -316,3 +318,14 @@ def test_the_searcher_starts_no_trial_the_time_budget_cannot_finish(tmp_path: Pa
         assert isinstance(searcher.suggest("t2"), dict)
     finally:
         budget.start(0)
+
+
+def test_a_prescreen_that_keeps_one_backbone_still_starts_with_its_best_pair(
+    tmp_path: Path,
+) -> None:
+    warm = [{"backbone": "mobilenet_v3_large", "mobilenet_v3_large:freeze_depth": 6}]
+    searcher = _across(tmp_path, warm, kept=["mobilenet_v3_large"])
+    configs = [searcher.suggest(f"t{i}") for i in range(6)]
+    assert configs[0]["freeze_depth"] == 6  # the warm start, under the names it was given
+    assert {c["backbone"] for c in configs} == {"mobilenet_v3_large"}  # not the first candidate
+    assert all(0 <= c["freeze_depth"] <= 7 for c in configs)

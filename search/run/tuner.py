@@ -43,7 +43,9 @@ def build_space(settings: SearchSettings, backbones: list[str] | None = None) ->
     with several `backbones` (else settings.candidates), the backbone first, then its own
     parameters."""
     chosen = backbones or settings.candidates
-    if len(chosen) == 1:
+    # A searched backbone stays a choice when the pre-screen kept one: its parameters keep
+    # their study names (the warm start's), and the trials their backbone.
+    if not settings.searches_backbone:
         depth = BACKBONES[chosen[0]].max_freeze_depth
         return ConditionalSpace.from_space(space_of(settings, chosen), depth)
     return ConditionalSpace.across({
