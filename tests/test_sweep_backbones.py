@@ -93,21 +93,17 @@ def test_the_backbone_is_searched_after_a_prescreen_that_starts_the_search(work:
 
 def test_a_time_budget_ends_the_search_and_extend_continues_it(work: Path) -> None:
     flags = ("--backbones", ",".join(CANDIDATES), "--no-prescreen")
-    done, root = _search(work, "timed", *flags, "--num-samples", "40", "--time-budget", "20s")
+    done, root = _search(work, "timed", *flags, "--num-samples", "40", "--time-budget", "15s")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Pre-screen" not in done.stdout
-    assert "Time budget of 20 s " in done.stdout and "--extend N --name timed" in done.stdout
+    assert "Time budget of 15 s " in done.stdout and "--extend N --name timed" in done.stdout
     summary = json.loads((root / "summary.json").read_text())
     ran = len(summary["trials"])
     assert 1 <= ran < 40
-    assert summary["wall_seconds"] < 20 + 20  # stopped near the budget (the end's work aside)
+    assert summary["wall_seconds"] < 15 + 20  # stopped near the budget (the end's work aside)
     assert summary["time_budget"][0]["ended_search"] is True
+    # The experiment holds the trials it ran: a --resume has nothing left, --extend adds.
     assert json.loads((root / "settings.json").read_text())["num_samples"] == ran
-
-    again = run_cli("--resume", "--name", "timed", "--storage-path", "runs", cwd=work,
-                    env=hub(work))  # fmt: skip
-    assert again.returncode == 0, again.stderr[-3000:]  # nothing left to run
-    assert len(json.loads((root / "summary.json").read_text())["trials"]) == ran
 
     more = run_cli("--extend", "2", "--name", "timed", "--storage-path", "runs", cwd=work,
                    env=hub(work))  # fmt: skip
