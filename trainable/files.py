@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 CHECKPOINT_FILE = "checkpoint.pt"  # a trial checkpoint (trainable.checkpoint), in its folder
 MODEL_FILE = "model.pt"  # a search's best model (trainable.exported), beside its checkpoint
@@ -34,6 +35,12 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     if path.exists():
         os.chmod(tmp.name, path.stat().st_mode)
     os.replace(tmp.name, path)
+
+
+def write_json_atomically(path: Path, value: Any) -> None:
+    """`value` as indented JSON with a final newline, written atomically (`write_atomically`)."""
+    text = json.dumps(value, indent=2) + "\n"
+    write_atomically(path, lambda f: f.write(text.encode()))
 
 
 # lockf locks belong to a process: threads of one process take turns on one of these per file.

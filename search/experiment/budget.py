@@ -46,6 +46,11 @@ def start(seconds: float) -> None:
     _stopped.clear()
 
 
+def text(seconds: float) -> str:
+    """A budget as the console says it: `90 s`, `20 min`."""
+    return f"{seconds / 60:.4g} min" if seconds >= 120 else f"{seconds:g} s"
+
+
 def remaining() -> float | None:
     """Seconds left of the budget (None: no budget)."""
     return None if _deadline is None else _deadline - time.monotonic()

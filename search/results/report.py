@@ -38,7 +38,7 @@ from search.results.plots import (
     learning_curves,
     versus_parameters,
 )
-from search.results.summary import searched_params
+from search.results.summary import best_per_pair, searched_params
 from search.results.trust import interval_text
 from trainable import metrics
 from trainable.catalog import BACKBONES
@@ -139,11 +139,7 @@ def _prescreen(summary: dict) -> dict[str, Any] | None:
     screen = summary.get("prescreen")
     if not screen:
         return None
-    found: dict[tuple[Any, Any], float] = {}
-    for t in summary["trials"]:
-        key = (t["config"].get("backbone"), t["config"].get("freeze_depth"))
-        if t["best_val_acc"] is not None:
-            found[key] = max(found.get(key, 0.0), t["best_val_acc"])
+    found = best_per_pair(summary["trials"])
     rows = [
         {
             "backbone": r["backbone"], "freeze_depth": r["freeze_depth"],

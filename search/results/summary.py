@@ -59,6 +59,16 @@ def budget_runs(root: Path) -> list[dict[str, Any]]:
     return runs if isinstance(runs, list) else []
 
 
+def best_per_pair(trials: list[dict[str, Any]]) -> dict[tuple[Any, Any], float]:
+    """The best val_acc of the trials of each (backbone, freeze_depth) some trial tried."""
+    found: dict[tuple[Any, Any], float] = {}
+    for trial in trials:
+        key = (trial["config"].get("backbone"), trial["config"].get("freeze_depth"))
+        if trial["best_val_acc"] is not None:
+            found[key] = max(found.get(key, 0.0), trial["best_val_acc"])
+    return found
+
+
 def prescreen_summary(root: Path, trials: list[dict[str, Any]]) -> dict[str, Any] | None:
     """prescreen.json with how far its ranking agreed with the trials': Kendall's tau between
     each probed (backbone, freeze_depth)'s probe score and the best val_acc of the trials with
@@ -68,11 +78,7 @@ def prescreen_summary(root: Path, trials: list[dict[str, Any]]) -> dict[str, Any
     screen = read_json(root / PRESCREEN_FILE)
     if not isinstance(screen, dict):
         return None
-    found: dict[tuple[str, int], float] = {}
-    for trial in trials:
-        key = (trial["config"].get("backbone"), trial["config"].get("freeze_depth"))
-        if trial["best_val_acc"] is not None:
-            found[key] = max(found.get(key, 0.0), trial["best_val_acc"])
+    found = best_per_pair(trials)
     pairs = [
         (row["score"], found[(row["backbone"], row["freeze_depth"])])
         for row in screen.get("scores", [])

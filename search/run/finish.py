@@ -8,7 +8,6 @@ has started already), and Ray shuts down while the driver draws the report (`rel
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING
 from search.config.settings import SearchSettings
 from search.config.usage import SearchInterrupted, StorageStopped
 from search.experiment import budget
-from search.experiment.layout import BUDGET_FILE, EVENTS_GLOB, SETTINGS_FILE, STUDY_FILE
+from search.experiment.layout import BUDGET_FILE, EVENTS_GLOB, STUDY_FILE
 from search.experiment.outcomes import shown_path
 from search.experiment.retention import Pruned, prune_checkpoints
 from search.experiment.saved_state import end_live_trials
@@ -28,6 +27,7 @@ from search.experiment.study import prune_running
 from search.results.export import write_model_file
 from search.results.summary import budget_runs, build_summary, format_report, write_summary
 from search.results.trust import add_intervals, trust_warnings
+from search.run.resume import save_num_samples
 from search.tracking.tensorboard import mark_interrupted
 from search.tracking.wandb_runs import (
     ModelLog,
@@ -36,7 +36,7 @@ from search.tracking.wandb_runs import (
     stop_runs_actor,
 )
 from trainable.config import error_line
-from trainable.files import write_atomically
+from trainable.files import write_json_atomically
 
 if TYPE_CHECKING:
     from search.run.search import Prepared
@@ -154,18 +154,13 @@ def _record_budget(root: Path, seconds: float, ended: bool) -> None:
     """Append this run's budget to time_budget.json: whether it ended the search, and the
     trials it stopped (their stop reason is `budget`, in this and every later summary)."""
     run = {"seconds": seconds, "ended_search": ended, "stopped": sorted(budget.stopped_trials())}
-    runs = [*budget_runs(root), run]
-    text = json.dumps(runs, indent=2) + "\n"
-    write_atomically(root / BUDGET_FILE, lambda f: f.write(text.encode()))
+    write_json_atomically(root / BUDGET_FILE, [*budget_runs(root), run])
 
 
 def _end_at(settings: SearchSettings, trials: int) -> SearchSettings:
     """The experiment's --num-samples set to the `trials` it holds (settings.json too): a
     --resume has nothing left to run, and --extend N adds N trials."""
-    path = settings.experiment_dir / SETTINGS_FILE
-    saved = json.loads(path.read_text())
-    text = json.dumps({**saved, "num_samples": trials}, indent=2) + "\n"
-    write_atomically(path, lambda f: f.write(text.encode()))
+    save_num_samples(settings.experiment_dir, trials)
     return dataclasses.replace(settings, num_samples=trials)
 
 

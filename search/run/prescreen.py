@@ -16,7 +16,6 @@ the report shows how far the probe's ranking agreed with the trials' (Kendall's 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from search.results.trust import detectable_difference
 from trainable.catalog import NONE
 from trainable.config import TrialConfig
 from trainable.data import TransferData
-from trainable.files import write_atomically
+from trainable.files import write_json_atomically
 
 # Trials the pre-screen's best pairs take at the start of the search: a quarter of the budget,
 # 1 to 3 (TPE's random start-up trials are the rest of its first third).
@@ -154,5 +153,4 @@ def format_prescreen(screen: Prescreen) -> str:
 
 def write_prescreen(root: Path, screen: Prescreen) -> None:
     """prescreen.json in the experiment folder."""
-    text = json.dumps(screen.to_dict(), indent=2) + "\n"
-    write_atomically(root / PRESCREEN_FILE, lambda f: f.write(text.encode()))
+    write_json_atomically(root / PRESCREEN_FILE, screen.to_dict())

@@ -25,7 +25,7 @@ from search.experiment.saved_state import load_settings, saved_study_url, state_
 from search.experiment.storage import RemoteExperiment
 from search.experiment.study import study_url
 from trainable.config import TrialConfig, default_cache_dir, error_line
-from trainable.files import write_atomically
+from trainable.files import write_json_atomically
 
 
 def setting_differences(saved: SearchSettings, given: dict[str, Any]) -> list[str]:
@@ -167,13 +167,18 @@ def extension_size(settings: SearchSettings) -> int:
 def record_extension(settings: SearchSettings) -> int:
     """Save the `num_samples` grown by `--extend` in settings.json; return the trials added.
     Called once everything is checked: a refused extension leaves the experiment as it was."""
-    path = settings.experiment_dir / SETTINGS_FILE
-    saved = json.loads(path.read_text())
+    saved = json.loads((settings.experiment_dir / SETTINGS_FILE).read_text())
     added = settings.num_samples - saved["num_samples"]
     if added > 0:
-        text = json.dumps({**saved, "num_samples": settings.num_samples}, indent=2) + "\n"
-        write_atomically(path, lambda f: f.write(text.encode()))
+        save_num_samples(settings.experiment_dir, settings.num_samples)
     return added
+
+
+def save_num_samples(root: Path, num_samples: int) -> None:
+    """Set the --num-samples saved in the experiment's settings.json (--extend grows it; a
+    search --time-budget ended keeps the trials it ran)."""
+    path = root / SETTINGS_FILE
+    write_json_atomically(path, {**json.loads(path.read_text()), "num_samples": num_samples})
 
 
 def checkpoint_problems(

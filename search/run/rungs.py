@@ -17,6 +17,7 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
+from search.config.settings import METRIC, SearchSettings, asha_rungs, steps_per_epoch
 from search.results.trust import detectable_difference
 
 
@@ -58,3 +59,20 @@ class ClearlyBehindASHA(ASHAScheduler):
         self._brackets = [
             _ClearlyBehindBracket(grace_period, max_t, reduction_factor, 0, val_images=val_images)
         ]
+
+
+def describe_rungs(
+    settings: SearchSettings, train_images: int, val_images: int, batch_size: int
+) -> str:
+    """When ASHA compares trials, and how far behind a trial must be for a rung to stop it."""
+    per_epoch = steps_per_epoch(train_images, batch_size)
+    steps = f"{per_epoch} optimizer step{'s' if per_epoch > 1 else ''} per epoch"
+    rungs = asha_rungs(settings.grace_period, settings.reduction_factor, settings.max_epochs)
+    if not rungs:
+        return f"ASHA stops no trial: its first rung, epoch {settings.grace_period}, is the last"
+    return (
+        f"ASHA compares trials at epoch {', '.join(map(str, rungs))} ({steps}); a rung stops a "
+        f"trial only when it trails the best 1/{settings.reduction_factor} by more than "
+        f"{val_images} validation images can tell apart (about "
+        f"{detectable_difference(0.5, val_images):.2f} in {METRIC} at 0.5)"
+    )

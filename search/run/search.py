@@ -16,7 +16,7 @@ from ray import tune
 from ray.tune import ExperimentAnalysis
 from ray.tune.search import Searcher
 
-from search.config.settings import METRIC, SearchSettings, asha_rungs, space_of, steps_per_epoch
+from search.config.settings import SearchSettings, space_of
 from search.config.usage import UsageError
 from search.config.wandb_mode import set_wandb_environment
 from search.experiment import budget
@@ -30,13 +30,13 @@ from search.experiment.saved_state import (
     unrecorded_trial_folders,
 )
 from search.experiment.storage import read_summary, remote_experiment
-from search.results.trust import detectable_difference
 from search.run.cluster import describe_nodes, use_cluster
 from search.run.finish import finish
 from search.run.inputs import describe_data, prepare_inputs
 from search.run.optuna_bridge import BudgetAwareOptunaSearch
 from search.run.prescreen import Prescreen, run_prescreen, write_prescreen
 from search.run.resume import checkpoint_problems, extension_size, record_extension
+from search.run.rungs import describe_rungs
 from search.run.session import (
     forward_to_sigint,
     quiet_logs,
@@ -201,14 +201,7 @@ def _backbone_text(settings: SearchSettings) -> str:
 
 
 def _budget_text(settings: SearchSettings) -> str:
-    seconds = settings.time_budget
-    if not seconds:
-        return ""
-    return (
-        f", time budget {seconds / 60:.4g} min"
-        if seconds >= 120
-        else f", time budget {seconds:g} s"
-    )
+    return f", time budget {budget.text(settings.time_budget)}" if settings.time_budget else ""
 
 
 def _announce_resume(settings: SearchSettings) -> int:
@@ -240,7 +233,7 @@ def _prepare(
     root = settings.experiment_dir
     if not resume:
         print(f"Data {settings.data}: {describe_data(data)}")
-        _say_rungs(settings, data, fixed.batch_size)
+        print(describe_rungs(settings, len(data.train), len(data.val), fixed.batch_size))
         claim(root, create=True)  # made and held: a second search of this name is refused
         (root / SETTINGS_FILE).write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
         space = space_of(settings)
@@ -275,23 +268,6 @@ def _prepare(
     if screen is not None:
         write_prescreen(root, screen)
     return Prepared(data, states, screen)
-
-
-def _say_rungs(settings: SearchSettings, data: TransferData, batch_size: int) -> None:
-    """When ASHA compares trials, and how far behind a trial must be for a rung to stop it."""
-    per_epoch = steps_per_epoch(len(data.train), batch_size)
-    steps = f"{per_epoch} optimizer step{'s' if per_epoch > 1 else ''} per epoch"
-    rungs = asha_rungs(settings.grace_period, settings.reduction_factor, settings.max_epochs)
-    if not rungs:
-        print(f"ASHA stops no trial: its first rung, epoch {settings.grace_period}, is the last")
-        return
-    n = len(data.val)
-    print(
-        f"ASHA compares trials at epoch {', '.join(map(str, rungs))} ({steps}); a rung stops a "
-        f"trial only when it trails the best 1/{settings.reduction_factor} by more than "
-        f"{n} validation images can tell apart (about {detectable_difference(0.5, n):.2f} "
-        f"in {METRIC} at 0.5)"
-    )
 
 
 def _drop_unrecorded_trials(settings: SearchSettings) -> None:
