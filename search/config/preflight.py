@@ -10,8 +10,8 @@ file's tensors, the GPU count), pyarrow (a URI) or Ray (the space's domains) imp
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-import sys
 from pathlib import Path
 
 from search.config.parse import read_settings
@@ -83,7 +83,7 @@ def thorough_problems(s: SearchSettings) -> list[str]:
         problems += gpu_problems(s.gpus_per_trial)
     if is_uri(s.storage_path):
         problems += _stored_experiment_problems(s)
-    elif s.backbone in BACKBONES and not problems:
+    elif all(b in BACKBONES for b in s.candidates) and not problems:
         problems += free_space_problems(s)
     return problems
 
@@ -96,41 +96,79 @@ def _gb(size: float) -> str:
     return f"{size / 1e9:.2f} GB" if size >= 1e8 else f"{size / 1e6:.0f} MB"
 
 
-def free_space_problems(s: SearchSettings) -> list[str]:
-    """Refuse a volume that cannot hold a checkpoint of each running trial; warn when it
-    holds less than the search may write: each trial keeps up to two checkpoints until the
-    search ends (its best and the one its state resumes from: search.experiment.retention),
-    each at most the whole model and its momentum (a lean one holds only what trains), plus
-    its logs."""
-    import shutil
+@dataclasses.dataclass(frozen=True)
+class Room:
+    """What the volume of --storage-path holds, against what a search there writes: each
+    trial keeps up to two checkpoints until the search ends (its best and the one its state
+    resumes from: search.experiment.retention), each at most the whole model and its momentum
+    (a lean one holds only what trains), plus its logs."""
 
+    volume: Path  # the nearest existing folder of --storage-path
+    free: int
+    checkpoint: int  # the largest candidate backbone's
+    concurrent: int
+    num_samples: int
+
+    @property
+    def needed(self) -> int:
+        """One checkpoint and the logs of each trial running at once."""
+        return self.concurrent * (self.checkpoint + LOG_BYTES_PER_TRIAL)
+
+    @property
+    def may_write(self) -> int:
+        return self.num_samples * (2 * self.checkpoint + LOG_BYTES_PER_TRIAL)
+
+
+@functools.cache
+def _checkpoint_bytes(backbone: str, image_size: int) -> int:
     from trainable.backbones import build_model
     from trainable.checkpoint import largest_checkpoint_bytes
 
-    model = build_model(s.backbone, 10, s.image_size or 224)
-    checkpoint = largest_checkpoint_bytes(model.state_dict())
+    return largest_checkpoint_bytes(build_model(backbone, 10, image_size).state_dict())
+
+
+def room(s: SearchSettings) -> Room:
+    """Measure the volume of a local --storage-path against the search's checkpoints."""
+    import shutil
+
     existing = Path(s.storage_path).expanduser().absolute()
     while not existing.exists():
         existing = existing.parent
-    free = shutil.disk_usage(existing).free
-    concurrent = min(s.num_samples, s.concurrency)
-    needed = concurrent * (checkpoint + LOG_BYTES_PER_TRIAL)
-    if free < needed:
-        return [
-            f"--storage-path {s.storage_path} has {_gb(free)} free, less than one checkpoint "
-            f"({_gb(checkpoint)}) and the logs of each of {concurrent} trials at once: make "
-            "room first"
-        ]
-    may_write = s.num_samples * (2 * checkpoint + LOG_BYTES_PER_TRIAL)
-    if free < may_write:
-        print(
-            f"Warning: {existing} has {_gb(free)} free; this search may write up to "
-            f"{_gb(may_write)} ({s.num_samples} trials x 2 checkpoints of up to "
-            f"{_gb(checkpoint)}, and logs). If the volume fills, the search stops and "
-            "--resume continues it once there is room.",
-            file=sys.stderr,
-        )
-    return []
+    checkpoint = max(_checkpoint_bytes(b, s.image_size or 224) for b in s.candidates)
+    return Room(
+        existing,
+        shutil.disk_usage(existing).free,
+        checkpoint,
+        min(s.num_samples, s.concurrency),
+        s.num_samples,
+    )
+
+
+def free_space_problems(s: SearchSettings) -> list[str]:
+    """Refuse a volume that cannot hold a checkpoint and the logs of each running trial."""
+    r = room(s)
+    if r.free >= r.needed:
+        return []
+    return [
+        f"--storage-path {s.storage_path} has {_gb(r.free)} free, less than one checkpoint "
+        f"({_gb(r.checkpoint)}) and the logs of each of {r.concurrent} trials at once: make "
+        "room first"
+    ]
+
+
+def free_space_warning(s: SearchSettings) -> str | None:
+    """The warning for a volume that holds the running trials but not all the search may
+    write; said once every check has passed (a refused search writes nothing, so it would be
+    noise before the one line that says why)."""
+    r = room(s)
+    if r.free >= r.may_write:
+        return None
+    return (
+        f"Warning: {r.volume} has {_gb(r.free)} free; this search may write up to "
+        f"{_gb(r.may_write)} ({s.num_samples} trials x 2 checkpoints of up to "
+        f"{_gb(r.checkpoint)}, and logs). If the volume fills, the search stops and "
+        "--resume continues it once there is room."
+    )
 
 
 def space_problems(name: str, backbone: str) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -16,7 +17,8 @@ from ray import tune
 from ray.tune import ExperimentAnalysis
 from ray.tune.search import Searcher
 
-from search.config.settings import SearchSettings, space_of
+from search.config.preflight import free_space_warning
+from search.config.settings import SearchSettings, is_uri, space_of
 from search.config.usage import UsageError
 from search.config.wandb_mode import set_wandb_environment
 from search.experiment import budget
@@ -145,6 +147,9 @@ def begin(
     if not resume:
         _announce(settings, wandb_mode)
     prepared = _prepare(settings, fixed, searched, resume, left)
+    warning = None if is_uri(settings.storage_path) else free_space_warning(settings)
+    if warning:  # every refusal is behind: the search will start
+        print(warning, file=sys.stderr)
     return Search(settings, searcher, resume, searched, wandb_mode, left, previous, began, prepared)
 
 
