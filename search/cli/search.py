@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from search.config.parse import build_parser, given_flags, package_version
-from search.config.preflight import checked_settings
+from search.config.preflight import checked_settings, warn_of_room
 from search.config.settings import SearchSettings
 from search.config.usage import SearchInterrupted, UsageError, exit_now
 from search.experiment.lock import abandon
@@ -102,6 +102,7 @@ def run(settings: SearchSettings, resume: bool) -> None:
 
         run_search(settings, resume=resume)
     else:
+        warn_of_room(settings)  # every check has passed: the search starts
         set_wandb_environment(settings.wandb)  # before Ray starts its processes
         start_ray_while(load_and_begin).run(owns_ray=True)
 

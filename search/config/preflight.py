@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import sys
 from pathlib import Path
 
 from search.config.parse import read_settings
@@ -158,8 +159,7 @@ def free_space_problems(s: SearchSettings) -> list[str]:
 
 def free_space_warning(s: SearchSettings) -> str | None:
     """The warning for a volume that holds the running trials but not all the search may
-    write; said once every check has passed (a refused search writes nothing, so it would be
-    noise before the one line that says why)."""
+    write (`warn_of_room` says it)."""
     r = room(s)
     if r.free >= r.may_write:
         return None
@@ -169,6 +169,15 @@ def free_space_warning(s: SearchSettings) -> str | None:
         f"{_gb(r.checkpoint)}, and logs). If the volume fills, the search stops and "
         "--resume continues it once there is room."
     )
+
+
+def warn_of_room(s: SearchSettings) -> None:
+    """Print `free_space_warning` of a local --storage-path. Called once every check has
+    passed, as Ray starts (a cluster's once it is connected and checked): a refused search
+    writes nothing, so before the one line that says why, the warning would be noise."""
+    warning = None if is_uri(s.storage_path) else free_space_warning(s)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def space_problems(name: str, backbone: str) -> list[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -17,8 +16,8 @@ from ray import tune
 from ray.tune import ExperimentAnalysis
 from ray.tune.search import Searcher
 
-from search.config.preflight import free_space_warning
-from search.config.settings import SearchSettings, is_uri, space_of
+from search.config.preflight import warn_of_room
+from search.config.settings import SearchSettings, space_of
 from search.config.usage import UsageError
 from search.config.wandb_mode import set_wandb_environment
 from search.experiment import budget
@@ -147,9 +146,6 @@ def begin(
     if not resume:
         _announce(settings, wandb_mode)
     prepared = _prepare(settings, fixed, searched, resume, left)
-    warning = None if is_uri(settings.storage_path) else free_space_warning(settings)
-    if warning:  # every refusal is behind: the search will start
-        print(warning, file=sys.stderr)
     return Search(settings, searcher, resume, searched, wandb_mode, left, previous, began, prepared)
 
 
@@ -170,6 +166,7 @@ def run_search(
         quiet_logs()
         settings, nodes = use_cluster(settings)  # connected, or UsageError with nothing written
         print(f"Ray cluster at {settings.address}: {describe_nodes(nodes)}")
+        warn_of_room(settings)
         try:
             return begin(settings, searcher, resume).run(owns_ray=False)
         finally:
