@@ -15,9 +15,11 @@ from search.experiment.retention import (
     CHECKPOINT_DIR,
     SupersededCheckpoints,
     best_checkpoint,
+    best_only,
     prune_checkpoints,
     stored_checkpoints,
 )
+from search.experiment.storage import remote_experiment
 
 # (trial, status, checkpoint folders, the best of them), ranked by best val_acc
 TRIALS = [
@@ -81,6 +83,47 @@ def test_pruning_again_removes_nothing_more(tmp_path: Path) -> None:
     before = _left(settings)
     again = prune_checkpoints(settings, summary)
     assert again.folders == 0 and _left(settings) == before
+
+
+def test_at_a_uri_the_working_copy_gets_each_trials_best_and_pruning_empties_the_bucket(
+    tmp_path: Path,
+) -> None:
+    """Stored at a URI, every epoch's checkpoint is there at the end; the working copy gets
+    each trial's best alone, and pruning removes the others there by the same rule."""
+    bucket = tmp_path / "bucket"
+    settings = SearchSettings(
+        storage_path=f"file://{bucket}", name="exp", keep_checkpoints=3,
+        cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    for trial, _, folders, best in TRIALS:
+        rows = [{CHECKPOINT_DIR: f, "val_acc": 0.9 if f == best else 0.5} for f in folders]
+        (bucket / "exp" / f"train_{trial}").mkdir(parents=True)
+        (bucket / "exp" / f"train_{trial}" / "result.json").write_text(
+            "".join(json.dumps(row) + "\n" for row in rows)
+        )
+        for folder in folders:
+            (bucket / "exp" / f"train_{trial}" / folder).mkdir()
+            (bucket / "exp" / f"train_{trial}" / folder / "checkpoint.pt").write_bytes(b"x" * 1000)
+    remote = remote_experiment(settings)
+    assert remote is not None
+    assert remote.download(choose=best_only) == len(TRIALS) * 2  # a result.json and a best each
+    assert _left(settings) == {f"train_{t}/{best}" for t, _, _, best in TRIALS}
+
+    summary = {"trials": [
+        {"trial_id": t, "status": status, "path": f"train_{t}", "checkpoint": f"train_{t}/{best}"}
+        for t, status, _, best in TRIALS
+    ]}  # fmt: skip
+    pruned = prune_checkpoints(settings, summary)
+    stored = {p.relative_to(bucket / "exp").as_posix() for p in bucket.glob("exp/*/checkpoint_*")}
+    assert stored == {
+        "train_a/checkpoint_000003", "train_b/checkpoint_000000",
+        "train_c/checkpoint_000001", "train_c/checkpoint_000002", "train_e/checkpoint_000000",
+    }  # fmt: skip
+    assert (pruned.folders, pruned.bytes, pruned.trials) == (4, 4000, 3)  # counted at the URI
+    assert _left(settings) == {  # the working copy: what was downloaded, less what was pruned
+        "train_a/checkpoint_000003", "train_b/checkpoint_000000",
+        "train_c/checkpoint_000001", "train_e/checkpoint_000000",
+    }  # fmt: skip
 
 
 def _stored_state(root: Path, named: dict[str, str]) -> None:

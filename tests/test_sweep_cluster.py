@@ -114,6 +114,22 @@ def test_the_sweep_finishes_on_the_cluster_with_every_trial_accounted_for(
     assert "Traceback" not in done.stdout + done.stderr
 
 
+def test_the_working_copy_downloads_and_the_bucket_keeps_only_the_kept_checkpoints(
+    cluster_sweep: ClusterSweep, cache_dir: Path
+) -> None:
+    """Every epoch's checkpoint was stored; each trial's best alone was downloaded, and the
+    end removed the rest on both sides, to the best 3 trials' best (--keep-checkpoints 3)."""
+    copy = working_copy(cluster_sweep.storage, "c", str(cache_dir))
+
+    def checkpoints(root: Path) -> set[str]:
+        return {p.relative_to(root).as_posix() for p in root.glob("train_transfer_*/checkpoint_*")}
+
+    kept = {t["checkpoint"] for t in cluster_sweep.summary["trials"] if t["checkpoint"]}
+    assert len(kept) == 3
+    assert checkpoints(cluster_sweep.root) == kept == checkpoints(copy)
+    assert re.search(r"^Removed \d+ checkpoints \(", cluster_sweep.done.stdout, re.M)
+
+
 def test_the_lost_nodes_trial_resumed_from_its_checkpoint(cluster_sweep: ClusterSweep) -> None:
     lines = cluster_sweep.done.stdout.splitlines()
     retried = [line for line in lines if "retrying from its last checkpoint" in line]

@@ -53,31 +53,43 @@ def _folder_bytes(folder: Path) -> int:
 
 def prune_checkpoints(settings: SearchSettings, summary: dict) -> Pruned:
     """Remove the checkpoints that the rule above does not keep; set each trial's
-    `checkpoint` in `summary` to the one it keeps (None when it keeps none)."""
+    `checkpoint` in `summary` to the one it keeps (None when it keeps none). With a URI, the
+    folders stored there count too (the working copy holds each trial's best alone)."""
     root = settings.experiment_dir
     remote = remote_experiment(settings)
+    stored = remote.checkpoint_bytes() if remote is not None else {}
     keep = settings.keep_checkpoints
     folders = size = trials = 0
     for rank, trial in enumerate(summary["trials"]):
         if trial["status"] != TERMINATED:
             continue
         kept = trial.get("checkpoint") if keep == 0 or rank < keep else None
+        here = {
+            folder.name: folder
+            for folder in (root / trial["path"]).glob(f"{CHECKPOINT_PREFIX}*")
+            if folder.is_dir()
+        }
+        there = stored.get(trial["path"], {})
         removed = [
-            folder
-            for folder in sorted((root / trial["path"]).glob(f"{CHECKPOINT_PREFIX}*"))
-            if folder.is_dir() and folder.relative_to(root).as_posix() != kept
+            name for name in sorted(set(here) | set(there)) if f"{trial['path']}/{name}" != kept
         ]
-        for folder in removed:
-            size += _folder_bytes(folder)
-            relative = folder.relative_to(root).as_posix()
+        for name in removed:
+            size += there[name] if name in there else _folder_bytes(here[name])
             if remote is not None:
-                remote.delete(relative)
+                remote.delete(f"{trial['path']}/{name}")
             else:
-                shutil.rmtree(folder)
+                shutil.rmtree(here[name])
         folders += len(removed)
         trials += bool(removed)
         trial["checkpoint"] = kept
     return Pruned(folders, size, trials)
+
+
+def best_only(trial: Path, names: Iterable[str]) -> list[str]:
+    """Of a trial's checkpoint folders `names` at a URI, those its working copy `trial` needs:
+    the best (the summary's and export's), by the result rows downloaded into `trial`."""
+    best = best_checkpoint(metrics.result_rows(trial), names)
+    return [best] if best else []
 
 
 def best_checkpoint(rows: Iterable[dict[str, Any]], existing: Iterable[str]) -> str | None:

@@ -7,9 +7,11 @@ experiment's TensorBoard events, offline W&B runs, the marks of interrupted tria
 local working copy of the experiment under the cache folder, and are uploaded: at the start,
 the study when a trial starts or ends, and everything at the end. At the end the experiment is
 downloaded into the working copy too, so the summary, the report, TensorBoard and export read
-local files. A manifest in the working copy records each file's state on both sides at its
-last sync: a file is uploaded when it changed here, and downloaded when it changed there (by
-Ray, or by a driver elsewhere that resumed the experiment).
+local files: all of it but the checkpoints, of which each trial's best alone (the others stay
+at the URI until the end prunes them: search.run.finish). A manifest in the working copy
+records each file's state on both sides at its last sync: a file is uploaded when it changed
+here, and downloaded when it changed there (by Ray, or by a driver elsewhere that resumed the
+experiment).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -27,6 +31,7 @@ from search.config.filesystems import storage_filesystem, uri_problems
 from search.config.settings import SearchSettings, is_uri, split_uri, working_copy
 from search.config.usage import UsageError
 from search.experiment.layout import (
+    CHECKPOINT_PREFIX,
     DRIVER_FILES,
     EVENTS_PREFIX,
     INTERRUPTED_SUFFIX,
@@ -41,11 +46,22 @@ from trainable.config import default_cache_dir, error_line
 from trainable.files import CHECKPOINT_FILE
 
 Stat = list[int | None]  # [size, mtime_ns] of a file, as JSON keeps it
+# Which of a trial's checkpoint folders to download: given the trial's folder in the working
+# copy (its other files downloaded) and the names of its checkpoint folders at the URI.
+Chooser = Callable[[Path, set[str]], Iterable[str]]
 
 
 def _stat(path: Path) -> Stat:
     stat = path.stat()
     return [stat.st_size, stat.st_mtime_ns]
+
+
+def checkpoint_folder(relative: str) -> tuple[str, str] | None:
+    """(trial folder, checkpoint folder) of a file in a trial's checkpoint; else None."""
+    parts = PurePosixPath(relative).parts
+    if len(parts) > 2 and parts[1].startswith(CHECKPOINT_PREFIX):
+        return parts[0], parts[1]
+    return None
 
 
 def local_experiment(path: str) -> Path:
@@ -149,21 +165,48 @@ class RemoteExperiment:
         )  # fmt: skip
         manifest["stored"][relative], manifest["local"][relative] = stored, _stat(target)
 
-    def download(self) -> int:
+    def download(self, choose: Chooser | None = None) -> int:
         """Copy the stored files that changed since their last sync (or are missing here)
-        into the working copy; return the files copied. OSError if the URI can't be read."""
+        into the working copy; return the files copied. With `choose`, the checkpoints come
+        last, and of each trial only the folders `choose` names. OSError if the URI can't be
+        read."""
         here, manifest = self._local_files(), self._manifest()
+        stored = self._remote_files()
         changed = {
             relative: stat
-            for relative, stat in self._remote_files().items()
+            for relative, stat in stored.items()
             if relative not in here or manifest["stored"].get(relative) != stat
         }
+        later = {r for r in changed if choose and checkpoint_folder(r)}
+        copied = 0
         try:
-            for relative, stat in changed.items():
-                self._get(relative, stat, manifest)
+            for relative in [r for r in changed if r not in later]:
+                self._get(relative, changed[relative], manifest)
+                copied += 1
+            if choose is not None and later:
+                folders: dict[str, set[str]] = defaultdict(set)
+                for trial, name in filter(None, map(checkpoint_folder, stored)):
+                    folders[trial].add(name)
+                wanted = {
+                    (trial, name)
+                    for trial, names in folders.items()
+                    for name in choose(self.local / trial, names)
+                }
+                for relative in [r for r in later if checkpoint_folder(r) in wanted]:
+                    self._get(relative, changed[relative], manifest)
+                    copied += 1
         finally:  # what was copied before a failure is not copied again
             self._save(manifest)
-        return len(changed)
+        return copied
+
+    def checkpoint_bytes(self) -> dict[str, dict[str, int]]:
+        """Each trial folder's checkpoint folders at the URI, with the bytes of each."""
+        sizes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for relative, (size, _) in self._remote_files().items():
+            folder = checkpoint_folder(relative)
+            if folder:
+                sizes[folder[0]][folder[1]] += size or 0
+        return {trial: dict(names) for trial, names in sizes.items()}
 
     def upload(self, files: list[str] | None = None) -> int:
         """Copy the driver's files that changed here since their last sync (or `files`,

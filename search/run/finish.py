@@ -20,7 +20,7 @@ from search.config.usage import SearchInterrupted, StorageStopped
 from search.experiment import budget
 from search.experiment.layout import BUDGET_FILE, EVENTS_GLOB, STUDY_FILE
 from search.experiment.outcomes import shown_path
-from search.experiment.retention import Pruned, prune_checkpoints
+from search.experiment.retention import Pruned, best_only, prune_checkpoints
 from search.experiment.saved_state import end_live_trials
 from search.experiment.storage import RemoteExperiment, remote_experiment
 from search.experiment.study import prune_running
@@ -193,7 +193,7 @@ def _download(remote: RemoteExperiment, settings: SearchSettings, resume: str) -
     resume command, which finishes the summary) when the URI can't be read."""
     print(f"Downloading the results from {remote.uri} ...")
     try:
-        remote.download()
+        remote.download(choose=best_only)  # superseded checkpoints: removed there, unread
     except OSError as error:  # the network, the credentials: nothing lost, it is all stored
         raise SearchInterrupted(
             f"The results stored at {remote.uri} could not be downloaded "
