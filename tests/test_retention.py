@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ import pytest
 from search.config.settings import SearchSettings
 from search.experiment.retention import (
     CHECKPOINT_DIR,
+    Store,
     SupersededCheckpoints,
     best_checkpoint,
     best_only,
@@ -137,16 +139,22 @@ def _stored_state(root: Path, named: dict[str, str]) -> None:
     )
 
 
+@pytest.mark.parametrize("where", ["folder", "uri"])
 def test_a_running_trial_keeps_its_best_and_what_the_stored_state_resumes_from(
-    tmp_path: Path,
+    tmp_path: Path, where: str
 ) -> None:
     """Checkpoints older than the one the stored state names go, but the best; the named one
-    and newer ones stay until a stored state names a newer one."""
+    and newer ones stay until a stored state names a newer one. The same in a folder and at
+    a URI (file:// stands in for a bucket)."""
     folder = tmp_path / "train_transfer_a"
     scores = [0.5, 0.7, 0.6, 0.65, 0.66]  # epochs 1..5; the best is checkpoint_000001
     for index in range(len(scores)):
         (folder / f"checkpoint_00000{index}").mkdir(parents=True)
-    pruner = SupersededCheckpoints(tmp_path)
+    pruner = SupersededCheckpoints(
+        Store(str(tmp_path) if where == "folder" else f"file://{tmp_path}")
+    )
+    if where == "uri":  # as Tune restores it from its saved callbacks
+        pruner = pickle.loads(pickle.dumps(pruner))
     trial = SimpleNamespace(trial_id="a", path=str(folder))
 
     def report(index: int) -> None:
@@ -187,4 +195,21 @@ def test_the_best_checkpoint_is_the_later_of_ties_among_those_left() -> None:
 def test_an_unreadable_stored_state_names_nothing(tmp_path: Path) -> None:
     state = tmp_path / "experiment_state-x.json"
     state.write_text('{"trial_data": [["{\\"trial_id\\": ')  # cut off mid-copy
-    assert stored_checkpoints(state) == {}
+    assert stored_checkpoints(state.read_text()) == {}
+
+
+def test_a_pruner_saved_before_uris_were_supported_is_restored_to_the_same_folder(
+    tmp_path: Path,
+) -> None:
+    """Tune's saved callbacks of an older experiment hold the pruner's folder as `root`."""
+    old = SupersededCheckpoints.__new__(SupersededCheckpoints)
+    old.__setstate__({"root": tmp_path, "_rows": {"a": []}, "_state": None, "_named": {}})
+    assert old.store.location == str(tmp_path) and old._rows == {"a": []}
+    for index in range(3):
+        (tmp_path / "train_transfer_a" / f"checkpoint_00000{index}").mkdir(parents=True)
+    _stored_state(tmp_path, {"a": "checkpoint_000002"})
+    trial = SimpleNamespace(trial_id="a", path=str(tmp_path / "train_transfer_a"))
+    old.on_trial_result(0, [trial], trial, {CHECKPOINT_DIR: "checkpoint_000002", "val_acc": 0.5})
+    assert sorted(p.name for p in (tmp_path / "train_transfer_a").iterdir()) == [
+        "checkpoint_000002"
+    ]

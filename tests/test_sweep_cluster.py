@@ -117,8 +117,9 @@ def test_the_sweep_finishes_on_the_cluster_with_every_trial_accounted_for(
 def test_the_working_copy_downloads_and_the_bucket_keeps_only_the_kept_checkpoints(
     cluster_sweep: ClusterSweep, cache_dir: Path
 ) -> None:
-    """Every epoch's checkpoint was stored; each trial's best alone was downloaded, and the
-    end removed the rest on both sides, to the best 3 trials' best (--keep-checkpoints 3)."""
+    """While the trials ran, their superseded checkpoints were removed at the URI; each
+    trial's best alone was downloaded, and the end removed the rest on both sides, to the best
+    3 trials' best (--keep-checkpoints 3)."""
     copy = working_copy(cluster_sweep.storage, "c", str(cache_dir))
 
     def checkpoints(root: Path) -> set[str]:
@@ -127,7 +128,10 @@ def test_the_working_copy_downloads_and_the_bucket_keeps_only_the_kept_checkpoin
     kept = {t["checkpoint"] for t in cluster_sweep.summary["trials"] if t["checkpoint"]}
     assert len(kept) == 3
     assert checkpoints(cluster_sweep.root) == kept == checkpoints(copy)
-    assert re.search(r"^Removed \d+ checkpoints \(", cluster_sweep.done.stdout, re.M)
+    removed = re.search(r"^Removed (\d+) checkpoints \(", cluster_sweep.done.stdout, re.M)
+    # At the end a trial holds at most its best, the one the stored state names and a newer
+    # one (every epoch's, 4 per trial, when nothing is removed while the trials run).
+    assert removed and int(removed.group(1)) <= 3 * NUM_SAMPLES - len(kept)
 
 
 def test_the_lost_nodes_trial_resumed_from_its_checkpoint(cluster_sweep: ClusterSweep) -> None:

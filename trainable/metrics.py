@@ -31,11 +31,15 @@ RESULT_FILE = "result.json"  # Tune's log of a trial's reports, one JSON row eac
 def result_rows(trial_folder: Path) -> list[dict]:
     """The rows of the trial's result.json, in order; a line cut off by a crash is skipped."""
     path = trial_folder / RESULT_FILE
+    return parse_rows(path.read_text()) if path.is_file() else []
+
+
+def parse_rows(text: str) -> list[dict]:
+    """The rows of a result.json's `text`, in order; a line cut off by a crash is skipped."""
     rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
     return rows

@@ -18,6 +18,7 @@ only fall as more trials end, so a later end never wants back what an earlier on
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import math
 import shutil
@@ -26,12 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 from ray import tune
 
+from search.config.filesystems import storage_filesystem
 from search.config.settings import METRIC, SearchSettings
 from search.experiment.layout import CHECKPOINT_PREFIX
 from search.experiment.storage import remote_experiment
 from trainable import metrics
+from trainable.metrics import RESULT_FILE
 
 CHECKPOINT_DIR = "checkpoint_dir_name"  # the field of a Tune result naming its checkpoint
 
@@ -107,25 +111,66 @@ def best_checkpoint(rows: Iterable[dict[str, Any]], existing: Iterable[str]) -> 
     return max(scored)[1] if scored else None
 
 
-def stored_state(root: Path) -> tuple[Path, int, int] | None:
+class Store:
+    """The files of an experiment where Ray stores it, a local folder or a URI, through
+    pyarrow's filesystems (as Ray writes them). Pickled (in Tune's saved callbacks) as its
+    location alone: the filesystem is opened again where it is loaded."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self._opened: tuple[pyarrow.fs.FileSystem, str] | None = None
+
+    @classmethod
+    def of(cls, settings: SearchSettings) -> Store:
+        return cls(settings.experiment_uri or str(settings.experiment_dir))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"location": self.location}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["location"])  # type: ignore[misc]
+
+    def _path(self, relative: str = "") -> tuple[pyarrow.fs.FileSystem, str]:
+        if self._opened is None:  # an s3:// URI without ?region= asks AWS at every opening
+            self._opened = storage_filesystem(self.location)
+        fs, base = self._opened
+        return fs, f"{base}/{relative}" if relative else base
+
+    def listing(self, folder: str = "") -> list[pyarrow.fs.FileInfo]:
+        """The entries of `folder` (relative; the experiment's own by default)."""
+        fs, path = self._path(folder)
+        return fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+
+    def read(self, relative: str) -> str:
+        fs, path = self._path(relative)
+        with fs.open_input_stream(path) as stream:
+            return stream.read().decode()
+
+    def remove(self, relative: str) -> None:
+        fs, path = self._path(relative)
+        fs.delete_dir(path)
+
+
+def stored_state(store: Store) -> tuple[str, int, int] | None:
     """The experiment's newest stored Tune state file, with its mtime and size."""
-    found = []
-    for path in root.glob("experiment_state-*.json"):
-        with contextlib.suppress(OSError):
-            stat = path.stat()
-            found.append((stat.st_mtime_ns, stat.st_size, path))
+    found = [
+        (info.mtime_ns or 0, info.size or 0, info.base_name)
+        for info in store.listing()
+        if info.type == pyarrow.fs.FileType.File
+        and fnmatch.fnmatch(info.base_name, "experiment_state-*.json")
+    ]
     if not found:
         return None
-    mtime, size, path = max(found)
-    return path, mtime, size
+    mtime, size, name = max(found)
+    return name, mtime, size
 
 
-def stored_checkpoints(state: Path) -> dict[str, str]:
-    """Tune trial id -> the checkpoint folder the stored state `state` resumes it from; {}
-    when it is unreadable (being copied, say)."""
+def stored_checkpoints(state: str) -> dict[str, str]:
+    """Tune trial id -> the checkpoint folder a stored state (its text `state`) resumes it
+    from; {} when it is unreadable (being copied, say)."""
     named: dict[str, str] = {}
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        for trial_state, run_state in json.loads(state.read_text())["trial_data"]:
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        for trial_state, run_state in json.loads(state)["trial_data"]:
             trial_id = json.loads(trial_state)["trial_id"]
             folder = (json.loads(run_state).get("last_result") or {}).get(CHECKPOINT_DIR)
             if folder:
@@ -136,13 +181,22 @@ def stored_checkpoints(state: Path) -> dict[str, str]:
 
 class SupersededCheckpoints(tune.Callback):
     """Removes each trial's checkpoints that no resume and no export can want (see above):
-    those older than the one the stored state names, but its best. Local storage only."""
+    those older than the one the stored state names, but its best. In a folder or at a URI:
+    a few listings per checkpoint the stored state newly names."""
 
-    def __init__(self, experiment_dir: Path) -> None:
-        self.root = experiment_dir
+    def __init__(self, store: Store) -> None:
+        self.store = store
         self._rows: dict[str, list[dict[str, Any]]] = {}  # results seen, per trial
-        self._state: tuple[Path, int, int] | None = None  # the stored state last read
+        self._state: tuple[str, int, int] | None = None  # the stored state last read
         self._named: dict[str, str] = {}  # and what it names
+        self._pruned: dict[str, str] = {}  # per trial, the named checkpoint last pruned to
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restored from Tune's saved callbacks; one saved before the URI support held the
+        experiment folder as `root` (and read the stored state by its path)."""
+        store = state.get("store") or Store(str(state["root"]))
+        self.__init__(store)  # type: ignore[misc]
+        self._rows = state.get("_rows", {})
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -150,23 +204,36 @@ class SupersededCheckpoints(tune.Callback):
         self._rows.setdefault(trial.trial_id, []).append(
             {CHECKPOINT_DIR: result.get(CHECKPOINT_DIR), METRIC: result.get(METRIC)}
         )
-        state = stored_state(self.root)
-        if state is not None and state != self._state:
-            self._state, self._named = state, stored_checkpoints(state[0])
-        for each in trials:
-            if each.trial_id in self._named and each.trial_id in self._rows:
-                self._prune(each, self._named[each.trial_id])
+        try:
+            state = stored_state(self.store)
+            if state is not None and state != self._state:
+                self._state, self._named = state, stored_checkpoints(self.store.read(state[0]))
+            for each in trials:
+                named = self._named.get(each.trial_id)
+                if not named or each.trial_id not in self._rows:
+                    continue
+                if self._pruned.get(each.trial_id) != named:  # else nothing older came since
+                    self._prune(Path(each.path).name, named, self._rows[each.trial_id])
+                    self._pruned[each.trial_id] = named
+        except OSError:  # the storage's (a network, a copy in progress): the end prunes again
+            return
 
-    def _prune(self, trial: Any, named: str) -> None:
-        folder = self.root / Path(trial.path).name
+    def _prune(self, folder: str, named: str, seen: list[dict[str, Any]]) -> None:
+        entries = self.store.listing(folder)
         older = sorted(
-            p.name for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.name < named
+            info.base_name
+            for info in entries
+            if info.type == pyarrow.fs.FileType.Directory
+            and info.base_name.startswith(CHECKPOINT_PREFIX)
+            and info.base_name < named
         )
         if not older:
             return
         # Its best so far: rows logged in an earlier run of the experiment, and those seen here.
-        rows = [*metrics.result_rows(folder), *self._rows[trial.trial_id]]
-        best = best_checkpoint(rows, [*older, named])
+        logged = ""
+        if any(info.base_name == RESULT_FILE for info in entries):
+            logged = self.store.read(f"{folder}/{RESULT_FILE}")
+        best = best_checkpoint([*metrics.parse_rows(logged), *seen], [*older, named])
         for name in older:
             if name != best:
-                shutil.rmtree(folder / name, ignore_errors=True)
+                self.store.remove(f"{folder}/{name}")

@@ -1,17 +1,17 @@
 """Where an experiment is stored: a local folder, or a cloud URI that Ray supports (`s3://`,
 `gs://`, ... anything `pyarrow.fs.FileSystem.from_uri` opens).
 
-With a URI, Ray Tune writes the trials, their checkpoints and its own state straight there.
-The files the driver writes itself (settings.json, optuna.db, summary.json, report.html, the
+With a URI, Ray Tune writes the trials, their checkpoints and its own state straight there. The
+files the driver writes itself (settings.json, optuna.db, summary.json, report.html, the
 experiment's TensorBoard events, offline W&B runs, the marks of interrupted trials) go to a
 local working copy of the experiment under the cache folder, and are uploaded: at the start,
 the study when a trial starts or ends, and everything at the end. At the end the experiment is
 downloaded into the working copy too, so the summary, the report, TensorBoard and export read
-local files: all of it but the checkpoints, of which each trial's best alone (the others stay
-at the URI until the end prunes them: search.run.finish). A manifest in the working copy
-records each file's state on both sides at its last sync: a file is uploaded when it changed
-here, and downloaded when it changed there (by Ray, or by a driver elsewhere that resumed the
-experiment).
+local files: all of it but the checkpoints, of which each trial's best alone (the one its state
+resumes from, when another, stays at the URI: search.experiment.retention). A manifest in the
+working copy records each file's state on both sides at its last sync: a file is uploaded when
+it changed here, and downloaded when it changed there (by Ray, or by a driver elsewhere that
+resumed the experiment).
 """
 
 from __future__ import annotations

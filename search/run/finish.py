@@ -193,7 +193,7 @@ def _download(remote: RemoteExperiment, settings: SearchSettings, resume: str) -
     resume command, which finishes the summary) when the URI can't be read."""
     print(f"Downloading the results from {remote.uri} ...")
     try:
-        remote.download(choose=best_only)  # superseded checkpoints: removed there, unread
+        remote.download(choose=best_only)  # of the checkpoints, each trial's best
     except OSError as error:  # the network, the credentials: nothing lost, it is all stored
         raise SearchInterrupted(
             f"The results stored at {remote.uri} could not be downloaded "

@@ -24,7 +24,7 @@ from search.experiment import budget
 from search.experiment.layout import SETTINGS_FILE
 from search.experiment.lock import claim
 from search.experiment.outcomes import ENDED, shown_path
-from search.experiment.retention import SupersededCheckpoints
+from search.experiment.retention import Store, SupersededCheckpoints
 from search.experiment.saved_state import (
     grow_search_state,
     resumed_trial_folders,
@@ -321,8 +321,7 @@ def _fit(
             remote = remote_experiment(settings)
             if remote and searcher is None:  # the harness's searcher writes optuna.db
                 callbacks.append(StudyUpload(remote))
-            if not remote:  # a stored experiment keeps its trials' checkpoints until it ends
-                callbacks.append(SupersededCheckpoints(settings.experiment_dir))
+            callbacks.append(SupersededCheckpoints(Store.of(settings)))
             if searcher is None:
                 searcher = _searcher(settings, prepared.prescreen)
             tuner = build_tuner(settings, callbacks, searcher, states, val_images)
