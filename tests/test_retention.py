@@ -213,3 +213,17 @@ def test_a_pruner_saved_before_uris_were_supported_is_restored_to_the_same_folde
     assert sorted(p.name for p in (tmp_path / "train_transfer_a").iterdir()) == [
         "checkpoint_000002"
     ]
+
+
+def test_a_storage_error_while_pruning_costs_the_pruning_only(tmp_path: Path) -> None:
+    """A URI that cannot be listed (the network) must not fail Tune's loop: the end prunes."""
+
+    class Unreachable(Store):
+        def listing(self, folder: str = "") -> list:
+            raise OSError("the network is down")
+
+    pruner = SupersededCheckpoints(Unreachable(str(tmp_path)))
+    trial = SimpleNamespace(trial_id="a", path=str(tmp_path / "train_transfer_a"))
+    result = {CHECKPOINT_DIR: "checkpoint_000000", "val_acc": 0.5}
+    pruner.on_trial_result(0, [trial], trial, result)  # raises nothing
+    assert pruner._rows["a"] == [result]

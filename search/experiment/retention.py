@@ -215,8 +215,8 @@ class SupersededCheckpoints(tune.Callback):
                 if self._pruned.get(each.trial_id) != named:  # else nothing older came since
                     self._prune(Path(each.path).name, named, self._rows[each.trial_id])
                     self._pruned[each.trial_id] = named
-        except OSError:  # the storage's (a network, a copy in progress): the end prunes again
-            return
+        except (OSError, pyarrow.lib.ArrowException, UnicodeDecodeError):
+            return  # the storage's (a network, a file being replaced): the end prunes again
 
     def _prune(self, folder: str, named: str, seen: list[dict[str, Any]]) -> None:
         entries = self.store.listing(folder)
