@@ -11,7 +11,13 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from search.experiment.study import TRIAL_NUMBER_ATTR, TUNE_TRIAL_ID, build_storage
+from search.experiment.layout import TRIAL_FOLDER_PREFIX
+from search.experiment.study import (
+    TRIAL_NUMBER_ATTR,
+    TUNE_TRIAL_ID,
+    build_storage,
+    catch_up,
+)
 from search.run.optuna_bridge import (
     BudgetAwareOptunaSearch,
     ConditionalSpace,
@@ -176,6 +182,36 @@ def test_the_searcher_resumes_from_its_saved_state_without_new_study_trials(
     study = optuna.load_study(study_name="exp", storage=build_storage(tmp_path))
     (trial,) = study.trials
     assert trial.state == TrialState.PRUNED and trial.intermediate_values == {1: 0.4, 2: 0.5}
+
+
+def test_a_last_epoch_logged_but_never_told_completes_the_trial_after_a_resume(
+    tmp_path: Path,
+) -> None:
+    """Tune tells the searcher of a trial's last epoch only as it stops the trial, after the
+    epoch is logged. Stopped in between (Ctrl-C, a kill), the study is an epoch behind; on
+    --resume the trial has nothing left to run and Tune completes it with the last result its
+    state saved. The study catches up with the trial's result.json first: COMPLETE, not PRUNED."""
+    searcher = _searcher(tmp_path)
+    searcher.suggest("z")
+    for epoch in range(1, MAX_T):
+        searcher.on_trial_result("z", _result(epoch, 0.1 * epoch))
+    searcher.save(str(tmp_path / "searcher-state.json"))
+    folder = tmp_path / f"{TRIAL_FOLDER_PREFIX}z"  # what the driver logged, the last epoch too
+    folder.mkdir()
+    (folder / "result.json").write_text(
+        "".join(f'{{"epoch": {e}, "val_acc": {0.1 * e}}}\n' for e in range(1, MAX_T + 1))
+    )
+
+    assert catch_up(tmp_path, "exp") == 1
+    assert catch_up(tmp_path, "exp") == 0  # once
+    restored = BudgetAwareOptunaSearch(
+        _space(), max_t=MAX_T, time_attr=EPOCH, sampler=build_sampler("random", 0, 16)
+    )
+    restored.restore(str(tmp_path / "searcher-state.json"))
+    restored.on_trial_complete("z", result=_result(MAX_T - 1, 0.1 * (MAX_T - 1)))
+    trial = _study_trial(tmp_path, "z")
+    assert trial.state == TrialState.COMPLETE
+    assert trial.value == pytest.approx(0.1 * MAX_T)
 
 
 @pytest.mark.parametrize(("num_samples", "expected"), [(4, 3), (16, 5), (30, 10), (100, 10)])

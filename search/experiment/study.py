@@ -3,10 +3,13 @@ attribute that ties a study trial to its Tune trial."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from search.experiment.layout import STUDY_FILE
+from search.config.settings import METRIC
+from search.experiment.layout import STUDY_FILE, TRIAL_FOLDER_PREFIX
+from trainable import metrics
 
 if TYPE_CHECKING:
     import optuna
@@ -42,6 +45,31 @@ def prune_running(experiment_dir: Path, study_name: str, trial_ids: set[str]) ->
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if trial.user_attrs.get(TUNE_TRIAL_ID) in trial_ids:
             study.tell(trial.number, state=optuna.trial.TrialState.PRUNED)
+
+
+def catch_up(experiment_dir: Path, study_name: str) -> int:
+    """Report to each unfinished study trial the epochs its trial folder logged that it has
+    not heard of; return how many. Tune tells the searcher of a trial's last epoch only as it
+    stops the trial, after the epoch is logged: a driver stopped in between (Ctrl-C, a kill)
+    leaves a study one epoch behind, and the resumed trial, with nothing left to run, would
+    end PRUNED while its folder says it ran every epoch. The searcher restores its curves from
+    the study (search.run.optuna_bridge)."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=build_storage(experiment_dir))
+    added = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        folder = experiment_dir / f"{TRIAL_FOLDER_PREFIX}{trial.user_attrs.get(TUNE_TRIAL_ID)}"
+        heard = set(trial.intermediate_values)
+        for row in metrics.result_rows(folder):
+            step, value = row.get(metrics.EPOCH), row.get(METRIC)
+            if not isinstance(step, int) or not isinstance(value, (int, float)):
+                continue
+            if step not in heard and math.isfinite(value):
+                optuna.Trial(study, trial._trial_id).report(float(value), step)
+                heard.add(step)
+                added += 1
+    return added
 
 
 def build_storage(experiment_dir: Path) -> optuna.storages.RDBStorage:

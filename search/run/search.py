@@ -31,6 +31,7 @@ from search.experiment.saved_state import (
     unrecorded_trial_folders,
 )
 from search.experiment.storage import read_summary, remote_experiment
+from search.experiment.study import catch_up
 from search.run.cluster import describe_nodes, use_cluster
 from search.run.finish import finish
 from search.run.inputs import describe_data, prepare_inputs
@@ -308,6 +309,8 @@ def _fit(
         if resume:
             record_extension(settings)  # --extend: settings.json, then Tune's search state
             grown = grow_search_state(settings.experiment_dir, settings.num_samples)
+            if searcher is None:  # the harness's searcher: its study hears every logged epoch
+                catch_up(settings.experiment_dir, settings.name)
             remote = remote_experiment(settings)
             if remote:  # Tune restores from the stored copy
                 remote.upload([grown.name, SETTINGS_FILE])
